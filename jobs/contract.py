@@ -1,0 +1,457 @@
+"""The contract between the login node (``orchestrator``) and the compute node (``jobs``).
+
+Stdlib + pydantic only: this is the one module both sides import. It holds
+
+* the typed run spec (``RunSpec``: the training knobs ``TrainConfig`` and the
+  SLURM ``Resources``), frozen and closed (unknown keys are errors);
+* the run-directory layout (``RunDir``) with atomic read/write helpers;
+* the static compatibility rules between knobs and hardware (``check_compat``).
+
+Run-directory files (all JSON, each replaced atomically; ``metrics.jsonl`` is
+append-only, one object a line):
+
+``spec.json``       RunSpec, written at submit time.
+``heartbeat.json``  {state, step, total_steps, epoch, last_loss, updated_at, pid,
+                    hostname, job_id, attempt}; state in HEARTBEAT_STATES.
+``metrics.jsonl``   {step, epoch, loss, learning_rate, grad_norm, time}, one a logging step,
+                    plus {"eval": {...}} lines for evaluations.
+``env.json``        git commit/dirty, python and package versions, GPU, CUDA, driver,
+                    hostname, SLURM ids. No secrets (see ``redact_env``).
+``result.json``     written last; see RESULT_KEYS. Its presence means the run finished.
+``failure.json``    {reason (FAILURE_REASONS), message, hint, traceback_tail, failed_at,
+                    job_id, attempt}.
+``checkpoints/``    Trainer checkpoints for resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+SPEC_FILE = "spec.json"
+HEARTBEAT_FILE = "heartbeat.json"
+METRICS_FILE = "metrics.jsonl"
+ENV_FILE = "env.json"
+RESULT_FILE = "result.json"
+FAILURE_FILE = "failure.json"
+CHECKPOINT_DIR = "checkpoints"
+LOG_FILE = "worker.log"
+
+HEARTBEAT_STATES = ("starting", "loading", "training", "evaluating", "checkpointing", "done", "failed")
+FAILURE_REASONS = ("cuda_oom", "nan_loss", "timeout", "preempted", "node_failure", "cancelled", "exception")
+
+# Names of environment variables whose values must never be written anywhere.
+SECRET_NAME_PATTERN = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+# A run name or experiment name: safe as a path component and in a shell word.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
+
+
+class Strict(BaseModel):
+    """Frozen, closed model: unknown keys are errors, nothing is mutated after parsing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- knobs
+
+
+class CompileConfig(Strict):
+    """torch.compile. ``compile: true`` in YAML means ``{enabled: true}``."""
+
+    enabled: bool = True
+    backend: Literal["inductor", "aot_eager"] = "inductor"
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+
+
+class LoraConfig(Strict):
+    r: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: tuple[str, ...] = ("query", "value")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one module, e.g. [query, value]")
+        return value
+
+
+class QuantizationConfig(Strict):
+    """Quantised base model via bitsandbytes: 4-bit NF4 (QLoRA) or 8-bit."""
+
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+
+
+class BitFitConfig(Strict):
+    """Train biases only; ``train_head`` keeps the task head trainable too."""
+
+    train_head: bool = True
+
+
+class FreezeConfig(Strict):
+    embeddings: bool = False
+    layers: int = Field(0, ge=0, description="freeze the lower N encoder layers")
+
+
+class SyntheticData(Strict):
+    """Generated, learnable data in the task's real format (no hub needed)."""
+
+    n_train: int = Field(400, ge=1)
+    n_eval: int = Field(100, ge=1)
+    seed: int = 0
+
+
+class DataConfig(Strict):
+    """Where the data comes from: exactly one of a hub name, local files, or synthetic."""
+
+    name: str | None = None  # hub name: "squad_v2", "glue/sst2" (or name + config)
+    config: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    synthetic: SyntheticData | None = None
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+    cache_dir: str | None = None  # tokenised-feature cache; default <root>/<experiment>/cache
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        sources = [self.name is not None, self.train_file is not None, self.synthetic is not None]
+        if sum(sources) != 1:
+            raise ValueError("set exactly one of data.name (hub), data.train_file (+ validation_file) or data.synthetic")
+        if self.train_file is not None and self.validation_file is None:
+            raise ValueError("data.train_file needs data.validation_file too")
+        return self
+
+
+class HealthConfig(Strict):
+    """When a finished run is flagged as unhealthy (result.json ``warnings``)."""
+
+    min_f1_ratio_to_baseline: float = Field(0.5, ge=0, le=1)
+    min_hasans_f1: float = Field(1.0, ge=0, description="absolute floor for HasAns_f1 when no baseline exists")
+
+
+class TrainConfig(Strict):
+    """Every training knob. Defaults live here and nowhere else."""
+
+    task: Literal["squad_v2", "sst2"] = "squad_v2"
+    model_name_or_path: str = "bert-base-uncased"
+    random_init: bool = False  # random weights (speed benchmarks, plumbing tests)
+    model_overrides: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    data: DataConfig = Field(default_factory=lambda: DataConfig(name="squad_v2"))
+
+    max_seq_length: int = Field(384, ge=16, le=8192)
+    doc_stride: int = Field(128, ge=1)
+    max_answer_length: int = Field(30, ge=1)
+    n_best_size: int = Field(20, ge=1)
+    null_score_threshold: float = 0.0
+
+    attention: Literal["eager", "sdpa"] = "sdpa"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    compile: CompileConfig | None = None
+    padding: Literal["max_length", "dynamic"] = "max_length"
+    pad_to_multiple_of: int | None = Field(None, ge=1)
+    bucketing: bool = False
+
+    lora: LoraConfig | None = None
+    quantization: QuantizationConfig | None = None
+    bitfit: BitFitConfig | None = None
+    allow_bitfit_with_lora: bool = False
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+
+    optimizer: Literal["adamw", "adamw_fused", "adamw_8bit"] = "adamw"
+    gradient_checkpointing: bool = False
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int = Field(32, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(3e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup: float = Field(0.0, ge=0, description="a ratio of the steps below 1, else a number of steps")
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    seed: int = 42
+    logging_steps: int = Field(50, ge=1)
+    save_steps: int = Field(500, ge=1, description="checkpoint every N steps (resume after preemption)")
+    dataloader_workers: int = Field(2, ge=0)
+    profile: bool = False  # PyTorch profiler window: top kernels + Chrome trace
+    health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_shorthand(cls, value: Any) -> Any:
+        if value is True:
+            return {"enabled": True}
+        if value is False:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "TrainConfig":
+        problems = static_conflicts(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def static_conflicts(train: TrainConfig) -> list[str]:
+    """Knob combinations that cannot work on any hardware."""
+    problems: list[str] = []
+    if train.bitfit is not None and train.lora is not None and not train.allow_bitfit_with_lora:
+        problems.append("bitfit together with lora trains two things at once; set allow_bitfit_with_lora: true if you mean it")
+    if train.quantization is not None and train.lora is None:
+        problems.append("a quantised base model cannot be fine-tuned directly: add lora (QLoRA) or drop quantization")
+    if train.doc_stride >= train.max_seq_length:
+        problems.append(f"doc_stride ({train.doc_stride}) must be smaller than max_seq_length ({train.max_seq_length})")
+    if train.pad_to_multiple_of is not None and train.padding != "dynamic":
+        problems.append("pad_to_multiple_of only applies to padding: dynamic")
+    if train.bucketing and train.padding != "dynamic":
+        problems.append("bucketing only helps with padding: dynamic (with max_length every batch has the same length)")
+    return problems
+
+
+# ----------------------------------------------------------------------- resources
+
+_SLURM_WORD = re.compile(r"^[A-Za-z0-9_.:,+|&*\[\]-]{1,200}$")
+
+
+class Resources(Strict):
+    """What one job asks SLURM for. Runs with equal Resources share one job array."""
+
+    partition: str | None = None
+    gpus: int = Field(0, ge=0, le=16)
+    gpu_type: str | None = None  # e.g. t4: --gres=gpu:t4:N
+    cpus_per_task: int = Field(2, ge=1, le=512)
+    mem_gb: float = Field(8, gt=0)
+    time_min: int = Field(60, ge=1)
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int = Field(16, ge=1)
+    signal_delay_s: int = Field(120, ge=10, description="USR2 this long before the time limit: checkpoint and requeue")
+    max_requeues: int = Field(3, ge=0, description="timeouts/preemptions a run may be requeued after")
+
+    @field_validator("partition", "gpu_type", "account", "qos", "constraint")
+    @classmethod
+    def _slurm_word(cls, value: str | None) -> str | None:
+        if value is not None and not _SLURM_WORD.match(value):
+            raise ValueError(f"{value!r} is not a valid SLURM name (letters, digits and _.:,+|&*[]- only)")
+        return value
+
+    def group_key(self) -> str:
+        """Runs whose resources are equal go into one array."""
+        return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()[:10]
+
+
+# ------------------------------------------------------------------------ run spec
+
+
+class RunSpec(Strict):
+    """One run, fully resolved. Written to spec.json at submit time."""
+
+    schema_version: int = SCHEMA_VERSION
+    experiment: str
+    run_name: str  # e.g. "B1-r16-seed1"
+    base_name: str  # the matrix entry, e.g. "B1"
+    run_id: str  # run_name + "-" + config_hash
+    series: str
+    config_hash: str
+    grid_values: dict[str, Any] = Field(default_factory=dict)
+    baseline_run_id: str | None = None
+    description: str = ""
+    train: TrainConfig
+    resources: Resources
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(train: TrainConfig) -> str:
+    """Short stable hash of the resolved training config (not the resources: a new time
+    limit is the same experiment)."""
+    return hashlib.sha256(canonical_json(train.model_dump(mode="json")).encode()).hexdigest()[:8]
+
+
+# ------------------------------------------------------------------- compatibility
+
+
+class DeviceInfo(Strict):
+    """What the target partition offers, from the cluster profile."""
+
+    cuda: bool = True
+    gpu_name: str = "unknown"
+    gpu_mem_gb: float | None = None
+    bf16: bool = True  # T4 (sm_75) has no bf16
+    flash_attention: bool = True
+
+
+def check_compat(train: TrainConfig, device: DeviceInfo, gpus: int) -> list[str]:
+    """Problems of running ``train`` on ``device`` with ``gpus`` GPUs; empty if fine."""
+    problems: list[str] = []
+    has_cuda = device.cuda and gpus > 0
+    if train.precision in ("fp16", "bf16") and not has_cuda:
+        problems.append(f"precision {train.precision} needs a GPU; use precision: fp32 or ask for gpus >= 1")
+    if train.precision == "bf16" and has_cuda and not device.bf16:
+        problems.append(f"precision bf16 is not supported on {device.gpu_name}; use fp16")
+    if train.quantization is not None:
+        if not has_cuda:
+            problems.append("quantization (QLoRA / 8-bit base) needs CUDA: ask for gpus >= 1 on a GPU partition")
+        elif train.quantization.compute_dtype == "bf16" and not device.bf16:
+            problems.append(f"quantization.compute_dtype bf16 is not supported on {device.gpu_name}; use fp16")
+    if train.optimizer == "adamw_fused" and not has_cuda:
+        problems.append("optimizer adamw_fused needs CUDA; use adamw")
+    if train.optimizer == "adamw_8bit" and not has_cuda:
+        problems.append("optimizer adamw_8bit (bitsandbytes) needs CUDA here; use adamw")
+    return problems
+
+
+# -------------------------------------------------------------------- atomic files
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a temp file in the same directory, fsync, rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def append_jsonl(path: Path, obj: Mapping[str, Any]) -> None:
+    """One line per call, written with a single write so a reader sees whole lines."""
+    line = json.dumps(obj, sort_keys=True, default=str) + "\n"
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line)
+        handle.flush()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL file, skipping a torn last line."""
+    rows: list[dict[str, Any]] = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+def redact_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Drop every variable whose name looks like a secret."""
+    return {k: v for k, v in env.items() if not SECRET_NAME_PATTERN.search(k)}
+
+
+# ------------------------------------------------------------------------ run dir
+
+
+class RunDir:
+    """The files of one run directory. Only that run's worker writes them (spec.json:
+    the submitter)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    spec_path = property(lambda self: self.path / SPEC_FILE)
+    heartbeat_path = property(lambda self: self.path / HEARTBEAT_FILE)
+    metrics_path = property(lambda self: self.path / METRICS_FILE)
+    env_path = property(lambda self: self.path / ENV_FILE)
+    result_path = property(lambda self: self.path / RESULT_FILE)
+    failure_path = property(lambda self: self.path / FAILURE_FILE)
+    checkpoint_dir = property(lambda self: self.path / CHECKPOINT_DIR)
+    log_path = property(lambda self: self.path / LOG_FILE)
+
+    def read_spec(self) -> RunSpec:
+        return RunSpec.model_validate(read_json(self.spec_path))
+
+    def write_spec(self, spec: RunSpec) -> None:
+        write_json_atomic(self.spec_path, spec.model_dump(mode="json"))
+
+    def write_heartbeat(self, state: str, **fields: Any) -> None:
+        if state not in HEARTBEAT_STATES:
+            raise ValueError(f"unknown heartbeat state {state!r}")
+        write_json_atomic(self.heartbeat_path, {"state": state, "updated_at": time.time(), **fields})
+
+    def read_optional(self, path: Path) -> dict[str, Any] | None:
+        """A JSON file, or None when absent or unreadable (torn, corrupt)."""
+        try:
+            value = read_json(path)
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def write_result(self, result: Mapping[str, Any]) -> None:
+        write_json_atomic(self.result_path, dict(result))
+
+    def write_failure(self, reason: str, message: str, **fields: Any) -> None:
+        if reason not in FAILURE_REASONS:
+            raise ValueError(f"unknown failure reason {reason!r}")
+        write_json_atomic(
+            self.failure_path, {"reason": reason, "message": message, "failed_at": time.time(), **fields}
+        )
+
+
+# result.json keys (nested). collect flattens these with "." into columns.
+RESULT_KEYS = {
+    "run_id": "str",
+    "config_hash": "str",
+    "metrics": "task metrics: exact, f1, HasAns_*, NoAns_*, best_* (squad_v2) or accuracy (sst2)",
+    "train": "runtime_s, samples_per_s, steps_per_s, tokens_per_s, loss, steps, planned_steps, compile_time_s, steady_step_time_s",
+    "eval": "runtime_s, samples_per_s",
+    "params": "trainable, total",
+    "memory": "peak_allocated_mib, peak_reserved_mib, step_peak_allocated_mib, step_peak_reserved_mib, device_total_mib, device_name",
+    "energy": "energy_j, avg_power_w (NVML, when available)",
+    "warnings": "list of strings; non-empty means the run is not healthy",
+    "healthy": "bool",
+    "finished_at": "unix time",
+    "job_id": "SLURM or local job id",
+    "node": "hostname",
+    "git_commit": "str or null",
+}
