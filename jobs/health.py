@@ -1,0 +1,53 @@
+"""Is a finished run's result believable? Warnings go into result.json; status shows them.
+
+The seed study lost a run to a silent bucketing bug (F1 77 -> 27): a run whose answerable-
+question F1 collapses against its baseline, or whose loss is not finite, is not healthy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from jobs.contract import RESULT_FILE, RunDir, RunSpec
+
+
+def _main_metric(metrics: dict[str, Any]) -> tuple[str, float] | None:
+    for key in ("HasAns_f1", "f1", "accuracy"):
+        value = metrics.get(key)
+        if isinstance(value, (int, float)):
+            return key, float(value)
+    return None
+
+
+def check_health(spec: RunSpec, run_dir: RunDir, body: dict[str, Any]) -> list[str]:
+    """Warnings for a run that finished but whose numbers look wrong."""
+    warnings: list[str] = []
+    loss = body.get("train", {}).get("loss")
+    if isinstance(loss, (int, float)) and not math.isfinite(loss):
+        warnings.append(f"training loss is {loss}")
+    found = _main_metric(body.get("metrics", {}))
+    if found is None:
+        return warnings + ["no task metric in the result"]
+    key, value = found
+    if not math.isfinite(value):
+        return warnings + [f"{key} is {value}"]
+    baseline = _baseline_metric(spec, run_dir, key)
+    if baseline is not None and baseline > 0:
+        ratio = value / baseline
+        if ratio < spec.train.health.min_f1_ratio_to_baseline:
+            warnings.append(f"{key} {value:.2f} collapsed against baseline {spec.baseline_run_id} ({baseline:.2f}): "
+                            f"{ratio:.0%} of it; check padding/bucketing label alignment and the learning rate")
+    elif key == "HasAns_f1" and value < spec.train.health.min_hasans_f1:
+        warnings.append(f"HasAns_f1 is {value:.2f}: the model answers no answerable question")
+    return warnings
+
+
+def _baseline_metric(spec: RunSpec, run_dir: RunDir, key: str) -> float | None:
+    if not spec.baseline_run_id:
+        return None
+    baseline = RunDir(run_dir.path.parent / spec.baseline_run_id).read_optional(run_dir.path.parent / spec.baseline_run_id / RESULT_FILE)
+    if not baseline:
+        return None
+    value = baseline.get("metrics", {}).get(key)
+    return float(value) if isinstance(value, (int, float)) else None

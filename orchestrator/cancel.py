@@ -1,0 +1,51 @@
+"""Cancel an experiment's active jobs (all, or the named runs): one scancel call."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import signal
+import time
+from typing import Any
+
+from orchestrator import slurm
+from orchestrator.errors import UserError
+from orchestrator.jobstate import pid_alive, scheduler_states
+from orchestrator.store import Experiment, latest_attempt
+
+
+def cancel(experiment: Experiment, patterns: list[str]) -> list[str]:
+    """Cancel the active jobs of the runs matching ``patterns`` (all if empty); return run names."""
+    with experiment.locked():
+        manifest = experiment.read_manifest()
+        run_ids = _select(manifest, patterns)
+        states, _ = scheduler_states(manifest, run_ids)
+        active = [r for r in run_ids if r in states and states[r].active]
+        slurm_ids = [str(latest_attempt(manifest, r)["job_id"]) for r in active
+                     if latest_attempt(manifest, r).get("executor") == "slurm"]  # type: ignore[union-attr]
+        if slurm_ids:
+            slurm.scancel(slurm_ids)
+        for run_id in active:
+            attempt = latest_attempt(manifest, run_id) or {}
+            if attempt.get("executor") == "local":
+                _cancel_local(manifest, attempt)
+        experiment.write_manifest(manifest)
+    return [manifest["runs"][r]["run_name"] for r in active]
+
+
+def _cancel_local(manifest: dict[str, Any], attempt: dict[str, Any]) -> None:
+    if attempt.get("pid") and pid_alive(int(attempt["pid"])):
+        os.kill(int(attempt["pid"]), signal.SIGTERM)  # submitit's controller forwards it to the task
+    attempt["state"] = "cancelled"
+    attempt["ended_at"] = time.time()
+
+
+def _select(manifest: dict[str, Any], patterns: list[str]) -> list[str]:
+    current = manifest.get("current_runs", {})
+    if not patterns:
+        return list(current.values())
+    chosen = [run_id for name, run_id in current.items()
+              if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name.split("-")[0], p) for p in patterns)]
+    if not chosen:
+        raise UserError(f"no run matches {' '.join(patterns)}; runs are {', '.join(sorted(current))}")
+    return chosen

@@ -1,0 +1,71 @@
+"""``orchestrate``: parse and dispatch. One error boundary: a UserError prints one line
+(exit 2 for bad input, 1 for runtime failures); anything else is a bug with a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from orchestrator import commands
+from orchestrator.errors import UserError
+
+log = logging.getLogger("orchestrate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrate", description="Run fine-tuning studies on SLURM or locally.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("submit", help="expand a matrix, validate it, submit the new runs as job arrays")
+    p.add_argument("matrix", type=Path)
+    p.add_argument("--dry-run", action="store_true", help="print the runs and the sbatch script; submit nothing")
+    p.add_argument("--only", help="comma-separated run names or patterns, e.g. A1,B*")
+    p.add_argument("--executor", choices=("auto", "slurm", "local"), help="override the matrix's executor")
+    p.add_argument("--retry-failed", action="store_true", help="resubmit runs that failed before")
+    p.add_argument("--force", action="append", default=[], metavar="RUN", help="rerun RUN even if done")
+    p.add_argument("--wait", action="store_true", help="wait until every submitted run has ended")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between checks with --wait")
+
+    p = sub.add_parser("status", help="one row a run: state, progress, elapsed, node, failures")
+    p.add_argument("experiment", nargs="?", help="name or directory (default: the last one submitted here)")
+    p.add_argument("--watch", action="store_true", help="refresh until every run has ended")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between SLURM queries (min 30 unless --force-interval)")
+    p.add_argument("--force-interval", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--all", action="store_true", help="include runs of earlier versions of the matrix")
+    p.add_argument("--stall-after", type=float, default=900.0, help="seconds without heartbeat before 'stalled'")
+
+    p = sub.add_parser("collect", help="merge finished runs into tables and plots under results/<experiment>")
+    p.add_argument("experiment", nargs="?")
+    p.add_argument("--out", type=Path, default=Path("results"), help="results directory (default: ./results)")
+    p.add_argument("--format", default="all", help="comma-separated: csv,parquet,md,tex,png,svg (default all)")
+    p.add_argument("--watch", action="store_true", help="poll until every run has ended")
+    p.add_argument("--interval", type=float, default=30.0)
+
+    p = sub.add_parser("cancel", help="cancel the experiment's active jobs (or the named runs)")
+    p.add_argument("experiment", nargs="?")
+    p.add_argument("runs", nargs="*", help="run names or patterns")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    handler = getattr(commands, f"cmd_{args.command}")
+    try:
+        return int(handler(args, Path.cwd()))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""One function a subcommand, each returning an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from orchestrator import executors, status, store
+from orchestrator.errors import EXIT_OK, EXIT_RUNTIME, UserError
+from orchestrator.matrix import Matrix, load_matrix, select
+from orchestrator.submit import choose_executor, group_runs, print_summary, raise_if_failed, submit
+
+MIN_SLURM_INTERVAL_S = 30.0
+MAX_BACKOFF_S = 300.0
+
+
+def cmd_submit(args: argparse.Namespace, cwd: Path) -> int:
+    matrix = load_matrix(args.matrix)
+    specs = select(matrix.runs, args.only)
+    kind = choose_executor(matrix, args.executor)
+    if args.dry_run:
+        print_dry_run(matrix, specs, kind)
+        return EXIT_OK
+    store.remember(cwd, matrix.experiment, matrix.experiment_dir)
+    outcome = submit(matrix, specs, kind, retry_failed=args.retry_failed, force=frozenset(args.force), cwd=cwd)
+    experiment = store.Experiment(matrix.experiment_dir)
+    print_summary(outcome, experiment)
+    raise_if_failed(outcome)
+    if args.wait:
+        interval = 2.0 if kind == "local" else max(args.interval, MIN_SLURM_INTERVAL_S)
+        rows = wait_until_ended(experiment, interval)
+        bad = [r for r in rows if r.state != "completed"]
+        return EXIT_RUNTIME if bad else EXIT_OK
+    return EXIT_OK
+
+
+def print_dry_run(matrix: Matrix, specs: list, kind: str) -> None:
+    print(f"experiment {matrix.experiment} ({len(specs)} runs, executor {kind}, cluster {matrix.profile.name})")
+    print(f"run directories under {matrix.experiment_dir / 'runs'}")
+    width = max(len(s.run_name) for s in specs)
+    for spec in specs:
+        print(f"  {spec.run_name.ljust(width)}  {spec.run_id}  series {spec.series}  group {spec.resources.group_key()}")
+    folder = matrix.experiment_dir / "submitit" / "<token>"
+    for key, group in group_runs(specs).items():
+        print(f"\n# resource group {key}: {len(group)} run(s): {', '.join(s.run_name for s in group[:8])}"
+              + (" ..." if len(group) > 8 else ""))
+        if kind == "slurm":
+            print(executors.render_script(matrix, group[0].resources, len(group), folder))
+        else:
+            from orchestrator import profiles
+
+            text = profiles.render_preamble(matrix.profile, group[0].resources, {"experiment": matrix.experiment})
+            print("# local executor: these lines run before each job")
+            print("\n".join(profiles.split_preamble(text)[1]) or "# (none)")
+
+
+def wait_until_ended(experiment: store.Experiment, interval_s: float) -> list[status.RunStatus]:
+    """Poll status until every run has ended, printing a progress line."""
+    while True:
+        rows, note = status.gather(experiment)
+        ended = sum(r.ended for r in rows)
+        done = sum(r.state == "completed" for r in rows)
+        print(f"\r{ended}/{len(rows)} runs ended ({done} completed)", end="", file=sys.stderr, flush=True)
+        if ended == len(rows):
+            print(file=sys.stderr)
+            print(status.render(rows, note))
+            return rows
+        time.sleep(interval_s)
+
+
+def cmd_status(args: argparse.Namespace, cwd: Path) -> int:
+    experiment = store.resolve(cwd, args.experiment)
+    if not args.watch:
+        rows, note = status.gather(experiment, args.stall_after, args.all)
+        print(status.to_json(rows, note) if args.json else status.render(rows, note))
+        return EXIT_OK
+    interval = args.interval if args.force_interval else max(args.interval, MIN_SLURM_INTERVAL_S)
+    previous = None
+    while True:
+        rows, note = status.gather(experiment, args.stall_after, args.all)
+        text = status.render(rows, note)
+        if sys.stdout.isatty():
+            print("\033[H\033[J", end="")
+        print(f"{experiment.path.name}  {time.strftime('%H:%M:%S')}  (every {interval:.0f} s, Ctrl-C to stop)")
+        print(text, flush=True)
+        if all(r.ended for r in rows):
+            return EXIT_OK
+        snapshot = [(r.state, r.step) for r in rows]
+        interval = min(interval * 1.5, MAX_BACKOFF_S) if snapshot == previous else max(args.interval if args.force_interval else MIN_SLURM_INTERVAL_S, interval / 1.5)
+        previous = snapshot
+        time.sleep(interval)
+
+
+def cmd_collect(args: argparse.Namespace, cwd: Path) -> int:
+    from orchestrator import collect
+
+    experiment = store.resolve(cwd, args.experiment)
+    formats = collect.ALL_FORMATS if args.format == "all" else frozenset(f.strip() for f in args.format.split(","))
+    unknown = formats - collect.ALL_FORMATS
+    if unknown:
+        raise UserError(f"--format: {', '.join(sorted(unknown))} not known; choose from {', '.join(sorted(collect.ALL_FORMATS))}")
+    out_dir = (args.out if args.out.is_absolute() else cwd / args.out) / experiment.path.name
+    if args.watch:
+        def finished(_report: object) -> bool:
+            return all(r.ended for r in status.gather(experiment)[0])
+
+        report = collect.watch(experiment.path, out_dir, interval_s=args.interval, formats=formats, is_finished=finished)
+    else:
+        report = collect.collect(experiment.path, out_dir, formats=formats)
+    print(report.summary_markdown if hasattr(report, "summary_markdown") else report)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, cwd: Path) -> int:
+    from orchestrator.cancel import cancel
+
+    experiment = store.resolve(cwd, args.experiment)
+    names = cancel(experiment, args.runs)
+    print(f"cancelled {len(names)} run(s)" + (f": {', '.join(names)}" if names else " (none were active)"))
+    return EXIT_OK

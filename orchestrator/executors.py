@@ -1,0 +1,186 @@
+"""submitit executors for one chunk of runs: a SLURM job array, or the local queue.
+
+Only a path crosses into the job: ``executor.submit(Worker(), run_dir)``; a person can rerun
+any run with ``python -m jobs.entrypoint RUN_DIR`` and no result depends on submitit's pickles.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.slurm.slurm import _make_sbatch_string
+
+from jobs.contract import Resources, RunSpec
+from orchestrator import localq, profiles, slurm
+from orchestrator.errors import UserError
+from orchestrator.matrix import Matrix
+from orchestrator.store import Experiment
+
+log = logging.getLogger(__name__)
+
+# Directives the tool sets itself; a template may not override them.
+RESERVED_DIRECTIVES = frozenset({"array", "output", "error", "job-name", "signal", "open-mode", "wrap", "chdir"})
+_SUBMITIT_NAMES = {"partition", "time", "cpus-per-task", "mem", "gres", "account", "qos", "constraint",
+                   "exclude", "nodelist", "nodes", "ntasks-per-node", "gpus-per-node", "gpus-per-task",
+                   "cpus-per-gpu", "mem-per-gpu", "mem-per-cpu", "comment", "mail-type", "mail-user",
+                   "dependency", "exclusive", "wckey"}
+
+
+def job_name(experiment: str, token: str) -> str:
+    return f"orc.{experiment}.{token}"
+
+
+def sbatch_parameters(matrix: Matrix, resources: Resources, name: str) -> dict[str, Any]:
+    """submitit parameters from the profile's rendered preamble plus what the tool owns."""
+    text = profiles.render_preamble(matrix.profile, resources, {"experiment": matrix.experiment})
+    directive_lines, setup = profiles.split_preamble(text)
+    directives = slurm.parse_sbatch_directives("\n".join(directive_lines))
+    params: dict[str, Any] = {"job_name": name, "setup": setup, "signal_delay_s": resources.signal_delay_s,
+                              "array_parallelism": resources.array_parallelism, "time": resources.time_min}
+    extra: dict[str, Any] = {}
+    for key, value in directives.items():
+        if key in RESERVED_DIRECTIVES:
+            raise UserError(f"{matrix.profile.directory}/{profiles.TEMPLATE_FILE}: #SBATCH --{key} is set by "
+                            "orchestrate itself; remove it from the template")
+        if key in _SUBMITIT_NAMES:
+            params[key.replace("-", "_")] = value
+        else:
+            extra[key] = value
+    if extra:
+        params["additional_parameters"] = extra
+    return params
+
+
+def render_script(matrix: Matrix, resources: Resources, count: int, folder: Path) -> str:
+    """The sbatch script submitit will write for an array of ``count`` runs (for --dry-run)."""
+    params = sbatch_parameters(matrix, resources, job_name(matrix.experiment, "<token>"))
+    command = "python -u -m submitit.core._submit " + str(folder)
+    return _make_sbatch_string(command=command, folder=folder, map_count=count if count > 1 else None, **params)
+
+
+def max_array_size(kind: str, profile: profiles.Profile) -> int:
+    if profile.max_array_size:
+        return profile.max_array_size
+    if kind != "slurm":
+        return 10**9
+    try:
+        return slurm.max_array_size(slurm.read_config())
+    except (slurm.SlurmError, OSError):
+        return 1001
+
+
+def limit_warnings(kind: str, new_jobs: int) -> list[str]:
+    """Warn before passing the association's MaxSubmitJobs."""
+    if kind != "slurm":
+        return []
+    user = getpass.getuser()
+    limit = slurm.max_submit_jobs(user)
+    if limit is None:
+        return []
+    try:
+        queued = slurm.count_user_jobs(user)
+    except (slurm.SlurmError, OSError):
+        queued = 0
+    if queued + new_jobs > limit:
+        return [f"{queued} queued + {new_jobs} new jobs exceed MaxSubmitJobs={limit}: SLURM will refuse "
+                "the excess; submit with --only in parts or wait for jobs to finish"]
+    return []
+
+
+def submit_chunk(experiment: Experiment, manifest: dict[str, Any], matrix: Matrix, chunk: list[RunSpec],
+                 kind: str, group: str) -> dict[str, Any]:
+    """Record, submit, record: the manifest never misses a job that reached the scheduler."""
+    from orchestrator.submit import new_token
+
+    token = new_token()
+    folder = experiment.submitit_dir / token
+    entry: dict[str, Any] = {"token": token, "group": group, "state": "submitting", "executor": kind,
+                             "run_ids": [s.run_id for s in chunk], "job_name": job_name(matrix.experiment, token),
+                             "folder": str(folder), "started_at": time.time()}
+    manifest.setdefault("submissions", {})[token] = entry
+    experiment.write_manifest(manifest)
+    try:
+        if kind == "slurm":
+            job_ids = _submit_slurm(experiment, matrix, chunk, folder, entry["job_name"])
+        else:
+            job_ids = [None] * len(chunk)
+    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised as a user-facing failure
+        entry.update(state="failed", error=str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc))
+        experiment.write_manifest(manifest)
+        return entry
+    _record_attempts(manifest, chunk, job_ids, token, kind)
+    entry.update(state="submitted", job_ids=[j for j in job_ids if j],
+                 array_job_id=(job_ids[0] or "").split("_")[0] or None, submitted_at=time.time())
+    if kind == "local":
+        entry["parallelism"] = min(matrix.profile.local_parallelism, chunk[0].resources.array_parallelism)
+        preamble = profiles.render_preamble(matrix.profile, chunk[0].resources, {"experiment": matrix.experiment})
+        entry["setup"] = profiles.split_preamble(preamble)[1]
+        experiment.write_manifest(manifest)
+        entry["runner_pid"] = localq.start(experiment.path, token)
+    experiment.write_manifest(manifest)
+    return entry
+
+
+def _record_attempts(manifest: dict[str, Any], chunk: list[RunSpec], job_ids: list[str | None], token: str,
+                     kind: str) -> None:
+    now = time.time()
+    for spec, job_id in zip(chunk, job_ids):
+        run = manifest.setdefault("runs", {}).setdefault(spec.run_id, {"run_name": spec.run_name, "attempts": []})
+        attempt = {"job_id": job_id, "submission": token, "submitted_at": now, "executor": kind}
+        if kind == "local":
+            attempt["state"] = "queued"
+        run["attempts"].append(attempt)
+
+
+def _submit_slurm(experiment: Experiment, matrix: Matrix, chunk: list[RunSpec], folder: Path, name: str) -> list[str]:
+    from jobs.entrypoint import Worker
+
+    resources = chunk[0].resources
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues)
+    executor.update_parameters(**sbatch_parameters(matrix, resources, name))
+    with submitit.helpers.clean_env():  # a submit from inside a job must not inherit its allocation
+        with executor.batch():
+            jobs = [executor.submit(Worker(), str(experiment.run_dir(s.run_id).path)) for s in chunk]
+    slurm.CALLS["sbatch"] += 1
+    return [str(job.job_id) for job in jobs]
+
+
+def recover_interrupted(experiment: Experiment, manifest: dict[str, Any]) -> None:
+    """A submission left 'submitting' (orchestrate was killed mid-sbatch): find its jobs by
+    name in SLURM and record them, or mark it failed if SLURM never got it."""
+    changed = False
+    for token, entry in manifest.get("submissions", {}).items():
+        if entry.get("state") != "submitting":
+            continue
+        found: dict[int, str] = {}
+        if entry.get("executor") == "slurm":
+            try:
+                found = slurm.jobs_by_name(entry["job_name"])
+            except (slurm.SlurmError, OSError) as exc:
+                log.warning("could not check interrupted submission %s: %s", token, exc)
+                continue
+        if found:
+            runs = [RunSpecRef(r) for r in entry["run_ids"]]
+            ids = [found.get(index) for index in range(len(runs))]
+            if len(runs) == 1 and not ids[0]:
+                ids = [next(iter(found.values()))]
+            _record_attempts(manifest, runs, ids, token, "slurm")  # type: ignore[arg-type]
+            entry.update(state="submitted", recovered=True, job_ids=[i for i in ids if i])
+        else:
+            entry.update(state="failed", error="interrupted before the scheduler accepted it")
+        changed = True
+    if changed:
+        experiment.write_manifest(manifest)
+
+
+class RunSpecRef:
+    """Enough of a RunSpec for _record_attempts when only the run id is known."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.run_name = run_id.rsplit("-", 1)[0]

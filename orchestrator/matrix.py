@@ -1,0 +1,435 @@
+"""``matrix.yaml`` -> typed, validated runs (``RunSpec``), with every problem at once.
+
+A matrix has an experiment name, a root (scratch), a cluster profile, shared defaults,
+named runs that may extend one another, and grid axes that multiply::
+
+    experiment: squad
+    root: ${SCRATCH}/orchestrate
+    cluster: example-t4
+    baseline: A1
+    resources: {partition: t4, gpus: 1, time_min: 240}
+    defaults: {task: squad_v2, model_name_or_path: bert-base-uncased, precision: fp16}
+    grid: {seed: [1, 2, 3]}
+    runs:
+      A1: {attention: eager}
+      A2: {extends: A1, attention: sdpa}
+      A3: {extends: A2, compile: {backend: inductor}}
+
+Nothing is written here: this module only reads and validates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from jobs.contract import SAFE_NAME, Resources, RunSpec, TrainConfig, check_compat, config_hash
+from orchestrator import profiles
+from orchestrator.errors import MatrixError, UserError
+from orchestrator.schema_keys import has_path, leaf_paths, nested_model, suggest, unknown_keys
+from orchestrator.yamlio import load_yaml
+
+TOP_KEYS = ("experiment", "description", "root", "cluster", "executor", "baseline", "max_runs",
+            "resources", "defaults", "grid", "runs")
+RUN_KEYS = ("extends", "series", "grid", "resources", "description")
+EXECUTORS = ("auto", "slurm", "local")
+DEFAULT_MAX_RUNS = 5000
+Problems = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A validated matrix: every run resolved, nothing submitted."""
+
+    source: Path
+    experiment: str
+    description: str
+    root: Path
+    profile: profiles.Profile
+    executor: str
+    baseline: str | None
+    runs: tuple[RunSpec, ...]
+    sha256: str
+
+    @property
+    def experiment_dir(self) -> Path:
+        return self.root / self.experiment
+
+
+@dataclass
+class _Layer:
+    """One source of settings (defaults, a run) with the key path it was written at."""
+
+    data: dict[str, Any]
+    prefix: str
+
+
+def load_matrix(path: Path | str) -> Matrix:
+    """Read, validate and expand ``path``; raise MatrixError listing every problem."""
+    path = Path(path)
+    raw = load_yaml(path)
+    source = str(path)
+    if not isinstance(raw, dict):
+        raise MatrixError(source, [("", "the matrix must be a mapping with keys " + ", ".join(TOP_KEYS))])
+    problems = _top_level_problems(raw)
+    experiment = raw.get("experiment")
+    try:
+        profile = profiles.load_profile(str(raw.get("cluster", "local")), path.parent)
+    except UserError as exc:
+        problems.append(("cluster", str(exc).split(": ", 1)[-1]))
+        profile = None
+    runs_raw = raw.get("runs")
+    if profile is None or not isinstance(runs_raw, dict) or not runs_raw or any(p[0] in ("experiment", "root", "max_runs") for p in problems):
+        raise MatrixError(source, problems)
+    structure = _run_entry_problems(runs_raw) + _baseline_problems(raw.get("baseline"), runs_raw)
+    problems += structure
+    if not any(p[0].endswith(".extends") for p in structure):
+        specs = _expand_all(raw, profile, problems)
+    if problems:
+        raise MatrixError(source, problems)
+    executor = raw.get("executor") or profile.executor
+    return Matrix(
+        source=path.resolve(), experiment=str(experiment), description=str(raw.get("description", "")),
+        root=_resolve_root(raw.get("root", "./scratch")), profile=profile, executor=executor,
+        baseline=raw.get("baseline"), runs=tuple(specs),
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
+
+
+def _top_level_problems(raw: dict[str, Any]) -> Problems:
+    problems: Problems = []
+    for key in raw:
+        if key not in TOP_KEYS:
+            problems.append((str(key), f"unknown key{suggest(str(key), list(TOP_KEYS))}; allowed: {', '.join(TOP_KEYS)}"))
+    experiment = raw.get("experiment")
+    if experiment is None:
+        problems.append(("experiment", "missing: name the experiment, e.g. experiment: squad_v2_t4"))
+    elif not isinstance(experiment, str) or not SAFE_NAME.match(experiment):
+        problems.append(("experiment", f"{experiment!r} is not a safe name: use letters, digits and _.+- "
+                         "(starting with a letter or digit, at most 100 characters)"))
+    if raw.get("executor", "auto") not in EXECUTORS:
+        problems.append(("executor", f"{raw.get('executor')!r} is not one of {', '.join(EXECUTORS)}"))
+    if not isinstance(raw.get("cluster", "local"), str):
+        problems.append(("cluster", "must be the name of a profile directory in slurm_templates/"))
+    max_runs = raw.get("max_runs", DEFAULT_MAX_RUNS)
+    if not isinstance(max_runs, int) or isinstance(max_runs, bool) or max_runs < 1:
+        problems.append(("max_runs", f"{max_runs!r} is not a positive whole number"))
+    root = raw.get("root", "./scratch")
+    if not isinstance(root, str) or not root.strip():
+        problems.append(("root", "must be a directory path (environment variables like ${SCRATCH} are expanded)"))
+    elif "$" in os.path.expandvars(root):
+        problems.append(("root", f"{root!r} uses an environment variable that is not set"))
+    for key in ("defaults", "resources", "grid"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            problems.append((key, "must be a mapping"))
+    runs = raw.get("runs")
+    if not isinstance(runs, dict) or not runs:
+        problems.append(("runs", "must be a mapping of run names to their settings, with at least one run"))
+    problems += unknown_keys(TrainConfig, raw.get("defaults") or {}, "defaults")
+    problems += unknown_keys(Resources, raw.get("resources") or {}, "resources")
+    return problems
+
+
+def _run_entry_problems(runs: dict[str, Any]) -> Problems:
+    problems: Problems = []
+    for name, body in runs.items():
+        where = f"runs.{name}"
+        if not isinstance(name, str) or not SAFE_NAME.match(name):
+            problems.append((where, f"{name!r} is not a safe run name: use letters, digits and _.+- "
+                             "(starting with a letter or digit; no '/', spaces or shell characters)"))
+            continue
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            problems.append((where, "must be a mapping of settings (or empty)"))
+            continue
+        train_keys = {k: v for k, v in body.items() if k not in RUN_KEYS}
+        problems += unknown_keys(TrainConfig, train_keys, where)
+        problems += unknown_keys(Resources, body.get("resources") or {}, f"{where}.resources")
+        parent = body.get("extends")
+        if parent is not None and parent not in runs:
+            problems.append((f"{where}.extends", f"{parent!r} is not a run{suggest(str(parent), [str(r) for r in runs])}"
+                             f"; runs are {', '.join(map(str, runs))}"))
+        if body.get("series") is not None and not (isinstance(body["series"], str) and SAFE_NAME.match(body["series"])):
+            problems.append((f"{where}.series", f"{body['series']!r} is not a safe name"))
+        for key in ("grid", "resources"):
+            if body.get(key) is not None and not isinstance(body[key], dict):
+                problems.append((f"{where}.{key}", "must be a mapping"))
+    problems += _cycle_problems(runs)
+    return problems
+
+
+def _cycle_problems(runs: dict[str, Any]) -> Problems:
+    problems: Problems = []
+    for name in runs:
+        chain = [name]
+        current = name
+        while isinstance(runs.get(current), dict) and runs[current].get("extends") in runs:
+            current = runs[current]["extends"]
+            if current in chain:
+                cycle = " -> ".join(chain[chain.index(current):] + [current])
+                if current == name:
+                    problems.append((f"runs.{name}.extends", f"extends cycle: {cycle}"))
+                break
+            chain.append(current)
+    return problems
+
+
+def _baseline_problems(baseline: Any, runs: dict[str, Any]) -> Problems:
+    if baseline is None or baseline in runs:
+        return []
+    return [("baseline", f"{baseline!r} is not a run{suggest(str(baseline), [str(r) for r in runs])}; "
+             f"runs are {', '.join(map(str, runs))}")]
+
+
+def _chain(runs: dict[str, Any], name: str) -> list[str]:
+    """Ancestors first, ``name`` last."""
+    chain = [name]
+    while isinstance(runs.get(chain[0]), dict) and runs[chain[0]].get("extends"):
+        chain.insert(0, runs[chain[0]]["extends"])
+    return chain
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _origins(data: Any, prefix: str, path: str = "") -> dict[str, str]:
+    """dotted path -> key path in the YAML where it was written."""
+    out: dict[str, str] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            child = f"{path}.{key}" if path else str(key)
+            out[child] = f"{prefix}.{child}"
+            out.update(_origins(value, prefix, child))
+    return out
+
+
+def _merge_layers(layers: list[_Layer]) -> tuple[dict[str, Any], dict[str, str]]:
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for layer in layers:
+        merged = _deep_merge(merged, layer.data)
+        origin.update(_origins(layer.data, layer.prefix))
+    return merged, origin
+
+
+def _where(loc: tuple[Any, ...], origin: dict[str, str], fallback: str) -> str:
+    parts = [str(p) for p in loc]
+    for end in range(len(parts), 0, -1):
+        key = ".".join(parts[:end])
+        if key in origin:
+            return origin[key] + "".join(f".{p}" for p in parts[end:])
+    return fallback
+
+
+def _pydantic_problems(exc: ValidationError, origin: dict[str, str], fallback: str) -> Problems:
+    problems: Problems = []
+    for error in exc.errors():
+        if error["type"] == "extra_forbidden":
+            continue  # reported where the key was typed, by unknown_keys
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p in {"int", "float", "str", "bool"})))
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "literal_error":
+            expected = re.findall(r"'([^']*)'|(\d+)", str(error.get("ctx", {}).get("expected", "")))
+            choices = [a or b for a, b in expected]
+            message = f"{error['input']!r} is not one of {', '.join(choices)}{suggest(str(error['input']), choices)}"
+        elif error["type"] in ("int_parsing", "float_parsing", "bool_parsing", "int_type", "float_type",
+                               "bool_type", "string_type", "model_type", "dict_type", "tuple_type"):
+            message = f"{error['input']!r}: {message}"
+        problems.append((_where(loc, origin, fallback) if loc else fallback, message))
+    return problems
+
+
+def _grid_axes(global_grid: dict[str, Any], chain_grids: list[tuple[str, dict[str, Any]]]) -> tuple[list[tuple[str, list[Any], str]], Problems]:
+    axes: dict[str, tuple[list[Any], str]] = {}
+    problems: Problems = []
+    for prefix, grid in [("grid", global_grid)] + chain_grids:
+        for axis, values in grid.items():
+            where = f"{prefix}.{axis}"
+            if not has_path(TrainConfig, str(axis)):
+                problems.append((where, f"unknown axis{suggest(str(axis), leaf_paths(TrainConfig))}"))
+            elif not isinstance(values, list):
+                problems.append((where, f"an axis is a list of values, e.g. {axis}: [1, 2, 3]"))
+            elif not values:
+                problems.append((where, "empty axis: give at least one value (an empty axis would expand to no runs)"))
+            else:
+                axes[str(axis)] = (values, where)
+    return [(axis, values, where) for axis, (values, where) in axes.items()], problems
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> bool:
+    """Set ``a.b`` in nested dicts; False if an intermediate section is off (null, or absent
+    with a null default such as ``lora``): a grid axis never switches a method on by itself."""
+    parts = dotted.split(".")
+    current = data
+    model: Any = TrainConfig
+    for part in parts[:-1]:
+        absent_off = part not in current and model is not None and model.model_fields[part].default is None
+        if absent_off or (part in current and current[part] is None):
+            return False
+        current = current.setdefault(part, {})
+        if not isinstance(current, dict):
+            return False
+        model = nested_model(model, part) if model is not None else None
+    current[parts[-1]] = value
+    return True
+
+
+def _token(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", str(value))[:40]
+
+
+def _series_of(name: str, body: dict[str, Any]) -> str:
+    if body.get("series"):
+        return str(body["series"])
+    match = re.match(r"[A-Za-z]+", name)
+    return match.group(0) if match else name
+
+
+def _expand_all(raw: dict[str, Any], profile: profiles.Profile, problems: Problems) -> list[RunSpec]:
+    runs: dict[str, Any] = raw["runs"]
+    max_runs = int(raw.get("max_runs", DEFAULT_MAX_RUNS))
+    planned = 0
+    expansions: list[tuple[str, list[dict[str, Any]]]] = []
+    for name in runs:
+        chain = _chain(runs, name)
+        bodies = [runs[n] or {} for n in chain]
+        axes, axis_problems = _grid_axes(raw.get("grid") or {}, [(f"runs.{n}.grid", b.get("grid") or {}) for n, b in zip(chain, bodies)])
+        problems += axis_problems
+        combos = [dict(zip([a for a, _, _ in axes], values)) for values in itertools.product(*[v for _, v, _ in axes])] if not axis_problems else []
+        planned += len(combos)
+        expansions.append((name, combos))
+        if planned > max_runs:
+            problems.append(("grid", f"the matrix expands to more than {max_runs} runs (max_runs); "
+                             "trim the grid axes or raise max_runs deliberately"))
+            return []
+    specs: list[RunSpec] = []
+    for name, combos in expansions:
+        specs += _expand_run(raw, profile, name, combos, problems)
+    _name_clash_problems(specs, problems)
+    _attach_baseline(specs, raw.get("baseline"))
+    return specs
+
+
+def _expand_run(raw: dict[str, Any], profile: profiles.Profile, name: str,
+                combos: list[dict[str, Any]], problems: Problems) -> list[RunSpec]:
+    runs: dict[str, Any] = raw["runs"]
+    chain = _chain(runs, name)
+    layers = [_Layer(raw.get("defaults") or {}, "defaults")]
+    layers += [_Layer({k: v for k, v in (runs[n] or {}).items() if k not in RUN_KEYS}, f"runs.{n}") for n in chain]
+    train_dict, origin = _merge_layers(layers)
+    res_layers = [_Layer(profile.resources, f"cluster profile {profile.name}.resources"), _Layer(raw.get("resources") or {}, "resources")]
+    res_layers += [_Layer((runs[n] or {}).get("resources") or {}, f"runs.{n}.resources") for n in chain]
+    res_dict, res_origin = _merge_layers(res_layers)
+    resources = _validate(Resources, res_dict, res_origin, f"runs.{name}.resources", problems)
+    body = runs[name] or {}
+    specs = []
+    for combo in combos:
+        spec = _build_spec(raw, profile, name, body, train_dict, origin, combo, resources, problems)
+        if spec is not None:
+            specs.append(spec)
+    return specs
+
+
+def _validate(model: Any, data: dict[str, Any], origin: dict[str, str], fallback: str, problems: Problems) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, origin, fallback)
+        return None
+
+
+def _build_spec(raw: dict[str, Any], profile: profiles.Profile, name: str, body: dict[str, Any],
+                train_dict: dict[str, Any], origin: dict[str, str], combo: dict[str, Any],
+                resources: Resources | None, problems: Problems) -> RunSpec | None:
+    where = f"runs.{name}"
+    config = _deep_merge(train_dict, {})
+    for axis, value in combo.items():
+        if not _set_path(config, axis, value):
+            problems.append((where, f"grid axis {axis} needs {axis.rsplit('.', 1)[0]} to be set on this run (it is null)"))
+            return None
+        origin[axis] = f"grid.{axis}"
+    train = _validate(TrainConfig, config, origin, where, problems)
+    if train is None or resources is None:
+        return None
+    problems += _hardware_problems(profile, train, resources, where)
+    run_name = name + "".join(f"-{axis.rsplit('.', 1)[-1]}{_token(v)}" for axis, v in combo.items())
+    digest = config_hash(train)
+    return RunSpec(
+        experiment=str(raw["experiment"]), run_name=run_name, base_name=name, run_id=f"{run_name}-{digest}",
+        series=_series_of(name, body), config_hash=digest, grid_values=combo,
+        description=str(body.get("description", "")), train=train, resources=resources,
+    )
+
+
+def _hardware_problems(profile: profiles.Profile, train: TrainConfig, resources: Resources, where: str) -> Problems:
+    problems: Problems = []
+    partition = profile.partition(resources.partition)
+    if profile.partitions and partition is None:
+        choices = ", ".join(profile.partitions)
+        return [(f"{where}.resources.partition", f"{resources.partition!r} is not a partition of cluster profile "
+                 f"{profile.name!r}{suggest(str(resources.partition), list(profile.partitions))}; partitions: {choices}")]
+    device = partition.device() if partition is not None else None
+    if device is not None or resources.gpus == 0:
+        from jobs.contract import DeviceInfo
+
+        found = check_compat(train, device or DeviceInfo(cuda=False, gpu_name="CPU"), resources.gpus)
+        label = f" (partition {resources.partition})" if resources.partition else ""
+        problems += [(where, f"{problem}{label}") for problem in found]
+    if partition is not None and partition.max_time_min and resources.time_min > partition.max_time_min:
+        problems.append((f"{where}.resources.time_min", f"{resources.time_min} exceeds partition "
+                         f"{resources.partition}'s limit of {partition.max_time_min} minutes"))
+    return problems
+
+
+def _name_clash_problems(specs: list[RunSpec], problems: Problems) -> None:
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if spec.run_name in seen:
+            problems.append((f"runs.{spec.base_name}", f"expands to run name {spec.run_name!r}, which "
+                             f"runs.{seen[spec.run_name]} also produces: rename one of them"))
+        seen[spec.run_name] = spec.base_name
+
+
+def _attach_baseline(specs: list[RunSpec], baseline: str | None) -> None:
+    if baseline is None:
+        return
+    candidates = [s for s in specs if s.base_name == baseline]
+    for index, spec in enumerate(specs):
+        match = next((c for c in candidates if c.grid_values == spec.grid_values), None)
+        if match is None:
+            seed = spec.grid_values.get("seed")
+            match = next((c for c in candidates if c.grid_values.get("seed") == seed), candidates[0] if candidates else None)
+        if match is not None and match.run_id != spec.run_id:
+            specs[index] = spec.model_copy(update={"baseline_run_id": match.run_id})
+
+
+def _resolve_root(root: str) -> Path:
+    return Path(os.path.expanduser(os.path.expandvars(root))).resolve()
+
+
+def select(specs: tuple[RunSpec, ...], only: str | None) -> list[RunSpec]:
+    """``--only A1,B*``: run names or base names, shell-style patterns."""
+    if not only:
+        return list(specs)
+    import fnmatch
+
+    patterns = [p.strip() for p in only.split(",") if p.strip()]
+    chosen = [s for s in specs if any(fnmatch.fnmatchcase(s.run_name, p) or fnmatch.fnmatchcase(s.base_name, p) for p in patterns)]
+    if not chosen:
+        raise UserError(f"--only {only!r} matches no run; runs are {', '.join(sorted({s.base_name for s in specs}))}")
+    return chosen

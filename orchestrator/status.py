@@ -1,0 +1,172 @@
+"""One row a run: state, progress, elapsed time, node, and for failures the reason and log tail.
+
+Success is the run's result.json, never SLURM's COMPLETED alone (a job can exit 0 after
+swallowing an exception). SLURM is asked once for every job (jobstate.scheduler_states).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobs.contract import RunDir
+from orchestrator.jobstate import SchedState, scheduler_states
+from orchestrator.store import Experiment, latest_attempt
+
+DEFAULT_STALL_AFTER_S = 900.0
+ENDED = frozenset({"completed", "failed", "timeout", "preempted", "cancelled", "node_fail", "out_of_memory",
+                   "not submitted", "lost"})
+
+
+@dataclass
+class RunStatus:
+    run_id: str
+    run_name: str
+    state: str
+    step: int | None = None
+    total_steps: int | None = None
+    elapsed_s: float | None = None
+    node: str = ""
+    job_id: str = ""
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+    log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED
+
+
+def gather(experiment: Experiment, stall_after_s: float = DEFAULT_STALL_AFTER_S,
+           include_stale: bool = False) -> tuple[list[RunStatus], str | None]:
+    """Status of every run of the experiment's current matrix (and older runs if asked)."""
+    manifest = experiment.read_manifest()
+    run_ids = list(manifest.get("current_runs", {}).values())
+    if include_stale:
+        run_ids += [r for r in manifest.get("runs", {}) if r not in run_ids]
+    states, note = scheduler_states(manifest, run_ids)
+    rows = [_one(experiment, manifest, run_id, states.get(run_id), stall_after_s) for run_id in run_ids]
+    return rows, note
+
+
+def _one(experiment: Experiment, manifest: dict[str, Any], run_id: str, sched: SchedState | None,
+         stall_after_s: float) -> RunStatus:
+    run_dir = experiment.run_dir(run_id)
+    attempt = latest_attempt(manifest, run_id) or {}
+    name = manifest.get("runs", {}).get(run_id, {}).get("run_name") or run_id.rsplit("-", 1)[0]
+    row = RunStatus(run_id=run_id, run_name=name, state="not submitted", job_id=str(attempt.get("job_id") or ""))
+    heartbeat = run_dir.read_optional(run_dir.heartbeat_path) or {}
+    row.step, row.total_steps = heartbeat.get("step"), heartbeat.get("total_steps")
+    if sched is not None:
+        row.node, row.elapsed_s = sched.node, sched.elapsed_s
+    result = run_dir.read_optional(run_dir.result_path)
+    failure = run_dir.read_optional(run_dir.failure_path)
+    if result is not None:
+        row.state, row.warnings = "completed", list(result.get("warnings") or [])
+        row.elapsed_s = result.get("wall_time_s", row.elapsed_s)
+        row.node = row.node or str(result.get("node") or "")
+        row.step = result.get("train", {}).get("steps", row.step)
+        row.total_steps = result.get("train", {}).get("planned_steps", row.total_steps)
+    elif sched is not None and sched.active:
+        row.state = "pending" if sched.state == "queued" else sched.state
+        if sched.reason and row.state == "pending":
+            row.reason = sched.reason
+        age = time.time() - float(heartbeat.get("updated_at", time.time()))
+        if row.state == "running" and heartbeat and age > stall_after_s:
+            row.state, row.reason = "stalled", f"no heartbeat for {age / 60:.0f} min"
+    elif failure is not None:
+        row.state = failure.get("reason") if failure.get("reason") in ("timeout", "preempted", "cancelled") else "failed"
+        row.reason = _failure_text(failure)
+    elif sched is not None:
+        row.state, row.reason = _ended_without_result(sched)
+    elif attempt:
+        row.state, row.reason = "lost", "the scheduler no longer knows the job and the run left no result"
+    if row.state not in ("completed", "pending", "running", "requeued", "not submitted"):
+        row.log_tail = log_tail(experiment, attempt, run_dir)
+    return row
+
+
+def _failure_text(failure: dict[str, Any]) -> str:
+    text = f"{failure.get('reason', 'exception')}: {failure.get('message', '')}".strip()
+    if failure.get("hint"):
+        text += f" (hint: {failure['hint']})"
+    return text
+
+
+def _ended_without_result(sched: SchedState) -> tuple[str, str]:
+    if sched.state in ("completed", "ended"):
+        where = "process" if sched.source == "local" else f"job (exit {sched.exit_code or '0'})"
+        return "failed", f"{where} ended without result.json: see the log"
+    if sched.state in ("timeout", "preempted", "cancelled", "node_fail", "out_of_memory"):
+        return sched.state, f"SLURM: {sched.raw or sched.state}" + (f", exit {sched.exit_code}" if sched.exit_code else "")
+    return "failed", f"SLURM: {sched.raw or sched.state}" + (f", exit {sched.exit_code}" if sched.exit_code else "")
+
+
+def log_paths(experiment: Experiment, attempt: dict[str, Any], run_dir: RunDir) -> list[Path]:
+    """Where this attempt's output went: submitit's .err/.out, then the worker's own log."""
+    paths: list[Path] = []
+    if attempt.get("log"):
+        err = Path(attempt["log"])
+        paths += [err, err.with_name(err.name.replace("_log.err", "_log.out"))]
+    elif attempt.get("job_id") and attempt.get("submission"):
+        folder = experiment.submitit_dir / attempt["submission"]
+        paths += [folder / f"{attempt['job_id']}_0_log.err", folder / f"{attempt['job_id']}_0_log.out"]
+    paths.append(run_dir.log_path)
+    return paths
+
+
+def log_tail(experiment: Experiment, attempt: dict[str, Any], run_dir: RunDir, lines: int = 8) -> list[str]:
+    for path in log_paths(experiment, attempt, run_dir):
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(0, 2)
+                handle.seek(max(0, handle.tell() - 16384))
+                text = handle.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+        text = [line for line in text if line.strip()]
+        if text:
+            return text[-lines:]
+    return []
+
+
+def _fmt_elapsed(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def render(rows: list[RunStatus], note: str | None, with_logs: bool = True) -> str:
+    """A plain-text table for people."""
+    header = ("RUN", "STATE", "PROGRESS", "ELAPSED", "NODE", "JOB", "INFO")
+    table = [header]
+    for row in rows:
+        progress = f"{row.step or 0}/{row.total_steps}" if row.total_steps else (str(row.step) if row.step else "-")
+        info = row.reason or ("; ".join(row.warnings) if row.warnings else "")
+        state = row.state + (" (warn)" if row.warnings else "")
+        table.append((row.run_name, state, progress, _fmt_elapsed(row.elapsed_s), row.node or "-",
+                      row.job_id or "-", info[:100]))
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(header) - 1)]
+    out = ["  ".join(str(cell).ljust(width) for cell, width in zip(line[:-1], widths)) + "  " + str(line[-1])
+           for line in table]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    out.append("")
+    out.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + f" ({len(rows)} runs)")
+    if note:
+        out.append(f"note: {note}")
+    if with_logs:
+        for row in rows:
+            if row.log_tail:
+                out.append(f"\n--- {row.run_name} ({row.state}): last lines of the log")
+                out += [f"    {line}" for line in row.log_tail]
+    return "\n".join(out)
+
+
+def to_json(rows: list[RunStatus], note: str | None) -> str:
+    return json.dumps({"runs": [asdict(r) | {"ended": r.ended} for r in rows], "note": note}, indent=2)

@@ -1,0 +1,174 @@
+"""Submit a validated matrix: skip what is done or running, group runs into job arrays.
+
+Every job id is recorded in the manifest as it is submitted: a submission is written as
+``submitting`` before sbatch runs and ``submitted`` with its job ids after, so a crash in
+between is visible (and recovered by job name) at the next submit. Submitting returns at
+once; it never waits for jobs unless ``--wait`` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobs.contract import RunSpec
+from orchestrator import executors, slurm
+from orchestrator.errors import RuntimeUserError, UserError
+from orchestrator.jobstate import scheduler_states
+from orchestrator.matrix import Matrix
+from orchestrator.store import Experiment
+
+log = logging.getLogger(__name__)
+KEEP_SUBMISSION_FOLDERS = 50
+
+
+@dataclass
+class Plan:
+    """What a submit will do, run by run."""
+
+    new: list[RunSpec] = field(default_factory=list)
+    done: list[RunSpec] = field(default_factory=list)
+    active: list[tuple[RunSpec, str]] = field(default_factory=list)  # (spec, state)
+    failed: list[RunSpec] = field(default_factory=list)  # skipped: failed before; --retry-failed resubmits
+    note: str | None = None
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    executor: str
+    submissions: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def choose_executor(matrix: Matrix, override: str | None) -> str:
+    wanted = override or matrix.executor
+    if wanted == "auto":
+        return "slurm" if slurm.slurm_available() else "local"
+    if wanted == "slurm" and not slurm.slurm_available():
+        raise UserError("executor: slurm, but sbatch is not on the PATH; use executor: local (or auto)")
+    return wanted
+
+
+def plan(matrix: Matrix, specs: list[RunSpec], manifest: dict[str, Any], experiment: Experiment,
+         retry_failed: bool = False, force: frozenset[str] = frozenset()) -> Plan:
+    """Sort runs into new / done / active / failed, asking the scheduler once."""
+    result = Plan()
+    states, result.note = scheduler_states(manifest, [s.run_id for s in specs])
+    for spec in specs:
+        run_dir = experiment.run_dir(spec.run_id)
+        forced = spec.run_name in force or spec.base_name in force or spec.run_id in force
+        state = states.get(spec.run_id)
+        if state is not None and state.active:
+            result.active.append((spec, state.state))
+        elif forced:
+            result.new.append(spec)
+        elif run_dir.result_path.exists():
+            result.done.append(spec)
+        elif spec.run_id in manifest.get("runs", {}) and manifest["runs"][spec.run_id].get("attempts") and not retry_failed:
+            result.failed.append(spec)
+        else:
+            result.new.append(spec)
+    return result
+
+
+def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_failed: bool = False,
+           force: frozenset[str] = frozenset(), cwd: Path) -> Outcome:
+    """Write specs and submit the new runs, one job array per resource group."""
+    experiment = Experiment(matrix.experiment_dir)
+    with experiment.locked():
+        manifest = experiment.read_manifest()
+        executors.recover_interrupted(experiment, manifest)
+        the_plan = plan(matrix, specs, manifest, experiment, retry_failed, force)
+        outcome = Outcome(plan=the_plan, executor=executor_kind)
+        manifest.update(experiment=matrix.experiment, baseline=matrix.baseline, matrix_path=str(matrix.source),
+                        matrix_sha256=matrix.sha256, cluster=matrix.profile.name,
+                        current_runs={s.run_name: s.run_id for s in matrix.runs})
+        experiment.write_manifest(manifest)
+        for spec in the_plan.new:
+            run_dir = experiment.run_dir(spec.run_id)
+            run_dir.path.mkdir(parents=True, exist_ok=True)
+            run_dir.write_spec(spec)
+        if the_plan.new:
+            groups = group_runs(the_plan.new)
+            outcome.warnings += executors.limit_warnings(executor_kind, len(the_plan.new))
+            for resources_key, chunk in split_groups(groups, executors.max_array_size(executor_kind, matrix.profile)):
+                outcome.submissions.append(
+                    executors.submit_chunk(experiment, manifest, matrix, chunk, executor_kind, resources_key))
+        prune_submission_folders(experiment, manifest)
+    return outcome
+
+
+def group_runs(specs: list[RunSpec]) -> dict[str, list[RunSpec]]:
+    """Runs with identical resources share one array."""
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.resources.group_key(), []).append(spec)
+    return groups
+
+
+def split_groups(groups: dict[str, list[RunSpec]], max_array: int) -> list[tuple[str, list[RunSpec]]]:
+    """Split each group into arrays of at most ``max_array`` tasks (indices 0..max_array-1)."""
+    chunks = []
+    for key, specs in groups.items():
+        for start in range(0, len(specs), max_array):
+            chunks.append((key, specs[start:start + max_array]))
+    return chunks
+
+
+def prune_submission_folders(experiment: Experiment, manifest: dict[str, Any]) -> None:
+    """Delete submitit folders whose runs have all finished or been resubmitted since,
+    keeping the newest KEEP_SUBMISSION_FOLDERS."""
+    submissions = manifest.get("submissions", {})
+    latest = {run_id: info["attempts"][-1].get("submission") for run_id, info in manifest.get("runs", {}).items()
+              if info.get("attempts")}
+    ordered = sorted(submissions, key=lambda t: submissions[t].get("started_at", 0))
+    for token in ordered[:-KEEP_SUBMISSION_FOLDERS] if len(ordered) > KEEP_SUBMISSION_FOLDERS else ordered:
+        entry = submissions[token]
+        run_ids = entry.get("run_ids", [])
+        superseded = all(latest.get(r) != token or experiment.run_dir(r).result_path.exists() for r in run_ids)
+        if superseded and entry.get("state") in ("submitted", "finished", "failed") and len(ordered) > 1:
+            folder = experiment.submitit_dir / token
+            if folder.is_dir() and not _recent(entry):
+                shutil.rmtree(folder, ignore_errors=True)
+                entry["pruned"] = True
+
+
+def _recent(entry: dict[str, Any], seconds: float = 3600.0) -> bool:
+    return time.time() - float(entry.get("started_at", 0)) < seconds
+
+
+def new_token() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def print_summary(outcome: Outcome, experiment: Experiment, out: Any = sys.stdout) -> None:
+    p = outcome.plan
+    print(f"experiment {experiment.path.name}: {len(p.new)} new, {len(p.done)} skipped as done, "
+          f"{len(p.active)} skipped as running or pending, {len(p.failed)} failed before "
+          f"(resubmit with --retry-failed)", file=out)
+    for spec, state in p.active:
+        print(f"  skip {spec.run_name}: {state}", file=out)
+    for spec in p.failed:
+        print(f"  skip {spec.run_name}: failed before (see `orchestrate status`)", file=out)
+    for entry in outcome.submissions:
+        ids = entry.get("array_job_id") or ", ".join(entry.get("job_ids", [])[:3])
+        print(f"  submitted {len(entry['run_ids'])} run(s) as {outcome.executor} job {ids} "
+              f"(logs: {entry['folder']})", file=out)
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=out)
+    if p.note:
+        print(f"note: {p.note}", file=out)
+    print(f"runs: {experiment.runs_dir}", file=out)
+
+
+def raise_if_failed(outcome: Outcome) -> None:
+    failed = [s for s in outcome.submissions if s.get("state") == "failed"]
+    if failed:
+        raise RuntimeUserError("; ".join(f"submission {s['token']} failed: {s.get('error')}" for s in failed))
