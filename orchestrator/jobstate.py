@@ -88,7 +88,8 @@ def _query_slurm(array_ids: list[str], job_ids: list[str]) -> tuple[dict[str, Sc
             return {}, f"sacct and squeue unavailable ({_short(exc2)}); states from the run directories only"
     return {
         job_id: SchedState(state=info.state, source=source, node=info.node or "", elapsed_s=info.elapsed_s,
-                           reason=info.reason or "", exit_code=info.exit_code or "", raw=info.raw_state)
+                           reason=info.reason or "", exit_code="" if info.exit_code is None else str(info.exit_code),
+                           raw=info.raw_state)
         for job_id, info in raw.items()
     }, note
 

