@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from jobs import envinfo
-from jobs.contract import RunDir, RunSpec, write_json_atomic
+from jobs.contract import RunDir, RunSpec, resolve_model_ref, write_json_atomic
 
 log = logging.getLogger("jobs.entrypoint")
 
@@ -77,7 +77,7 @@ def run(run_dir_path: str) -> dict[str, Any]:
     try:
         from jobs.trainer import run_training  # heavy imports only on the compute node
 
-        body = run_training(spec, run_dir)
+        body = run_training(_resolved(spec), run_dir)
     except BaseException as exc:  # noqa: BLE001 - every failure is classified and written down
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             raise
@@ -87,6 +87,14 @@ def run(run_dir_path: str) -> dict[str, Any]:
     run_dir.write_heartbeat("done", step=result.get("train", {}).get("steps"),
                             total_steps=result.get("train", {}).get("planned_steps"), **ids)
     return result
+
+
+def _resolved(spec: RunSpec) -> RunSpec:
+    """The spec with ``package:`` model references turned into this node's path."""
+    path = resolve_model_ref(spec.train.model_name_or_path)
+    if path == spec.train.model_name_or_path:
+        return spec
+    return spec.model_copy(update={"train": spec.train.model_copy(update={"model_name_or_path": path})})
 
 
 def finish(spec: RunSpec, run_dir: RunDir, body: dict[str, Any], ids: dict[str, Any], started: float) -> dict[str, Any]:

@@ -39,7 +39,10 @@ def sbatch_parameters(matrix: Matrix, resources: Resources, name: str) -> dict[s
     """submitit parameters from the profile's rendered preamble plus what the tool owns."""
     text = profiles.render_preamble(matrix.profile, resources, {"experiment": matrix.experiment})
     directive_lines, setup = profiles.split_preamble(text)
-    directives = slurm.parse_sbatch_directives("\n".join(directive_lines))
+    try:
+        directives = slurm.parse_sbatch_directives("\n".join(directive_lines))
+    except slurm.SbatchDirectiveError as exc:
+        raise UserError(f"{matrix.profile.directory}/{profiles.TEMPLATE_FILE}: {exc}") from None
     params: dict[str, Any] = {"job_name": name, "setup": setup, "signal_delay_s": resources.signal_delay_s,
                               "array_parallelism": resources.array_parallelism, "time": resources.time_min}
     extra: dict[str, Any] = {}

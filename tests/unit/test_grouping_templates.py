@@ -105,3 +105,15 @@ def test_login_node_commands_never_import_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_executor_auto_follows_sbatch_on_path(matrix, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator import slurm
+    from orchestrator.submit import choose_executor
+
+    monkeypatch.setattr(slurm, "slurm_available", lambda: False)
+    assert choose_executor(matrix, None) == "local"
+    with pytest.raises(UserError, match="sbatch is not on the PATH"):
+        choose_executor(matrix, "slurm")
+    monkeypatch.setattr(slurm, "slurm_available", lambda: True)
+    assert choose_executor(matrix, None) == "slurm" and choose_executor(matrix, "local") == "local"
