@@ -1,0 +1,145 @@
+"""From the runs table to one row a configuration: seed statistics, baseline deltas,
+Pareto membership and anomaly flags. Tables, plots and recipes all read this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.collect.anomalies import LABELS, Anomaly, find_anomalies, flags_by_config
+from orchestrator.collect.frame import natural_key_text
+from orchestrator.collect.manifest import Manifest
+from orchestrator.collect.report import FINISHED
+from orchestrator.collect.stats import aggregate, pareto_front
+
+# Aggregated per configuration: short name -> runs column.
+METRICS = {
+    "exact": "metrics.exact", "f1": "metrics.f1", "accuracy": "metrics.accuracy",
+    "hasans_f1": "metrics.HasAns_f1", "noans_f1": "metrics.NoAns_f1",
+    "eval_runtime_s": "eval.runtime_s", "eval_samples_per_s": "eval.samples_per_s",
+    "train_loss": "train_result.loss", "train_runtime_s": "train_result.runtime_s",
+    "train_samples_per_s": "train_result.samples_per_s", "train_tokens_per_s": "train_result.tokens_per_s",
+    "trainable_params": "params.trainable", "total_params": "params.total",
+    "peak_allocated_mib": "memory.peak_allocated_mib", "peak_reserved_mib": "memory.peak_reserved_mib",
+    "step_peak_allocated_mib": "memory.step_peak_allocated_mib",
+    "step_peak_reserved_mib": "memory.step_peak_reserved_mib", "device_total_mib": "memory.device_total_mib",
+}
+CI_METRICS = ("exact", "f1", "accuracy", "train_samples_per_s")
+FIRST_VALUE_COLUMNS = ("series", "base_name", "config_words", "method", "description", "memory.device_name",
+                       "train.optimizer", "train.gradient_checkpointing", "train.precision", "train.compile.enabled",
+                       "train.compile.backend", "train.lora.r", "train.quantization.bits")
+
+
+@dataclass
+class Analysis:
+    """Everything the outputs are made of."""
+
+    runs: pd.DataFrame
+    configs: pd.DataFrame
+    primary: str | None
+    baseline: str | None  # the experiment's baseline config id (recipes, titles)
+    anomalies: list[Anomaly] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def primary_metric(runs: pd.DataFrame) -> str | None:
+    """"f1" for SQuAD-style results, "accuracy" for classification, None when neither."""
+    for name in ("f1", "accuracy"):
+        column = f"metrics.{name}"
+        if column in runs.columns and pd.to_numeric(runs[column], errors="coerce").notna().any():
+            return name
+    return None
+
+
+def analyse(runs: pd.DataFrame, manifest: Manifest | None) -> Analysis:
+    """Aggregate the current runs by configuration and attach baselines, deltas, flags."""
+    primary = primary_metric(runs) if not runs.empty else None
+    if runs.empty:
+        return Analysis(runs=runs, configs=pd.DataFrame(), primary=primary, baseline=None)
+    current = runs[runs["current"]]
+    finished = current[current["status"] == FINISHED]
+    configs = _config_rows(current)
+    stats = aggregate(finished, "config_id", METRICS, CI_METRICS)
+    configs = configs.join(stats, how="left")
+    configs["n"] = finished.groupby("config_id").size().reindex(configs.index).fillna(0).astype(int)
+    problems: list[str] = []
+    baseline_ids = _baselines(runs, configs, manifest, problems)
+    configs["baseline_id"] = pd.Series(baseline_ids, dtype=object).reindex(configs.index)
+    _deltas(configs, primary)
+    metric_column = f"{primary}_mean" if primary else None
+    if metric_column in configs and "train_samples_per_s_mean" in configs:
+        configs["pareto"] = pareto_front(configs["train_samples_per_s_mean"], configs[metric_column])
+    means = configs[metric_column] if metric_column in configs else pd.Series(dtype=float)
+    baseline_means = {cid: float(means.get(bid, np.nan)) for cid, bid in baseline_ids.items() if bid}
+    anomalies = find_anomalies(runs, primary, baseline_means, baseline_ids)
+    flags = flags_by_config(anomalies)
+    configs["flags"] = [", ".join(flags.get(cid, [])) for cid in configs.index]
+    configs["flag_labels"] = [", ".join(LABELS[kind] for kind in flags.get(cid, [])) for cid in configs.index]
+    runs = runs.copy()
+    by_run: dict[str, list[str]] = {}
+    for anomaly in anomalies:
+        by_run.setdefault(anomaly.run_id, []).append(anomaly.kind)
+    runs["anomalies"] = [", ".join(by_run.get(rid, ())) for rid in runs["run_id"]]
+    return Analysis(runs=runs, configs=configs, primary=primary, baseline=_common_baseline(configs),
+                    anomalies=anomalies, problems=problems)
+
+
+def _config_rows(current: pd.DataFrame) -> pd.DataFrame:
+    """Descriptive columns a configuration, from its first run (seeds differ in the seed only)."""
+    rank = pd.DataFrame({"unfinished": current["status"] != FINISHED,
+                         "seed": pd.to_numeric(current["seed"], errors="coerce")}, index=current.index)
+    ordered = current.loc[rank.sort_values(["unfinished", "seed"], kind="stable").index]
+    grouped = ordered.groupby("config_id", sort=False)
+    columns = [name for name in FIRST_VALUE_COLUMNS if name in ordered.columns]
+    configs = grouped[columns].first()
+    configs["n_runs"] = grouped.size()
+    done = ordered[ordered["status"] == FINISHED].groupby("config_id", sort=False)
+    configs["run_ids"] = done["run_id"].agg(list).reindex(configs.index)
+    configs["run_dirs"] = grouped["run_dir"].agg(list)
+    configs["run_ids"] = [value if isinstance(value, list) else [] for value in configs["run_ids"]]
+    keys = sorted(configs.index, key=lambda cid: (natural_key_text(configs.at[cid, "series"]), natural_key_text(cid)))
+    return configs.loc[keys]
+
+
+def _baselines(runs: pd.DataFrame, configs: pd.DataFrame, manifest: Manifest | None,
+               problems: list[str]) -> dict[str, str | None]:
+    """config_id -> its baseline's config_id: the manifest's baseline base name when set
+    (matching grid values where the baseline has a grid too), else the spec's baseline_run_id."""
+    if manifest is not None and manifest.baseline:
+        candidates = [cid for cid in configs.index if configs.at[cid, "base_name"] == manifest.baseline]
+        if not candidates:
+            problems.append(f"baseline {manifest.baseline} (manifest.json) has no current runs")
+            return {cid: None for cid in configs.index}
+        by_suffix = {cid[len(manifest.baseline):]: cid for cid in candidates}
+        return {cid: by_suffix.get(cid[len(str(configs.at[cid, "base_name"])):], candidates[0])
+                for cid in configs.index}
+    config_of_run = dict(zip(runs["run_id"], runs["config_id"]))
+    firsts = runs[runs["current"]].groupby("config_id")["baseline_run_id"].first()
+    resolved: dict[str, str | None] = {}
+    for cid in configs.index:
+        run_id = firsts.get(cid)
+        resolved[cid] = config_of_run.get(run_id) if isinstance(run_id, str) else None
+        if isinstance(run_id, str) and run_id not in config_of_run:
+            problems.append(f"{cid}: baseline run {run_id} has no run directory")
+    return resolved
+
+
+def _deltas(configs: pd.DataFrame, primary: str | None) -> None:
+    """speedup = train samples/s / baseline's; <primary>_delta = mean - baseline mean."""
+    for name, column, kind in (("speedup", "train_samples_per_s_mean", "ratio"),
+                               (f"{primary}_delta", f"{primary}_mean", "diff")):
+        if column not in configs:
+            continue
+        reference = configs["baseline_id"].map(lambda bid: configs[column].get(bid, np.nan) if bid else np.nan)
+        reference = pd.to_numeric(reference, errors="coerce")
+        if kind == "ratio":
+            configs[name] = configs[column] / reference.where(reference != 0)
+        else:
+            configs[name] = configs[column] - reference
+
+
+def _common_baseline(configs: pd.DataFrame) -> str | None:
+    counts = configs["baseline_id"].dropna().value_counts()
+    return str(counts.index[0]) if not counts.empty else None

@@ -1,0 +1,157 @@
+"""Runs whose numbers should not be trusted as they stand, each with the reason.
+
+Kinds: ``collapse`` (F1 or accuracy below a share of the baseline's mean, the
+share from the run's ``train.health.min_f1_ratio_to_baseline``; with no baseline,
+HasAns F1 under ``train.health.min_hasans_f1``), ``nan_loss`` (a NaN or infinite
+loss in metrics.jsonl or result.json), ``short_run`` (fewer than ``SHORT_RUN_RATIO``
+of the planned steps), ``warnings`` (result.json warnings, or healthy false),
+``stale`` (the matrix now has another config under this run name) and
+``not_in_matrix`` (the run id is not among the manifest's current runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.collect.report import FINISHED
+
+SHORT_RUN_RATIO = 0.9
+DEFAULT_COLLAPSE_RATIO = 0.5
+DEFAULT_HASANS_FLOOR = 1.0
+# Kinds that make a configuration unfit for a recipe.
+DISQUALIFYING = frozenset({"collapse", "nan_loss", "short_run", "warnings"})
+LABELS = {"collapse": "collapse", "nan_loss": "NaN loss", "short_run": "short run", "warnings": "warnings",
+          "stale": "stale", "not_in_matrix": "not in matrix"}
+_COLUMNS = frozenset({"run_id", "run_name", "config_id", "status", "stale", "in_matrix", "current",
+                      "metrics.HasAns_f1", "log.nonfinite_losses", "log.nonfinite_result_loss",
+                      "train_result.steps", "train_result.planned_steps", "warnings", "healthy"})
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """One suspicious run."""
+
+    kind: str
+    run_id: str
+    config_id: str
+    message: str
+
+    def text(self) -> str:
+        """The line shown in summaries: ``run_id: message``."""
+        return f"{self.run_id}: {self.message}"
+
+
+def find_anomalies(
+    runs: pd.DataFrame, primary: str | None, baseline_means: Mapping[str, float], baseline_ids: Mapping[str, str]
+) -> list[Anomaly]:
+    """Every anomaly of ``runs``; ``baseline_means``/``baseline_ids`` by config_id give
+    each config's baseline primary-metric mean and the baseline's config id. The
+    checks are vectorised; only flagged rows are looked at one by one."""
+    found: list[Anomaly] = []
+    if runs.empty:
+        return found
+    checked = runs["current"].astype(bool) & (runs["status"] == FINISHED)
+    suspects = runs["stale"].astype(bool) | ~runs["in_matrix"].astype(bool) | (checked & _suspicious(runs, primary,
+                                                                                                   baseline_means))
+    wanted = [column for column in runs.columns if column in _COLUMNS or column.startswith("train.health.")]
+    if primary is not None and f"metrics.{primary}" in runs.columns:
+        wanted.append(f"metrics.{primary}")
+    for row in runs.loc[suspects, wanted].to_dict("records"):
+        found += _matrix_anomalies(row)
+        if not row.get("current") or row.get("status") != FINISHED:
+            continue
+        config_id = str(row["config_id"])
+        found += _collapse(row, primary, baseline_means.get(config_id), baseline_ids.get(config_id))
+        found += _health(row)
+    return found
+
+
+def _suspicious(runs: pd.DataFrame, primary: str | None, baseline_means: Mapping[str, float]) -> pd.Series:
+    """A cheap superset of the rows with a health anomaly (the exact checks follow)."""
+    def number(column: str) -> pd.Series:
+        if column not in runs:
+            return pd.Series(np.nan, index=runs.index)
+        return pd.to_numeric(runs[column], errors="coerce")
+
+    mask = (number("log.nonfinite_losses") > 0) | (runs.get("log.nonfinite_result_loss", False) == True)  # noqa: E712
+    mask |= number("train_result.steps") < SHORT_RUN_RATIO * number("train_result.planned_steps")
+    mask |= (runs["warnings"].fillna("") != "") if "warnings" in runs else False
+    mask |= (runs["healthy"] == False) if "healthy" in runs else False  # noqa: E712
+    if primary is not None:
+        value = number(f"metrics.{primary}")
+        reference = pd.to_numeric(runs["config_id"].map(baseline_means), errors="coerce")
+        ratio = number("train.health.min_f1_ratio_to_baseline").fillna(DEFAULT_COLLAPSE_RATIO)
+        mask |= value < ratio * reference
+        floor = number("train.health.min_hasans_f1").fillna(DEFAULT_HASANS_FLOOR)
+        mask |= reference.isna() & (number("metrics.HasAns_f1") < floor)
+    return mask.fillna(False).astype(bool)
+
+
+def flags_by_config(anomalies: list[Anomaly]) -> dict[str, list[str]]:
+    """config_id -> sorted anomaly kinds of its current runs (stale ones left out)."""
+    kinds: dict[str, set[str]] = {}
+    for anomaly in anomalies:
+        if anomaly.kind not in ("stale", "not_in_matrix"):
+            kinds.setdefault(anomaly.config_id, set()).add(anomaly.kind)
+    return {config_id: sorted(values) for config_id, values in kinds.items()}
+
+
+def _matrix_anomalies(row: Mapping[str, Any]) -> list[Anomaly]:
+    run_id, config_id, status = str(row["run_id"]), str(row["config_id"]), row.get("status")
+    if row.get("stale"):
+        return [Anomaly("stale", run_id, config_id,
+                        f"stale ({status}): {row.get('run_name')} now has another config; left out of the tables")]
+    if not row.get("in_matrix", True):
+        return [Anomaly("not_in_matrix", run_id, config_id,
+                        f"not in the matrix any more ({status}); left out of the tables")]
+    return []
+
+
+def _collapse(row: Mapping[str, Any], primary: str | None, baseline_mean: float | None,
+              baseline_id: str | None) -> list[Anomaly]:
+    if primary is None:
+        return []
+    value = _number(row.get(f"metrics.{primary}"))
+    ratio = _number(row.get("train.health.min_f1_ratio_to_baseline"), DEFAULT_COLLAPSE_RATIO)
+    label = "F1" if primary == "f1" else primary
+    if baseline_mean is not None and np.isfinite(baseline_mean) and np.isfinite(value):
+        if value < ratio * baseline_mean:
+            share = value / baseline_mean if baseline_mean else float("nan")
+            return [Anomaly("collapse", str(row["run_id"]), str(row["config_id"]),
+                            f"{label} {value:.2f} is {share:.0%} of baseline {baseline_id}'s {baseline_mean:.2f} "
+                            f"(collapse: under {ratio:.0%})")]
+        return []
+    hasans = _number(row.get("metrics.HasAns_f1"))
+    floor = _number(row.get("train.health.min_hasans_f1"), DEFAULT_HASANS_FLOOR)
+    if np.isfinite(hasans) and hasans < floor:
+        return [Anomaly("collapse", str(row["run_id"]), str(row["config_id"]),
+                        f"HasAns F1 {hasans:.2f} under the floor {floor:g} (collapse; no baseline)")]
+    return []
+
+
+def _health(row: Mapping[str, Any]) -> list[Anomaly]:
+    run_id, config_id = str(row["run_id"]), str(row["config_id"])
+    found = []
+    nonfinite = _number(row.get("log.nonfinite_losses"), 0.0)
+    if nonfinite > 0 or row.get("log.nonfinite_result_loss") is True:
+        where = f"{int(nonfinite)} logged loss(es)" if nonfinite > 0 else "result.json train loss"
+        found.append(Anomaly("nan_loss", run_id, config_id, f"NaN/inf loss ({where})"))
+    steps, planned = _number(row.get("train_result.steps")), _number(row.get("train_result.planned_steps"))
+    if np.isfinite(steps) and np.isfinite(planned) and planned > 0 and steps < SHORT_RUN_RATIO * planned:
+        found.append(Anomaly("short_run", run_id, config_id,
+                             f"finished after {int(steps)} of {int(planned)} planned steps ({steps / planned:.0%})"))
+    warnings = row.get("warnings")
+    if (isinstance(warnings, str) and warnings) or row.get("healthy") is False:
+        found.append(Anomaly("warnings", run_id, config_id, f"unhealthy: {warnings or 'healthy is false'}"))
+    return found
+
+
+def _number(value: Any, default: float = float("nan")) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return default
+    number = float(value)
+    return default if np.isnan(number) and not np.isnan(default) else number

@@ -1,0 +1,102 @@
+"""A run's key configuration in words, derived from its knobs (spec.json ``train``).
+
+``describe(train)`` gives e.g. "SDPA attention, torch.compile (inductor), dynamic
+padding + length bucketing, LoRA r=8 on query/value, fp16"; knobs left at the
+contract's defaults (learning rate, batch size, sequence length) are not repeated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from jobs.contract import TrainConfig
+
+_DEFAULTS = {name: info.default for name, info in TrainConfig.model_fields.items()}
+_ATTENTION = {"eager": "eager attention", "sdpa": "SDPA attention"}
+_OPTIMIZER = {"adamw": "AdamW", "adamw_fused": "fused AdamW", "adamw_8bit": "8-bit AdamW"}
+
+
+def describe(train: Mapping[str, Any]) -> str:
+    """The configuration in words, in the order a reader compares runs."""
+    parts = [
+        _ATTENTION.get(str(train.get("attention")), f"{train.get('attention')} attention"),
+        _compile_words(train.get("compile")),
+        _padding_words(train),
+    ]
+    parts += _method_words(train)
+    optimizer = train.get("optimizer", "adamw")
+    if optimizer != "adamw":
+        parts.append(_OPTIMIZER.get(str(optimizer), str(optimizer)))
+    if train.get("gradient_checkpointing"):
+        parts.append("gradient checkpointing")
+    parts.append(str(train.get("precision", "fp32")))
+    parts += _non_default_words(train)
+    return ", ".join(part for part in parts if part)
+
+
+def method(train: Mapping[str, Any]) -> str:
+    """The fine-tuning method in a word or two: full, LoRA, QLoRA, BitFit, frozen layers."""
+    lora = train.get("lora")
+    if isinstance(lora, dict):
+        quant = train.get("quantization")
+        kind = f"QLoRA ({quant.get('bits')}-bit)" if isinstance(quant, dict) else "LoRA"
+        return f"{kind} r={lora.get('r')}"
+    if isinstance(train.get("bitfit"), dict):
+        return "BitFit"
+    freeze = train.get("freeze")
+    if isinstance(freeze, dict) and (freeze.get("layers") or freeze.get("embeddings")):
+        return f"full, lower {freeze.get('layers', 0)} layers frozen"
+    return "full"
+
+
+def _compile_words(compile_cfg: Any) -> str:
+    if not isinstance(compile_cfg, dict) or not compile_cfg.get("enabled", True):
+        return "no compile"
+    mode = compile_cfg.get("mode", "default")
+    extra = f", {mode}" if mode and mode != "default" else ""
+    return f"torch.compile ({compile_cfg.get('backend', 'inductor')}{extra})"
+
+
+def _padding_words(train: Mapping[str, Any]) -> str:
+    if train.get("padding", "max_length") != "dynamic":
+        return "pad to max length"
+    words = "dynamic padding"
+    if train.get("pad_to_multiple_of"):
+        words += f" (multiple of {train['pad_to_multiple_of']})"
+    return words + (" + length bucketing" if train.get("bucketing") else ", no bucketing")
+
+
+def _method_words(train: Mapping[str, Any]) -> list[str]:
+    words: list[str] = []
+    lora = train.get("lora")
+    if isinstance(lora, dict):
+        targets = lora.get("target_modules") or ()
+        where = "/".join(targets) if isinstance(targets, (list, tuple)) else str(targets)
+        quant = train.get("quantization")
+        if isinstance(quant, dict):
+            words.append(
+                f"QLoRA r={lora.get('r')} on {where} ({quant.get('bits')}-bit "
+                f"{str(quant.get('quant_type', '')).upper()}, {quant.get('compute_dtype')} compute)"
+            )
+        else:
+            words.append(f"LoRA r={lora.get('r')} on {where}")
+    if isinstance(train.get("bitfit"), dict):
+        words.append("BitFit (biases only)")
+    freeze = train.get("freeze")
+    if isinstance(freeze, dict):
+        if freeze.get("layers"):
+            words.append(f"lower {freeze['layers']} encoder layers frozen")
+        if freeze.get("embeddings"):
+            words.append("embeddings frozen")
+    return words
+
+
+def _non_default_words(train: Mapping[str, Any]) -> list[str]:
+    words: list[str] = []
+    for key, label in (("learning_rate", "lr"), ("batch_size", "batch"), ("max_seq_length", "max length")):
+        value = train.get(key)
+        if value is not None and value != _DEFAULTS.get(key):
+            words.append(f"{label} {value:g}" if isinstance(value, float) else f"{label} {value}")
+    if train.get("max_steps"):
+        words.append(f"max {train['max_steps']} steps")
+    return words

@@ -1,0 +1,60 @@
+"""Nested JSON to flat ``a.b.c`` columns, with values pandas and parquet accept."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, Mapping
+
+Scalar = str | int | float | bool | None
+
+
+_PLAIN = (str, int, float, bool, type(None))
+_NAMES: dict[tuple[str, str], str] = {}
+
+
+def flatten_into(out: dict[str, Any], obj: Mapping[str, Any], prefix: str) -> None:
+    """Add ``obj``'s leaves to ``out`` as ``prefix.key.subkey`` columns.
+
+    Lists of scalars become comma-joined text (``query,value``), other lists JSON
+    text; empty mappings add nothing. Column names are interned and cached so that
+    thousands of rows share one copy of each name (smaller index, faster pickling);
+    this runs for every field of every run, hence the exact type checks.
+    """
+    for key, value in obj.items():
+        name = _NAMES.get((prefix, key))
+        if name is None:
+            name = _NAMES.setdefault((prefix, key), sys.intern(f"{prefix}.{key}" if prefix else str(key)))
+        kind = type(value)
+        if kind is dict:
+            flatten_into(out, value, name)
+        elif kind in _PLAIN:
+            out[name] = value
+        elif isinstance(value, Mapping):
+            flatten_into(out, value, name)
+        else:
+            out[name] = scalar(value)
+
+
+def scalar(value: Any) -> Scalar:
+    """One cell: scalars as they are, sequences as text, anything else as its str."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        if all(item is None or isinstance(item, (bool, int, float, str)) for item in value):
+            return ",".join(str(item) for item in value)
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def as_float(value: Any) -> float:
+    """A number as float, anything else (None, text, bool) as NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def is_nonfinite(value: Any) -> bool:
+    """A number that is NaN or infinite (the signature of a diverged loss)."""
+    return isinstance(value, float) and not math.isfinite(value)

@@ -1,0 +1,230 @@
+"""One run directory to one record: a flat row of columns, a loss curve, its problems.
+
+Never raises on bad input: a missing, truncated or odd file becomes a problem
+string and the row carries what could be read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from jobs.contract import (
+    ENV_FILE,
+    FAILURE_FILE,
+    HEARTBEAT_FILE,
+    METRICS_FILE,
+    RESULT_FILE,
+    RESULT_KEYS,
+    SPEC_FILE,
+    RunSpec,
+    read_jsonl,
+)
+from orchestrator.collect.describe import describe, method
+from orchestrator.collect.flatten import flatten_into, is_nonfinite, scalar
+from orchestrator.collect.report import CORRUPT, FAILED, FINISHED, PENDING, RUNNING
+
+RUN_FILES = frozenset({SPEC_FILE, HEARTBEAT_FILE, METRICS_FILE, ENV_FILE, RESULT_FILE, FAILURE_FILE})
+SPEC_KEYS = frozenset(RunSpec.model_fields)
+# result.json sections, flattened under these prefixes (the result's "train" section
+# becomes "train_result" so it never collides with the spec's "train.<knob>" columns).
+RESULT_SECTIONS = {"metrics": "metrics", "train": "train_result", "eval": "eval", "params": "params",
+                   "memory": "memory", "energy": "energy"}
+RESULT_SCALARS = ("healthy", "finished_at", "job_id", "node", "git_commit")
+MAX_CURVE_POINTS = 256
+_SERIES_PREFIX = re.compile(r"^[A-Za-z]+")
+
+
+@dataclass
+class RunRecord:
+    """What collect keeps of one run directory (cached in the incremental index)."""
+
+    dir_name: str
+    status: str | None  # None: no usable spec.json, not a run
+    row: dict[str, Any] = field(default_factory=dict)
+    curve_steps: list[float] = field(default_factory=list)
+    curve_losses: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+class _Reader:
+    """Reads JSON files of one run dir, turning every failure into a problem."""
+
+    def __init__(self, run_dir: Path, present: frozenset[str], problems: list[str]) -> None:
+        self.run_dir, self.present, self.problems = run_dir, present, problems
+
+    def json(self, name: str) -> tuple[Mapping[str, Any] | None, bool]:
+        """(object, corrupt): object None when absent; corrupt when present but unreadable."""
+        if name not in self.present:
+            return None, False
+        try:
+            with open(self.run_dir / name, "rb") as handle:
+                value = json.loads(handle.read())
+        except FileNotFoundError:
+            self.problems.append(f"{name} vanished while reading")
+            return None, False
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            self.problems.append(f"corrupt {name} ({str(exc).splitlines()[0][:80]})")
+            return None, True
+        if not isinstance(value, dict):
+            self.problems.append(f"corrupt {name} (not a JSON object)")
+            return None, True
+        return value, False
+
+
+def read_run(run_dir: Path, present: frozenset[str]) -> RunRecord:
+    """Read the run directory ``run_dir`` whose files ``present`` exist (from the scan)."""
+    problems: list[str] = []
+    reader = _Reader(run_dir, present, problems)
+    record = RunRecord(dir_name=run_dir.name, status=None, problems=problems)
+    spec, _ = reader.json(SPEC_FILE)
+    if spec is None:
+        if SPEC_FILE not in present:
+            problems.append("no spec.json (not a run directory?)")
+        return record
+    row = record.row
+    _spec_columns(row, spec, run_dir.name, problems)
+    result, result_corrupt = reader.json(RESULT_FILE)
+    if result is not None:
+        _result_columns(row, result, problems)
+    failure, _ = reader.json(FAILURE_FILE)
+    if failure is not None:
+        _failure_columns(row, failure)
+    heartbeat, _ = reader.json(HEARTBEAT_FILE)
+    if heartbeat is not None:
+        for key in ("state", "step", "total_steps", "last_loss", "updated_at"):
+            row[sys.intern(f"heartbeat.{key}")] = scalar(heartbeat.get(key))
+    env, _ = reader.json(ENV_FILE)
+    if env is not None:
+        flatten_into(row, env, "env")
+    if METRICS_FILE in present:
+        _curve(record, read_jsonl_fast(run_dir / METRICS_FILE))
+    record.status = _status(result is not None, result_corrupt, failure is not None, heartbeat)
+    row["status"] = record.status
+    return record
+
+
+def read_jsonl_fast(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl as one JSON array parse; line by line (the contract's reader, which
+    skips a torn last line) only when that fails."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return []
+    try:
+        rows = json.loads(b"[" + b",".join(line for line in data.splitlines() if line.strip()) + b"]")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return read_jsonl(path)
+    return [row for row in rows if isinstance(row, dict)]
+
+
+def _spec_columns(row: dict[str, Any], spec: Mapping[str, Any], dir_name: str, problems: list[str]) -> None:
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        problems.append(f"unknown field(s) in spec.json: {', '.join(unknown)}")
+    run_id = str(spec.get("run_id") or dir_name)
+    run_name = str(spec.get("run_name") or run_id)
+    base_name = str(spec.get("base_name") or run_name)
+    prefix = _SERIES_PREFIX.match(base_name)
+    grid = spec.get("grid_values") if isinstance(spec.get("grid_values"), dict) else {}
+    train = spec.get("train") if isinstance(spec.get("train"), dict) else {}
+    if not train:
+        problems.append("spec.json has no train section")
+    row.update({
+        "run_id": run_id, "run_name": run_name, "base_name": base_name,
+        "series": str(spec.get("series") or (prefix.group(0) if prefix else base_name)),
+        "experiment": scalar(spec.get("experiment")), "config_hash": scalar(spec.get("config_hash")),
+        "baseline_run_id": scalar(spec.get("baseline_run_id")), "description": scalar(spec.get("description")),
+        "run_dir": f"runs/{dir_name}", "seed": _seed(grid, train),
+        "config_suffix": _config_suffix(grid), "config_words": describe(train), "method": method(train),
+    })
+    flatten_into(row, grid, "grid")
+    flatten_into(row, train, "train")
+    if isinstance(spec.get("resources"), dict):
+        flatten_into(row, spec["resources"], "resources")
+
+
+def _seed(grid: Mapping[str, Any], train: Mapping[str, Any]) -> Any:
+    for key, value in grid.items():
+        if str(key).rsplit(".", 1)[-1] == "seed":
+            return scalar(value)
+    return scalar(train.get("seed"))
+
+
+def _config_suffix(grid: Mapping[str, Any]) -> str:
+    """The non-seed grid values in words, e.g. "r=16, learning_rate=0.0001"."""
+    items = [(str(key), value) for key, value in grid.items() if str(key).rsplit(".", 1)[-1] != "seed"]
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={_fmt(value)}" for key, value in sorted(items))
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(scalar(value))
+
+
+def _result_columns(row: dict[str, Any], result: Mapping[str, Any], problems: list[str]) -> None:
+    unknown = sorted(set(result) - set(RESULT_KEYS))
+    if unknown:
+        problems.append(f"unknown field(s) in result.json: {', '.join(unknown)}")
+    for section, prefix in RESULT_SECTIONS.items():
+        value = result.get(section)
+        if isinstance(value, dict):
+            flatten_into(row, value, prefix)
+        elif value is not None:
+            problems.append(f"result.json {section} is not an object")
+    for key in RESULT_SCALARS:
+        row[key] = scalar(result.get(key))
+    warnings = result.get("warnings") or []
+    warnings = [str(item) for item in warnings] if isinstance(warnings, list) else [str(warnings)]
+    train = result.get("train")
+    row["log.nonfinite_result_loss"] = isinstance(train, dict) and is_nonfinite(train.get("loss"))
+    row["warnings"] = "; ".join(warnings)
+    row["n_warnings"] = len(warnings)
+    if result.get("config_hash") not in (None, row.get("config_hash")):
+        problems.append(f"result.json config_hash {result['config_hash']} differs from spec's {row.get('config_hash')}")
+    for key in unknown:
+        value = result[key]
+        if isinstance(value, dict):
+            flatten_into(row, value, f"extra.{key}")
+        else:
+            row[sys.intern(f"extra.{key}")] = scalar(value)
+
+
+def _failure_columns(row: dict[str, Any], failure: Mapping[str, Any]) -> None:
+    message = str(failure.get("message") or "").strip().splitlines()
+    row["failure.reason"] = scalar(failure.get("reason"))
+    row["failure.message"] = message[0][:200] if message else ""
+    row["failure.hint"] = scalar(failure.get("hint"))
+    row["failure.failed_at"] = scalar(failure.get("failed_at"))
+
+
+def _curve(record: RunRecord, lines: list[dict[str, Any]]) -> None:
+    steps: list[float] = []
+    losses: list[float] = []
+    nonfinite = 0
+    for line in lines:
+        loss = line.get("loss")
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            steps.append(float(line.get("step", len(steps))) if isinstance(line.get("step"), (int, float)) else len(steps))
+            losses.append(float(loss))
+            nonfinite += is_nonfinite(float(loss))
+    stride = max(1, math.ceil(len(steps) / MAX_CURVE_POINTS))
+    record.curve_steps, record.curve_losses = steps[::stride], losses[::stride]
+    record.row["log.loss_points"] = len(losses)
+    record.row["log.nonfinite_losses"] = nonfinite
+    record.row["log.last_loss"] = losses[-1] if losses else None
+
+
+def _status(has_result: bool, result_corrupt: bool, has_failure: bool, heartbeat: Mapping[str, Any] | None) -> str:
+    if has_result:
+        return FINISHED
+    if result_corrupt:
+        return CORRUPT
+    if has_failure or (heartbeat is not None and heartbeat.get("state") == "failed"):
+        return FAILED
+    return RUNNING if heartbeat is not None else PENDING

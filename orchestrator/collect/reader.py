@@ -1,0 +1,135 @@
+"""Incremental reading of an experiment's run directories.
+
+``scan`` stats only the run-directory files of the contract (one ``os.scandir`` a
+run, no parsing) and gives each run a signature: its files' names, mtime_ns and
+sizes. The index (``<experiment_dir>/.collect-index``, a pickle written atomically)
+keeps each run's signature and parsed record, so ``refresh`` re-reads only runs
+whose signature changed. ``digest`` folds every signature into one hash, which lets
+a collect with nothing new stop before loading the index at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobs.contract import SPEC_FILE
+from orchestrator.collect.parse import RUN_FILES, RunRecord, read_run
+
+INDEX_FILE = ".collect-index"
+INDEX_VERSION = 1
+RUNS_DIR = "runs"
+
+Signature = tuple[tuple[str, int, int], ...]
+
+
+@dataclass
+class Scan:
+    """Every run directory's signature, and what could not be scanned."""
+
+    signatures: dict[str, Signature] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def scan(runs_dir: Path) -> Scan:
+    """Signatures of all run directories under ``runs_dir`` (hidden entries skipped)."""
+    result = Scan()
+    try:
+        entries = list(os.scandir(runs_dir))
+    except FileNotFoundError:
+        result.problems.append(f"{RUNS_DIR}/: no such directory yet (nothing submitted?)")
+        return result
+    except OSError as exc:
+        result.problems.append(f"{RUNS_DIR}/: cannot list ({exc.strerror})")
+        return result
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        signature = _signature(entry.path)
+        if signature is None:
+            result.problems.append(f"runs/{entry.name}: cannot list (vanished or unreadable)")
+        else:
+            result.signatures[entry.name] = signature
+    return result
+
+
+def _signature(path: str) -> Signature | None:
+    files = []
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.name in RUN_FILES:
+                    stat = entry.stat()
+                    files.append((entry.name, stat.st_mtime_ns, stat.st_size))
+    except OSError:
+        return None
+    files.sort()
+    return tuple(files)
+
+
+def digest(signatures: dict[str, Signature], *extra: object) -> str:
+    """One hash over every run's signature plus ``extra`` (formats, manifest stat...)."""
+    payload = pickle.dumps((sorted(signatures.items()), extra), protocol=pickle.HIGHEST_PROTOCOL)
+    return hashlib.sha256(payload).hexdigest()
+
+
+Index = dict[str, tuple[Signature, RunRecord]]
+
+
+def load_index(path: Path) -> Index:
+    """The index, or an empty one when absent, from another version, or unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            data = pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != INDEX_VERSION:
+        return {}
+    runs = data.get("runs")
+    return runs if isinstance(runs, dict) else {}
+
+
+def save_index(path: Path, index: Index) -> None:
+    """Write the index atomically (temp file in the same directory, then rename)."""
+    payload = pickle.dumps({"version": INDEX_VERSION, "runs": index}, protocol=pickle.HIGHEST_PROTOCOL)
+    write_bytes_atomic(path, payload)
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Temp file in ``path``'s directory, fsync, ``os.replace``: readers see old or new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def refresh(runs_dir: Path, scanned: Scan, index: Index) -> tuple[Index, int]:
+    """The index for the scanned runs, re-reading only changed ones; returns (index, runs read)."""
+    fresh: Index = {}
+    runs_read = 0
+    for name, signature in scanned.signatures.items():
+        cached = index.get(name)
+        if cached is not None and cached[0] == signature:
+            fresh[name] = cached
+            continue
+        present = frozenset(item[0] for item in signature)
+        record = read_run(runs_dir / name, present)
+        if record.status is not None:
+            record.row["spec_mtime_ns"] = next(mtime for file, mtime, _ in signature if file == SPEC_FILE)
+        fresh[name] = (signature, record)
+        runs_read += 1
+    return fresh, runs_read

@@ -1,0 +1,54 @@
+"""summary.md: anomalies and problems first, then every table, the recipes and plots."""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from orchestrator.collect.analysis import Analysis
+from orchestrator.collect.render import Table
+
+MAX_LISTED = 50
+
+
+def counts_line(counts: dict[str, int]) -> str:
+    """``42 runs: 38 finished, 2 failed, 1 unreadable, 1 running, 0 pending``."""
+    return (f"{counts['runs_found']} runs: {counts['finished']} finished, {counts['failed']} failed, "
+            f"{counts['corrupt']} unreadable, {counts['running']} running, {counts['pending']} pending")
+
+
+def _bullets(title: str, items: Sequence[str], empty: str) -> list[str]:
+    lines = [f"## {title}", ""]
+    if not items:
+        return lines + [empty, ""]
+    lines += [f"- {item}" for item in items[:MAX_LISTED]]
+    if len(items) > MAX_LISTED:
+        lines.append(f"- ... and {len(items) - MAX_LISTED} more")
+    return lines + [""]
+
+
+def summary_markdown(
+    experiment: str, analysis: Analysis, counts: dict[str, int], problems: Sequence[str],
+    tables: Sequence[Table], recipes: Table | None, plots: Sequence[str],
+) -> str:
+    """The whole Markdown summary."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    lines = [f"# Results: {experiment}", "", f"Collected {stamp}. {counts_line(counts)}."]
+    if analysis.baseline:
+        lines.append(f"Baseline: {analysis.baseline}.")
+    lines.append("")
+    lines += _bullets("Anomalies", [anomaly.text() for anomaly in analysis.anomalies], "None.")
+    lines += _bullets("Problems", list(problems), "None.")
+    per_series = [table for table in tables if table.name.startswith("accuracy_speed_")]
+    for table in tables:
+        # the combined accuracy table repeats the per-series ones when there are several
+        if table.name == "accuracy_speed" and len(per_series) > 1:
+            continue
+        if table.name.startswith("accuracy_speed_") and len(per_series) == 1:
+            continue
+        lines.append(table.to_markdown(heading_level=2))
+    if recipes is not None:
+        lines.append(recipes.to_markdown(heading_level=2))
+    if plots:
+        lines += ["## Plots", ""] + [f"![{name}](plots/{name}.png)" for name in plots] + [""]
+    return "\n".join(lines)

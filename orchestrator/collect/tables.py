@@ -1,0 +1,214 @@
+"""The canonical tables of the seed studies, built from the per-configuration frame.
+
+configurations, accuracy_speed (all, and one a series: accuracy_speed_<series>),
+peft, memory, vram and failures. Each is a ``render.Table``: CSV columns keep full
+numbers, the Markdown/LaTeX form shows mean ± std over seeds and the 95% CI.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.collect.analysis import Analysis
+from orchestrator.collect.render import (
+    Table, fmt_ci, fmt_delta, fmt_mean_std, fmt_number, fmt_params, fmt_percent, fmt_ratio, fmt_runs,
+)
+from orchestrator.collect.report import CORRUPT, FAILED
+
+METRIC_LABELS = {"exact": "EM", "f1": "F1", "accuracy": "accuracy"}
+
+
+def build_tables(analysis: Analysis) -> list[Table]:
+    """Every table that has rows (the configuration table always)."""
+    configs = analysis.configs
+    tables = [configuration_table(configs)]
+    if configs.empty:
+        return tables
+    done = configs[configs["n"] > 0]
+    tables.append(accuracy_speed_table(done, analysis, "accuracy_speed", "Accuracy and speed"))
+    for series in sorted(done["series"].dropna().unique(), key=str):
+        subset = done[done["series"] == series]
+        tables.append(accuracy_speed_table(subset, analysis, f"accuracy_speed_{safe_name(series)}",
+                                           f"Accuracy and speed: series {series}"))
+    tables += [peft_table(done, analysis), memory_table(done, analysis), vram_table(done)]
+    failures = failure_table(analysis.runs)
+    if not failures.data.empty:
+        tables.append(failures)
+    return tables
+
+
+def safe_name(text: Any) -> str:
+    """A file-name-safe version of a series name."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", str(text)) or "_"
+
+
+def _col(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame else pd.Series(np.nan, index=frame.index, dtype=float)
+
+
+def _cells(frame: pd.DataFrame, fn: Callable[..., str], *names: str, **kwargs: Any) -> list[str]:
+    columns = [_col(frame, name).tolist() for name in names]
+    return [fn(*values, **kwargs) for values in zip(*columns)]
+
+
+def _baseline_label(configs: pd.DataFrame) -> str:
+    ids = set(configs["baseline_id"].dropna()) if "baseline_id" in configs else set()
+    return f"vs {ids.pop()}" if len(ids) == 1 else "vs baseline"
+
+
+def configuration_table(configs: pd.DataFrame) -> Table:
+    """ID, run directory, key configuration in words (and n, method, flags)."""
+    if configs.empty:
+        empty = pd.DataFrame(columns=["ID", "run directory", "configuration"])
+        return Table("configurations", "Configurations", empty, empty)
+    data = pd.DataFrame({
+        "id": configs.index, "series": configs["series"].values, "n": configs["n"].values,
+        "n_runs": configs["n_runs"].values, "run_dirs": [";".join(paths) for paths in configs["run_dirs"]],
+        "configuration": configs["config_words"].values, "method": configs["method"].values,
+        "description": _col(configs, "description").fillna("").values, "flags": configs["flags"].values,
+    })
+    display = pd.DataFrame({
+        "ID": data["id"], "n": data["n"], "run directory": [fmt_runs(paths) for paths in configs["run_dirs"]],
+        "configuration": data["configuration"], "flags": configs["flag_labels"].values,
+    })
+    if data["description"].astype(bool).any():
+        display.insert(4, "description", data["description"])
+    return Table("configurations", "Configurations", data, display,
+                 note="n: finished runs (seeds) of the configuration.")
+
+
+def accuracy_speed_table(configs: pd.DataFrame, analysis: Analysis, name: str, title: str) -> Table:
+    """EM, F1 (or accuracy), eval time and speed, train loss, time and speed, deltas."""
+    primary = analysis.primary
+    metrics = [metric for metric in ("exact", "f1", "accuracy") if f"{metric}_mean" in configs
+               and configs[f"{metric}_mean"].notna().any()]
+    data = pd.DataFrame({"id": configs.index, "series": configs["series"].values, "n": configs["n"].values})
+    display = pd.DataFrame({"ID": configs.index, "n": configs["n"].values})
+    for metric in metrics:
+        for stat in ("mean", "std", "ci_low", "ci_high"):
+            data[f"{metric}_{stat}"] = _col(configs, f"{metric}_{stat}").values
+        display[METRIC_LABELS[metric]] = _cells(configs, fmt_mean_std, f"{metric}_mean", f"{metric}_std")
+        if metric == primary:
+            display[f"{METRIC_LABELS[metric]} 95% CI"] = _cells(configs, fmt_ci, f"{metric}_ci_low",
+                                                                f"{metric}_ci_high")
+    columns = (("eval_runtime_s", "eval time (s)", 1), ("eval_samples_per_s", "eval samples/s", 2),
+               ("train_loss", "train loss", 4), ("train_runtime_s", "train time (s)", 1),
+               ("train_samples_per_s", "train samples/s", 2))
+    for metric, label, digits in columns:
+        data[f"{metric}_mean"] = _col(configs, f"{metric}_mean").values
+        data[f"{metric}_std"] = _col(configs, f"{metric}_std").values
+        display[label] = _cells(configs, fmt_mean_std, f"{metric}_mean", f"{metric}_std", digits=digits)
+    _delta_columns(configs, primary, data, display)
+    return Table(name, title, data, display,
+                 note="mean ± std over seeds; 95% CI: fixed-seed percentile bootstrap of the mean; "
+                      "Pareto: no configuration is both faster and more accurate.")
+
+
+def _delta_columns(configs: pd.DataFrame, primary: str | None, data: pd.DataFrame, display: pd.DataFrame) -> None:
+    against = _baseline_label(configs)
+    data["baseline_id"] = _col(configs, "baseline_id").values
+    data["speedup"] = _col(configs, "speedup").values
+    display[f"speed-up {against}"] = _cells(configs, fmt_ratio, "speedup")
+    if primary is not None:
+        data[f"{primary}_delta"] = _col(configs, f"{primary}_delta").values
+        display[f"Δ{METRIC_LABELS[primary]} {against}"] = _cells(configs, fmt_delta, f"{primary}_delta")
+    pareto = _col(configs, "pareto").fillna(False).astype(bool)
+    data["pareto"] = pareto.values
+    display["Pareto"] = ["yes" if value else "" for value in pareto]
+    data["flags"] = configs["flags"].values
+    display["flags"] = configs["flag_labels"].values
+
+
+def peft_table(configs: pd.DataFrame, analysis: Analysis) -> Table:
+    """Method, trainable and total parameters, trainable share, metric and speed."""
+    trainable, total = _col(configs, "trainable_params_mean"), _col(configs, "total_params_mean")
+    share = 100.0 * trainable / total.where(total > 0)
+    key = analysis.primary or "metric"
+    label = METRIC_LABELS.get(key, key)
+    metric = _col(configs, f"{key}_mean")
+    data = pd.DataFrame({
+        "id": configs.index, "method": configs["method"].values, "trainable_params": trainable.values,
+        "total_params": total.values, "trainable_share_pct": share.values, f"{key}_mean": metric.values,
+        "train_samples_per_s_mean": _col(configs, "train_samples_per_s_mean").values,
+    })
+    display = pd.DataFrame({
+        "ID": configs.index, "method": configs["method"].values,
+        "trainable params": [fmt_params(value) for value in trainable],
+        "total params": [fmt_params(value) for value in total],
+        "trainable share": [fmt_percent(value) for value in share], label: [fmt_number(v) for v in metric],
+        "train samples/s": [fmt_number(v) for v in data["train_samples_per_s_mean"]],
+    })
+    return Table("peft", "Parameter-efficient fine-tuning: trainable parameters", data, display)
+
+
+def memory_table(configs: pd.DataFrame, analysis: Analysis) -> Table:
+    """Memory knobs against one training step's peak memory (after a warm-up step)."""
+    alloc = _col(configs, "step_peak_allocated_mib_mean")
+    reference = configs["baseline_id"].map(lambda bid: alloc.get(bid, np.nan) if isinstance(bid, str) else np.nan)
+    change = 100.0 * (alloc / pd.to_numeric(reference, errors="coerce") - 1.0)
+    key = analysis.primary or "metric"
+    label = METRIC_LABELS.get(key, key)
+    knobs = {"optimizer": "train.optimizer", "gradient_checkpointing": "train.gradient_checkpointing",
+             "precision": "train.precision", "compile": "train.compile.enabled"}
+    data = pd.DataFrame({"id": configs.index})
+    for key, column in knobs.items():
+        data[key] = _col(configs, column).values
+    data["compile"] = data["compile"].map(lambda value: bool(value) if isinstance(value, (bool, np.bool_)) else False)
+    for name in ("step_peak_allocated_mib", "step_peak_reserved_mib", "train_samples_per_s", key):
+        data[f"{name}_mean"] = _col(configs, f"{name}_mean").values
+    data["step_allocated_change_pct"] = change.values
+    display = pd.DataFrame({
+        "ID": configs.index, "optimizer": data["optimizer"].values,
+        "grad. checkpointing": ["yes" if value is True else "no" for value in data["gradient_checkpointing"]],
+        "precision": data["precision"].values, "compile": ["yes" if v else "no" for v in data["compile"]],
+        "step peak allocated (MiB)": _cells(configs, fmt_mean_std, "step_peak_allocated_mib_mean",
+                                            "step_peak_allocated_mib_std", digits=0),
+        "step peak reserved (MiB)": _cells(configs, fmt_mean_std, "step_peak_reserved_mib_mean",
+                                           "step_peak_reserved_mib_std", digits=0),
+        f"allocated {_baseline_label(configs)}": [fmt_delta(v, 1) + "%" if np.isfinite(v) else "–" for v in change],
+        "train samples/s": [fmt_number(v) for v in data["train_samples_per_s_mean"]],
+        label: [fmt_number(v) for v in data[f"{key}_mean"]],
+    })
+    return Table("memory", "Memory: one training step's peak after a warm-up step", data, display)
+
+
+def vram_table(configs: pd.DataFrame) -> Table:
+    """Peak allocated and reserved over the whole run against the device's memory."""
+    reserved, total = _col(configs, "peak_reserved_mib_mean"), _col(configs, "device_total_mib_mean")
+    share = 100.0 * reserved / total.where(total > 0)
+    data = pd.DataFrame({"id": configs.index, "device": _col(configs, "memory.device_name").values})
+    for key in ("peak_allocated_mib", "peak_reserved_mib"):
+        data[f"{key}_mean"] = _col(configs, f"{key}_mean").values
+        data[f"{key}_std"] = _col(configs, f"{key}_std").values
+    data["device_total_mib"] = total.values
+    data["reserved_share_pct"] = share.values
+    display = pd.DataFrame({
+        "ID": configs.index, "device": data["device"].fillna("–").values,
+        "peak allocated (MiB)": _cells(configs, fmt_mean_std, "peak_allocated_mib_mean", "peak_allocated_mib_std",
+                                       digits=0),
+        "peak reserved (MiB)": _cells(configs, fmt_mean_std, "peak_reserved_mib_mean", "peak_reserved_mib_std",
+                                      digits=0),
+        "device total (MiB)": [fmt_number(value, 0) for value in total],
+        "reserved share of device": [fmt_percent(value, 1) for value in share],
+    })
+    return Table("vram", "VRAM: peak over the run vs device memory", data, display)
+
+
+def failure_table(runs: pd.DataFrame) -> Table:
+    """Current runs that failed or whose result.json cannot be read."""
+    if runs.empty:
+        bad = runs
+    else:
+        bad = runs[runs["current"] & runs["status"].isin([FAILED, CORRUPT])]
+    data = pd.DataFrame({
+        "run_id": bad.get("run_id", pd.Series(dtype=str)).values,
+        "config_id": bad.get("config_id", pd.Series(dtype=str)).values,
+        "status": bad.get("status", pd.Series(dtype=str)).values,
+        "reason": _col(bad, "failure.reason").values, "message": _col(bad, "failure.message").values,
+    })
+    display = data.rename(columns={"run_id": "run", "config_id": "ID"}).astype(object).fillna("–")
+    return Table("failures", "Failed runs", data, display)
