@@ -8,12 +8,14 @@ executor: the recorded process ids.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator import slurm
 from orchestrator.store import latest_attempt
 
+ACCOUNTING_LAG_S = 120.0
 ACTIVE = frozenset({"pending", "running", "requeued", "completing", "configuring", "suspended", "resizing", "queued"})
 
 
@@ -72,6 +74,9 @@ def scheduler_states(manifest: dict[str, Any], run_ids: list[str]) -> tuple[dict
             info = found.get(job_id)
             if info is not None:
                 states[run_id] = info
+            elif note is None and time.time() - float(attempts[run_id].get("submitted_at", 0)) < ACCOUNTING_LAG_S:
+                # sacct lists a new job a few seconds after sbatch: not yet known is not lost
+                states[run_id] = SchedState(state="pending", source="none", reason="submitted, not yet in accounting")
     return states, note
 
 

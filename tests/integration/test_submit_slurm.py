@@ -121,12 +121,12 @@ def test_submit_status_collect_end_to_end(study: Path) -> None:
     import pandas as pd
 
     frame = pd.read_csv(runs_csv)
-    finished = frame[frame["status"] == "completed"]
+    finished = frame[frame["status"] == "finished"]
     assert len(finished) == 4
     for _, row in finished.iterrows():
         result = json.loads((study / "scratch" / experiment / "runs" / row["run_id"] / "result.json").read_text())
         assert row["metrics.f1"] == pytest.approx(result["metrics"]["f1"])
-        assert row["train.samples_per_s"] == pytest.approx(result["train"]["samples_per_s"])
+        assert row["train_result.samples_per_s"] == pytest.approx(result["train"]["samples_per_s"])
 
 
 def test_cancel_and_pending_states(study: Path) -> None:
