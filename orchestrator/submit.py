@@ -9,6 +9,7 @@ once; it never waits for jobs unless ``--wait`` is given.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
 import sys
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.contract import RunSpec
+from jobs.contract import RunDir, RunSpec
 from orchestrator import executors, slurm
 from orchestrator.errors import RuntimeUserError, UserError
 from orchestrator.jobstate import scheduler_states
@@ -65,12 +66,12 @@ def plan(matrix: Matrix, specs: list[RunSpec], manifest: dict[str, Any], experim
         run_dir = experiment.run_dir(spec.run_id)
         forced = spec.run_name in force or spec.base_name in force or spec.run_id in force
         state = states.get(spec.run_id)
-        if state is not None and state.active:
+        if run_dir.result_path.exists() and not forced:
+            result.done.append(spec)  # done is done, even while its process is still exiting
+        elif state is not None and state.active:
             result.active.append((spec, state.state))
         elif forced:
             result.new.append(spec)
-        elif run_dir.result_path.exists():
-            result.done.append(spec)
         elif spec.run_id in manifest.get("runs", {}) and manifest["runs"][spec.run_id].get("attempts") and not retry_failed:
             result.failed.append(spec)
         else:
@@ -94,6 +95,7 @@ def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_fa
         for spec in the_plan.new:
             run_dir = experiment.run_dir(spec.run_id)
             run_dir.path.mkdir(parents=True, exist_ok=True)
+            _archive_previous_result(run_dir)
             run_dir.write_spec(spec)
         if the_plan.new:
             groups = group_runs(the_plan.new)
@@ -103,6 +105,17 @@ def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_fa
                     executors.submit_chunk(experiment, manifest, matrix, chunk, executor_kind, resources_key))
         prune_submission_folders(experiment, manifest)
     return outcome
+
+
+def _archive_previous_result(run_dir: RunDir) -> None:
+    """A forced rerun keeps the earlier result beside, under previous/<time>/, never deletes it."""
+    if not run_dir.result_path.exists():
+        return
+    target = run_dir.path / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    target.mkdir(parents=True, exist_ok=True)
+    for path in (run_dir.result_path, run_dir.failure_path, run_dir.metrics_path):
+        if path.exists():
+            os.replace(path, target / path.name)
 
 
 def group_runs(specs: list[RunSpec]) -> dict[str, list[RunSpec]]:
