@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from jobs import envinfo
+from jobs import envinfo, preemption
 from jobs.contract import RunDir, RunSpec, resolve_model_ref, write_json_atomic
 
 log = logging.getLogger("jobs.entrypoint")
@@ -74,13 +74,19 @@ def run(run_dir_path: str) -> dict[str, Any]:
     run_dir.write_heartbeat("starting", step=0, total_steps=None, pid=os.getpid(), hostname=socket.gethostname(), **ids)
     write_json_atomic(run_dir.env_path, envinfo.capture())
     started = time.time()
+    preemption.install()
     try:
-        from jobs.trainer import run_training  # heavy imports only on the compute node
+        try:
+            from jobs.trainer import run_training  # heavy imports only on the compute node
 
-        body = run_training(_resolved(spec), run_dir)
+            body = run_training(_resolved(spec), run_dir)
+            if preemption.requested():
+                raise preemption.Preempted("signal arrived after training")
+        except preemption.Preempted:
+            _requeue(run_dir, ids)
     except BaseException as exc:  # noqa: BLE001 - every failure is classified and written down
-        if isinstance(exc, SystemExit) and exc.code in (0, None):
-            raise
+        if isinstance(exc, SystemExit) and (exc.code in (0, None) or preemption.requested()):
+            raise  # submitit's requeue exits this way: the job comes back, it has not failed
         _write_failure(run_dir, exc, ids)
         raise WorkerFailed(f"run {spec.run_id} failed: {type(exc).__name__}: {exc}") from exc
     result = finish(spec, run_dir, body, ids, started)
@@ -119,13 +125,36 @@ def finish(spec: RunSpec, run_dir: RunDir, body: dict[str, Any], ids: dict[str, 
     return result
 
 
-def _write_failure(run_dir: RunDir, exc: BaseException, ids: dict[str, Any]) -> None:
+def _requeue(run_dir: RunDir, ids: dict[str, Any]) -> None:
+    """Saved at a step boundary: hand over to submitit to requeue (it exits the process)."""
+    run_dir.write_heartbeat("checkpointing", **ids)
+    log.warning("requeueing run after a time-limit/preemption signal")
     try:
-        from jobs.failures import classify_exception
+        preemption.requeue()
+    except preemption.Preempted:
+        raise
+    except Exception as exc:  # submitit refuses: too many timeouts, or not requeueable
+        reason = "timeout" if "timed-out" in str(exc) else "preempted"
+        raise _Stopped(reason, str(exc)) from exc
 
-        reason, hint = classify_exception(exc)
-    except ImportError:
-        reason, hint = "exception", ""
+
+class _Stopped(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _write_failure(run_dir: RunDir, exc: BaseException, ids: dict[str, Any]) -> None:
+    if isinstance(exc, (_Stopped, preemption.Preempted)):
+        reason = getattr(exc, "reason", "preempted")
+        hint = "raise resources.time_min or resources.max_requeues; resubmit with --retry-failed to resume"
+    else:
+        try:
+            from jobs.failures import classify_exception
+
+            reason, hint = classify_exception(exc)
+        except ImportError:
+            reason, hint = "exception", ""
     tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
     run_dir.write_failure(reason, f"{type(exc).__name__}: {exc}"[:2000], hint=hint, traceback_tail=tail, **ids)
     run_dir.write_heartbeat("failed", **ids)

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel the experiment's active jobs (or the named runs)")
     p.add_argument("experiment", nargs="?")
     p.add_argument("runs", nargs="*", help="run names or patterns")
+    p = sub.add_parser("clean", help="delete checkpoints of finished runs (results are never deleted)")
+    p.add_argument("experiment", nargs="?")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     return parser
 
 

@@ -116,7 +116,24 @@ def cmd_collect(args: argparse.Namespace, cwd: Path) -> int:
 def cmd_cancel(args: argparse.Namespace, cwd: Path) -> int:
     from orchestrator.cancel import cancel
 
-    experiment = store.resolve(cwd, args.experiment)
-    names = cancel(experiment, args.runs)
+    patterns = list(args.runs)
+    try:
+        experiment = store.resolve(cwd, args.experiment)
+    except UserError:
+        if args.experiment is None:
+            raise
+        experiment = store.resolve(cwd, None)  # `orchestrate cancel A1`: A1 is a run of the last experiment
+        patterns.insert(0, args.experiment)
+    names = cancel(experiment, patterns)
     print(f"cancelled {len(names)} run(s)" + (f": {', '.join(names)}" if names else " (none were active)"))
+    return EXIT_OK
+
+
+def cmd_clean(args: argparse.Namespace, cwd: Path) -> int:
+    from orchestrator.clean import clean
+
+    experiment = store.resolve(cwd, args.experiment)
+    cleaned = clean(experiment, dry_run=args.dry_run)
+    verb = "would free" if args.dry_run else "freed"
+    print(f"{verb} {cleaned.freed_bytes / 2**20:.1f} MiB: checkpoints of {len(cleaned.removed)} finished run(s)")
     return EXIT_OK

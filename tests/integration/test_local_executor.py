@@ -16,6 +16,8 @@ import pytest
 pytestmark = pytest.mark.train
 
 REPO = Path(__file__).resolve().parents[2]
+SECRETS = {"HF_TOKEN": "hf_sEcReT0123456789", "WANDB_API_KEY": "wandb-KEY-987654", "DB_PASSWORD": "pw-55aa77",
+           "MY_SECRET": "s3cr3t-value-x"}
 
 MATRIX = """
 experiment: localtest
@@ -43,7 +45,7 @@ runs:
 
 
 def orchestrate(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **SECRETS}
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -74,3 +76,12 @@ def test_local_submit_wait_status_collect(tmp_path: Path) -> None:
     rerun = subprocess.run([sys.executable, "-m", "jobs.entrypoint", str(run_dir)], cwd=REPO,
                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert rerun.returncode == 0, rerun.stderr  # a done run is recognised as done, by hand too
+
+    # no secret from the environment lands in any file the tool or the worker wrote
+    for path in list((tmp_path / "scratch").rglob("*")) + list((tmp_path / "results").rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            for value in SECRETS.values():
+                assert value.encode() not in data, f"{value} leaked into {path}"
+    env_json = json.loads((run_dir / "env.json").read_text())
+    assert "HF_TOKEN" not in env_json["env"] and env_json["packages"]["transformers"]

@@ -1,0 +1,72 @@
+"""Time limits and preemption: save at a step boundary, then let submitit requeue the job.
+
+SLURM sends USR2 ``signal_delay_s`` before the time limit (``--signal``, through srun to the
+job step) and on preemption. submitit's own handler checkpoints and requeues at once, in the
+middle of whatever the trainer is doing; a checkpoint taken mid-step can hold half-updated
+weights. So the worker takes the signal over: the handler only sets a flag, the trainer's
+callback sees it at the end of the current step, saves a complete Trainer checkpoint and
+stops; then the worker calls submitit's handler, which requeues the job (the Worker's
+``checkpoint`` resubmits the same run directory) and exits. The requeued job resumes from
+that checkpoint. A signal during evaluation stops it at the next prediction step: the
+requeued job finds training finished in its last checkpoint and evaluates again.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+_REQUESTED = threading.Event()
+_ORIGINAL: dict[str, Any] = {"handler": None}
+
+
+class Preempted(Exception):
+    """Training stopped at a step boundary because of a time-limit/preemption signal."""
+
+
+def requested() -> bool:
+    return _REQUESTED.is_set()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    log.warning("received %s: saving at the end of this step, then requeueing", signal.Signals(signum).name)
+    _REQUESTED.set()
+
+
+def install() -> None:
+    """Take over USR2 (keeping submitit's handler to requeue with later)."""
+    _REQUESTED.clear()
+    previous = signal.getsignal(signal.SIGUSR2)
+    if previous is not _on_signal:
+        _ORIGINAL["handler"] = previous
+    signal.signal(signal.SIGUSR2, _on_signal)
+
+
+def requeue() -> None:
+    """Hand over to submitit: it calls Worker.checkpoint, requeues the job and exits."""
+    handler: Callable[[int, FrameType | None], Any] | None = _ORIGINAL["handler"]
+    if callable(handler):
+        handler(signal.SIGUSR2, None)
+    raise Preempted("stopped for a time limit or preemption; no scheduler to requeue with")
+
+
+def make_callback() -> Any:
+    """A TrainerCallback that turns the flag into save-and-stop at a step boundary."""
+    from transformers import TrainerCallback
+
+    class PreemptionCallback(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if requested():
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if requested():
+                raise Preempted("time limit or preemption during evaluation")
+
+    return PreemptionCallback()
