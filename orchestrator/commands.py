@@ -125,7 +125,8 @@ def cmd_cancel(args: argparse.Namespace, cwd: Path) -> int:
         experiment = store.resolve(cwd, None)  # `orchestrate cancel A1`: A1 is a run of the last experiment
         patterns.insert(0, args.experiment)
     names = cancel(experiment, patterns)
-    print(f"cancelled {len(names)} run(s)" + (f": {', '.join(names)}" if names else " (none were active)"))
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    print(f"cancelled {len(names)} run(s)" + (f": {shown}" if names else " (none were active)"))
     return EXIT_OK
 
 

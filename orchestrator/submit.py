@@ -161,7 +161,8 @@ def new_token() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def print_summary(outcome: Outcome, experiment: Experiment, out: Any = sys.stdout) -> None:
+def print_summary(outcome: Outcome, experiment: Experiment, out: Any = None) -> None:
+    out = out or sys.stdout
     p = outcome.plan
     print(f"experiment {experiment.path.name}: {len(p.new)} new, {len(p.done)} skipped as done, "
           f"{len(p.active)} skipped as running or pending, {len(p.failed)} failed before "
