@@ -145,7 +145,9 @@ class _Stopped(Exception):
 
 
 def _write_failure(run_dir: RunDir, exc: BaseException, ids: dict[str, Any]) -> None:
-    if isinstance(exc, (_Stopped, preemption.Preempted)):
+    if isinstance(exc, KeyboardInterrupt):
+        reason, hint = "cancelled", "cancelled by the user (orchestrate cancel, scancel or Ctrl-C)"
+    elif isinstance(exc, (_Stopped, preemption.Preempted)):
         reason = getattr(exc, "reason", "preempted")
         hint = "raise resources.time_min or resources.max_requeues; resubmit with --retry-failed to resume"
     else:

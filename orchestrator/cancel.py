@@ -35,7 +35,8 @@ def cancel(experiment: Experiment, patterns: list[str]) -> list[str]:
 
 def _cancel_local(manifest: dict[str, Any], attempt: dict[str, Any]) -> None:
     if attempt.get("pid") and pid_alive(int(attempt["pid"])):
-        os.kill(int(attempt["pid"]), signal.SIGTERM)  # submitit's controller forwards it to the task
+        # SIGINT is submitit's own cancel (LocalJob.cancel): the controller interrupts, then kills, its tasks
+        os.kill(int(attempt["pid"]), signal.SIGINT)
     attempt["state"] = "cancelled"
     attempt["ended_at"] = time.time()
 

@@ -7,6 +7,8 @@ any run with ``python -m jobs.entrypoint RUN_DIR`` and no result depends on subm
 from __future__ import annotations
 
 import getpass
+import os
+import signal
 import logging
 import time
 from pathlib import Path
@@ -116,6 +118,7 @@ def submit_chunk(experiment: Experiment, manifest: dict[str, Any], matrix: Matri
         entry.update(state="failed", error=str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc))
         experiment.write_manifest(manifest)
         return entry
+    _inject_fault("after-sbatch")
     _record_attempts(manifest, chunk, job_ids, token, kind)
     entry.update(state="submitted", job_ids=[j for j in job_ids if j],
                  array_job_id=(job_ids[0] or "").split("_")[0] or None, submitted_at=time.time())
@@ -127,6 +130,13 @@ def submit_chunk(experiment: Experiment, manifest: dict[str, Any], matrix: Matri
         entry["runner_pid"] = localq.start(experiment.path, token)
     experiment.write_manifest(manifest)
     return entry
+
+
+def _inject_fault(point: str) -> None:
+    """Tests kill orchestrate for real at a chosen point (ORCHESTRATE_FAULT_INJECT=after-sbatch)
+    to prove that an interrupted submit is recovered; unset in normal use."""
+    if os.environ.get("ORCHESTRATE_FAULT_INJECT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _record_attempts(manifest: dict[str, Any], chunk: list[RunSpec], job_ids: list[str | None], token: str,

@@ -107,7 +107,9 @@ def _short(exc: BaseException) -> str:
 def _local_state(manifest: dict[str, Any], attempt: dict[str, Any]) -> SchedState:
     pid = attempt.get("pid")
     if pid:
-        return SchedState(state="running" if pid_alive(int(pid)) else "ended", source="local")
+        if pid_alive(int(pid)):
+            return SchedState(state="running", source="local")
+        return SchedState(state="cancelled" if attempt.get("state") == "cancelled" else "ended", source="local")
     submission = manifest.get("submissions", {}).get(attempt.get("submission", ""), {})
     if attempt.get("state") == "cancelled":
         return SchedState(state="cancelled", source="local")
