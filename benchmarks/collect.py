@@ -22,17 +22,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "unit")]
 
-from collect_fixtures import build_many  # noqa: E402
+from collect_fixtures import build_many
 
-from orchestrator.collect import collect  # noqa: E402
+from orchestrator.collect import collect
 
 _CHILD = """
-import sys, time
+import resource, sys, time
 from pathlib import Path
 started = time.perf_counter()
 from orchestrator.collect import collect
 report = collect(Path(sys.argv[1]), Path(sys.argv[2]))
-print(f"{time.perf_counter() - started:.3f} {report.runs_read} {report.unchanged} {report.finished}")
+wall = time.perf_counter() - started
+cpu = sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+          for field in ("ru_utime", "ru_stime"))
+print(f"{wall:.3f} {cpu:.3f} {report.runs_read} {report.unchanged} {report.finished}")
 """
 
 
@@ -42,6 +45,15 @@ def timed_process(experiment_dir: Path, out_dir: Path) -> tuple[float, str]:
     done = subprocess.run([sys.executable, "-c", _CHILD, str(experiment_dir), str(out_dir)], check=True,
                           capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     return time.perf_counter() - started, done.stdout.strip()
+
+
+def cpu_pressure() -> str:
+    """The kernel's CPU pressure (share of time some task waited for a CPU): how busy the box was."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return "cpu pressure n/a"
+    return "cpu pressure avg10 " + line.split("avg10=")[1].split()[0] + "%"
 
 
 def touch(experiment_dir: Path, count: int) -> None:
@@ -61,15 +73,19 @@ def main() -> int:
     print(f"built {args.runs} run directories in {time.perf_counter() - started:.1f} s under {root}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     out_dir = root / "results"
+
+    def reset() -> None:
+        (experiment_dir / ".collect-index").unlink()
+        (out_dir / ".collect-state.json").unlink()
     for label, action in (("cold (no index, no outputs)", None), ("incremental, nothing changed", None),
                           ("after touching 10 runs", lambda: touch(experiment_dir, 10)),
-                          ("incremental, nothing changed", None)):
+                          ("incremental, nothing changed", None), ("cold again (index deleted)", reset)):
         if action is not None:
             action()
         wall, line = timed_process(experiment_dir, out_dir)
-        inner, runs_read, unchanged, finished = line.split()
-        print(f"{label:32s} process {wall:6.2f} s | collect() {float(inner):6.2f} s | "
-              f"read {runs_read} runs, unchanged={unchanged}, finished={finished}")
+        inner, cpu, runs_read, unchanged, finished = line.split()
+        print(f"{label:30s} process {wall:5.2f} s | import+collect() {float(inner):5.2f} s wall, {float(cpu):5.2f} s CPU"
+              f" | read {runs_read} runs, unchanged={unchanged}, finished={finished} | {cpu_pressure()}")
     report = collect(experiment_dir, out_dir)
     print(f"in-process, nothing changed: {report.elapsed_s * 1000:.0f} ms")
     return 0

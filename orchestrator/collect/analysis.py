@@ -132,8 +132,8 @@ def _deltas(configs: pd.DataFrame, primary: str | None) -> None:
                                (f"{primary}_delta", f"{primary}_mean", "diff")):
         if column not in configs:
             continue
-        reference = configs["baseline_id"].map(lambda bid: configs[column].get(bid, np.nan) if bid else np.nan)
-        reference = pd.to_numeric(reference, errors="coerce")
+        means = configs[column].to_dict()
+        reference = pd.to_numeric(configs["baseline_id"].map(means), errors="coerce")
         if kind == "ratio":
             configs[name] = configs[column] / reference.where(reference != 0)
         else:

@@ -11,8 +11,9 @@ of the planned steps), ``warnings`` (result.json warnings, or healthy false),
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,7 @@ class Anomaly:
 
 
 def find_anomalies(
-    runs: pd.DataFrame, primary: str | None, baseline_means: Mapping[str, float], baseline_ids: Mapping[str, str]
+    runs: pd.DataFrame, primary: str | None, baseline_means: Mapping[str, float], baseline_ids: Mapping[str, str | None]
 ) -> list[Anomaly]:
     """Every anomaly of ``runs``; ``baseline_means``/``baseline_ids`` by config_id give
     each config's baseline primary-metric mean and the baseline's config id. The
@@ -77,10 +78,10 @@ def _suspicious(runs: pd.DataFrame, primary: str | None, baseline_means: Mapping
             return pd.Series(np.nan, index=runs.index)
         return pd.to_numeric(runs[column], errors="coerce")
 
-    mask = (number("log.nonfinite_losses") > 0) | (runs.get("log.nonfinite_result_loss", False) == True)  # noqa: E712
+    mask = (number("log.nonfinite_losses") > 0) | (runs.get("log.nonfinite_result_loss", False) == True)
     mask |= number("train_result.steps") < SHORT_RUN_RATIO * number("train_result.planned_steps")
     mask |= (runs["warnings"].fillna("") != "") if "warnings" in runs else False
-    mask |= (runs["healthy"] == False) if "healthy" in runs else False  # noqa: E712
+    mask |= (runs["healthy"] == False) if "healthy" in runs else False
     if primary is not None:
         value = number(f"metrics.{primary}")
         reference = pd.to_numeric(runs["config_id"].map(baseline_means), errors="coerce")

@@ -7,7 +7,8 @@ contract's defaults (learning rate, batch size, sequence length) are not repeate
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from jobs.contract import TrainConfig
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 Scalar = str | int | float | bool | None
 
@@ -29,6 +30,9 @@ def flatten_into(out: dict[str, Any], obj: Mapping[str, Any], prefix: str) -> No
         kind = type(value)
         if kind is dict:
             flatten_into(out, value, name)
+        elif kind is str:
+            # short texts repeat across runs ("fp16", "adamw"): one shared copy in the index
+            out[name] = sys.intern(value) if len(value) <= 64 else value
         elif kind in _PLAIN:
             out[name] = value
         elif isinstance(value, Mapping):

@@ -8,8 +8,9 @@ name is current when there is no manifest to say so.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -38,16 +39,17 @@ class RunsFrame:
 def build_runs_frame(records: Iterable[RunRecord], manifest: Manifest | None) -> RunsFrame:
     """One row a run directory that has a spec, with staleness and config ids resolved."""
     result = RunsFrame(runs=pd.DataFrame())
-    rows = []
+    by_schema: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
     for record in records:
         result.problems += [f"runs/{record.dir_name}: {problem}" for problem in record.problems]
         if record.status is None:
             continue
-        rows.append(record.row)
-        result.curves[record.row["run_id"]] = (record.curve_steps, record.curve_losses)
-    if not rows:
+        by_schema.setdefault(record.columns, []).append(record.values)
+        result.curves[record.values[record.columns.index("run_id")]] = (record.curve_steps, record.curve_losses)
+    if not by_schema:
         return result
-    runs = pd.DataFrame.from_records(rows)
+    parts = [pd.DataFrame.from_records(values, columns=list(columns)) for columns, values in by_schema.items()]
+    runs = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True, sort=False)
     runs["config_id"] = _config_ids(runs)
     _mark_current(runs, manifest, result.problems)
     if manifest is not None:

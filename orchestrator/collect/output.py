@@ -9,10 +9,12 @@ that left the matrix).
 from __future__ import annotations
 
 import io
+import math
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Collection
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -21,6 +23,7 @@ from orchestrator.collect.reader import write_bytes_atomic
 from orchestrator.collect.render import Table
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from matplotlib.figure import Figure
 
 TABLE_FORMATS = ("csv", "md", "tex")
@@ -77,7 +80,7 @@ class Writer:
             pq.write_table(table, buffer)
             self.binary("runs.parquet", buffer.getvalue())
 
-    def figure(self, name: str, figure: "Figure") -> None:
+    def figure(self, name: str, figure: Figure) -> None:
         """``plots/<name>.png|svg`` for the asked formats."""
         import matplotlib
 
@@ -91,17 +94,21 @@ class Writer:
                     self.binary(f"plots/{name}.{fmt}", buffer.getvalue())
 
 
-def arrow_table(runs: pd.DataFrame):  # type: ignore[no-untyped-def]
+def arrow_table(runs: pd.DataFrame) -> pa.Table:
     """The runs frame as a pyarrow Table; a column mixing types becomes text."""
     import pyarrow as pa
 
     frame = runs.copy()
     for name in frame.columns:
         if frame[name].dtype == object:
-            kinds = {type(value) for value in frame[name] if value is not None and value == value}
-            if kinds and not (len(kinds) == 1 and kinds <= _PLAIN or kinds == {int, float}):
-                frame[name] = frame[name].map(lambda value: None if value is None or value != value else str(value))
+            kinds = {type(value) for value in frame[name] if not _missing(value)}
+            if kinds and not ((len(kinds) == 1 and kinds <= _PLAIN) or kinds == {int, float}):
+                frame[name] = frame[name].map(lambda value: None if _missing(value) else str(value))
     return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def remove_stale_outputs(out_dir: Path, previous: Collection[str], written: Collection[Path]) -> None:

@@ -10,9 +10,10 @@ import json
 import math
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from jobs.contract import (
     ENV_FILE,
@@ -40,16 +41,36 @@ MAX_CURVE_POINTS = 256
 _SERIES_PREFIX = re.compile(r"^[A-Za-z]+")
 
 
+_SCHEMAS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
 @dataclass
 class RunRecord:
-    """What collect keeps of one run directory (cached in the incremental index)."""
+    """What collect keeps of one run directory (cached in the incremental index).
+
+    The row is stored as ``columns`` + ``values`` tuples; runs with the same columns
+    share one ``columns`` object, so the pickled index stores each schema once and
+    the runs table is built a schema at a time.
+    """
 
     dir_name: str
     status: str | None  # None: no usable spec.json, not a run
-    row: dict[str, Any] = field(default_factory=dict)
+    columns: tuple[str, ...] = ()
+    values: tuple[Any, ...] = ()
     curve_steps: list[float] = field(default_factory=list)
     curve_losses: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def row(self) -> dict[str, Any]:
+        """The row as a mapping column -> value."""
+        return dict(zip(self.columns, self.values))
+
+    def set_row(self, row: dict[str, Any]) -> None:
+        """Store ``row`` compactly."""
+        columns = tuple(row)
+        self.columns = _SCHEMAS.setdefault(columns, columns)
+        self.values = tuple(row.values())
 
 
 class _Reader:
@@ -77,7 +98,7 @@ class _Reader:
         return value, False
 
 
-def read_run(run_dir: Path, present: frozenset[str]) -> RunRecord:
+def read_run(run_dir: Path, present: frozenset[str], spec_mtime_ns: int | None = None) -> RunRecord:
     """Read the run directory ``run_dir`` whose files ``present`` exist (from the scan)."""
     problems: list[str] = []
     reader = _Reader(run_dir, present, problems)
@@ -87,7 +108,7 @@ def read_run(run_dir: Path, present: frozenset[str]) -> RunRecord:
         if SPEC_FILE not in present:
             problems.append("no spec.json (not a run directory?)")
         return record
-    row = record.row
+    row: dict[str, Any] = {"spec_mtime_ns": spec_mtime_ns}
     _spec_columns(row, spec, run_dir.name, problems)
     result, result_corrupt = reader.json(RESULT_FILE)
     if result is not None:
@@ -95,7 +116,8 @@ def read_run(run_dir: Path, present: frozenset[str]) -> RunRecord:
     failure, _ = reader.json(FAILURE_FILE)
     if failure is not None:
         _failure_columns(row, failure)
-    heartbeat, _ = reader.json(HEARTBEAT_FILE)
+    # a finished run's heartbeat says nothing its result does not
+    heartbeat, _ = reader.json(HEARTBEAT_FILE) if result is None else (None, False)
     if heartbeat is not None:
         for key in ("state", "step", "total_steps", "last_loss", "updated_at"):
             row[sys.intern(f"heartbeat.{key}")] = scalar(heartbeat.get(key))
@@ -103,9 +125,10 @@ def read_run(run_dir: Path, present: frozenset[str]) -> RunRecord:
     if env is not None:
         flatten_into(row, env, "env")
     if METRICS_FILE in present:
-        _curve(record, read_jsonl_fast(run_dir / METRICS_FILE))
+        _curve(record, row, read_jsonl_fast(run_dir / METRICS_FILE))
     record.status = _status(result is not None, result_corrupt, failure is not None, heartbeat)
     row["status"] = record.status
+    record.set_row(row)
     return record
 
 
@@ -132,8 +155,8 @@ def _spec_columns(row: dict[str, Any], spec: Mapping[str, Any], dir_name: str, p
     run_name = str(spec.get("run_name") or run_id)
     base_name = str(spec.get("base_name") or run_name)
     prefix = _SERIES_PREFIX.match(base_name)
-    grid = spec.get("grid_values") if isinstance(spec.get("grid_values"), dict) else {}
-    train = spec.get("train") if isinstance(spec.get("train"), dict) else {}
+    grid: dict[str, Any] = spec["grid_values"] if isinstance(spec.get("grid_values"), dict) else {}
+    train: dict[str, Any] = spec["train"] if isinstance(spec.get("train"), dict) else {}
     if not train:
         problems.append("spec.json has no train section")
     row.update({
@@ -157,10 +180,24 @@ def _seed(grid: Mapping[str, Any], train: Mapping[str, Any]) -> Any:
     return scalar(train.get("seed"))
 
 
+_SUFFIXES: dict[tuple[tuple[str, Any], ...], str] = {}
+
+
 def _config_suffix(grid: Mapping[str, Any]) -> str:
-    """The non-seed grid values in words, e.g. "r=16, learning_rate=0.0001"."""
-    items = [(str(key), value) for key, value in grid.items() if str(key).rsplit(".", 1)[-1] != "seed"]
-    return ", ".join(f"{key.rsplit('.', 1)[-1]}={_fmt(value)}" for key, value in sorted(items))
+    """The non-seed grid values in words, e.g. "r=16, learning_rate=0.0001" (cached: many
+    runs share a grid point)."""
+    items = tuple(sorted((str(key), value) for key, value in grid.items() if str(key).rsplit(".", 1)[-1] != "seed"))
+    try:
+        cached = _SUFFIXES.get(items)
+    except TypeError:  # an unhashable grid value (a list)
+        cached = None
+    if cached is None:
+        cached = ", ".join(f"{key.rsplit('.', 1)[-1]}={_fmt(value)}" for key, value in items)
+        try:
+            _SUFFIXES[items] = cached
+        except TypeError:
+            pass
+    return cached
 
 
 def _fmt(value: Any) -> str:
@@ -203,21 +240,17 @@ def _failure_columns(row: dict[str, Any], failure: Mapping[str, Any]) -> None:
     row["failure.failed_at"] = scalar(failure.get("failed_at"))
 
 
-def _curve(record: RunRecord, lines: list[dict[str, Any]]) -> None:
-    steps: list[float] = []
-    losses: list[float] = []
-    nonfinite = 0
-    for line in lines:
-        loss = line.get("loss")
-        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
-            steps.append(float(line.get("step", len(steps))) if isinstance(line.get("step"), (int, float)) else len(steps))
-            losses.append(float(loss))
-            nonfinite += is_nonfinite(float(loss))
+def _curve(record: RunRecord, row: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+    points = [(line.get("step"), line["loss"]) for line in lines
+              if type(line.get("loss")) in (float, int)]
+    steps = [float(step) if isinstance(step, (float, int)) else float(i) for i, (step, _) in enumerate(points)]
+    losses = [float(loss) for _, loss in points]
+    nonfinite = sum(1 for loss in losses if not math.isfinite(loss))
     stride = max(1, math.ceil(len(steps) / MAX_CURVE_POINTS))
     record.curve_steps, record.curve_losses = steps[::stride], losses[::stride]
-    record.row["log.loss_points"] = len(losses)
-    record.row["log.nonfinite_losses"] = nonfinite
-    record.row["log.last_loss"] = losses[-1] if losses else None
+    row["log.loss_points"] = len(losses)
+    row["log.nonfinite_losses"] = nonfinite
+    row["log.last_loss"] = losses[-1] if losses else None
 
 
 def _status(has_result: bool, result_corrupt: bool, has_failure: bool, heartbeat: Mapping[str, Any] | None) -> str:

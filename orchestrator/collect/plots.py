@@ -9,7 +9,8 @@ left out. Large studies are thinned so a figure stays readable and fast to draw.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ MAX_PANELS = 6
 Curves = Mapping[str, tuple[list[float], list[float]]]
 
 
-def build_figures(analysis: Analysis, curves: Curves, gpu_memory_mib: float | None) -> dict[str, "Figure"]:
+def build_figures(analysis: Analysis, curves: Curves, gpu_memory_mib: float | None) -> dict[str, Figure]:
     """name -> figure for every plot that has data."""
     done = analysis.configs[analysis.configs["n"] > 0] if not analysis.configs.empty else analysis.configs
     figures = {
@@ -38,7 +39,7 @@ def build_figures(analysis: Analysis, curves: Curves, gpu_memory_mib: float | No
     return {name: figure for name, figure in figures.items() if figure is not None}
 
 
-def _figure(width: float, height: float, left_in: float = 0.8) -> "Figure":
+def _figure(width: float, height: float, left_in: float = 0.8) -> Figure:
     """A figure with fixed margins (a layout engine costs more than drawing the plot)."""
     from matplotlib.figure import Figure
 
@@ -52,7 +53,7 @@ def _label(primary: str | None) -> str:
     return "F1" if primary == "f1" else str(primary)
 
 
-def pareto_figure(configs: pd.DataFrame, primary: str | None, baseline: str | None) -> "Figure | None":
+def pareto_figure(configs: pd.DataFrame, primary: str | None, baseline: str | None) -> Figure | None:
     """Metric against train samples/s; the front (no config faster and better) in red."""
     ycol = f"{primary}_mean"
     if configs.empty or ycol not in configs or "train_samples_per_s_mean" not in configs:
@@ -84,7 +85,7 @@ def pareto_figure(configs: pd.DataFrame, primary: str | None, baseline: str | No
     return fig
 
 
-def vram_figure(configs: pd.DataFrame, gpu_memory_mib: float | None) -> "Figure | None":
+def vram_figure(configs: pd.DataFrame, gpu_memory_mib: float | None) -> Figure | None:
     """Peak allocated and reserved VRAM a configuration, with the GPU's memory as a line."""
     if configs.empty or "peak_allocated_mib_mean" not in configs:
         return None
@@ -115,7 +116,7 @@ def vram_figure(configs: pd.DataFrame, gpu_memory_mib: float | None) -> "Figure 
     return fig
 
 
-def loss_figure(configs: pd.DataFrame, curves: Curves) -> "Figure | None":
+def loss_figure(configs: pd.DataFrame, curves: Curves) -> Figure | None:
     """Training loss of each configuration's first finished run, one panel a series."""
     panels: dict[str, list[tuple[str, list[float], list[float]]]] = {}
     for config_id, row in configs.iterrows():
@@ -145,7 +146,7 @@ def loss_figure(configs: pd.DataFrame, curves: Curves) -> "Figure | None":
     return fig
 
 
-def rank_figure(configs: pd.DataFrame, primary: str | None) -> "Figure | None":
+def rank_figure(configs: pd.DataFrame, primary: str | None) -> Figure | None:
     """Metric (mean, 95% CI) against LoRA rank for each base swept over at least two ranks."""
     ycol = f"{primary}_mean"
     if configs.empty or "train.lora.r" not in configs or ycol not in configs:

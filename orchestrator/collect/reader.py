@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.contract import SPEC_FILE
+from orchestrator.collect.parallel import can_fork, cpu_count, map_forked
 from orchestrator.collect.parse import RUN_FILES, RunRecord, read_run
 
 INDEX_FILE = ".collect-index"
+PARALLEL_READ_MIN_RUNS = 1000  # below this, forking costs more than it saves
+MAX_READ_PROCESSES = 4
 INDEX_VERSION = 1
 RUNS_DIR = "runs"
 
@@ -120,16 +123,34 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
 def refresh(runs_dir: Path, scanned: Scan, index: Index) -> tuple[Index, int]:
     """The index for the scanned runs, re-reading only changed ones; returns (index, runs read)."""
     fresh: Index = {}
-    runs_read = 0
+    stale: list[tuple[str, Signature]] = []
     for name, signature in scanned.signatures.items():
         cached = index.get(name)
         if cached is not None and cached[0] == signature:
             fresh[name] = cached
-            continue
-        present = frozenset(item[0] for item in signature)
-        record = read_run(runs_dir / name, present)
-        if record.status is not None:
-            record.row["spec_mtime_ns"] = next(mtime for file, mtime, _ in signature if file == SPEC_FILE)
+        else:
+            stale.append((name, signature))
+    for name, signature, record in _read_all(str(runs_dir), stale):
         fresh[name] = (signature, record)
-        runs_read += 1
-    return fresh, runs_read
+    return fresh, len(stale)
+
+
+def _read_all(runs_dir: str, work: list[tuple[str, Signature]]) -> list[tuple[str, Signature, RunRecord]]:
+    """Read many run directories, on several cores when there are enough of them."""
+    if len(work) >= PARALLEL_READ_MIN_RUNS and can_fork():
+        processes = min(cpu_count(), MAX_READ_PROCESSES)
+        chunks = [(runs_dir, work[start::processes * 4]) for start in range(processes * 4)]
+        results = map_forked(_read_chunk, chunks, processes)
+        if results is not None:
+            return [item for chunk in results for item in chunk]
+    return _read_chunk((runs_dir, work))
+
+
+def _read_chunk(job: tuple[str, list[tuple[str, Signature]]]) -> list[tuple[str, Signature, RunRecord]]:
+    runs_dir, work = job
+    out = []
+    for name, signature in work:
+        present = frozenset(item[0] for item in signature)
+        spec_mtime_ns = next((mtime for file, mtime, _ in signature if file == SPEC_FILE), None)
+        out.append((name, signature, read_run(Path(runs_dir) / name, present, spec_mtime_ns)))
+    return out

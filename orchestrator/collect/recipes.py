@@ -10,8 +10,8 @@ best candidate's metric.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -48,9 +48,9 @@ def candidates(configs: pd.DataFrame) -> pd.DataFrame:
     flags = configs["flags"].fillna("").map(lambda text: set(filter(None, text.split(", "))))
     ok = (configs["n"] > 0) & ~flags.map(lambda kinds: bool(kinds & DISQUALIFYING))
     out = configs[ok].copy()
-    reserved = out["peak_reserved_mib_mean"] if "peak_reserved_mib_mean" in out else np.nan
-    allocated = out["peak_allocated_mib_mean"] if "peak_allocated_mib_mean" in out else np.nan
-    out["memory_mib"] = pd.Series(reserved, index=out.index).fillna(pd.Series(allocated, index=out.index))
+    reserved = pd.Series(out.get("peak_reserved_mib_mean", np.nan), index=out.index, dtype=float)
+    allocated = pd.Series(out.get("peak_allocated_mib_mean", np.nan), index=out.index, dtype=float)
+    out["memory_mib"] = reserved.fillna(allocated)
     return out
 
 
@@ -135,8 +135,8 @@ def recipes_markdown(recipes: list[Recipe], reference_text: str, primary: str | 
     """recipes.md: one paragraph a recipe with its numbers and runs."""
     label = "F1" if primary == "f1" else (primary or "metric")
     lines = [f"# Recipes: {experiment}", "", reference_text,
-             "Candidates: configurations with a finished run and no collapse, NaN loss, short run or warnings; "
-             "memory is the peak reserved VRAM over the run.", ""]
+             ("Candidates: configurations with a finished run and no collapse, NaN loss, short run or warnings; "
+              "memory is the peak reserved VRAM over the run."), ""]
     for recipe in recipes:
         lines.append(f"## {recipe.question}")
         lines.append("")

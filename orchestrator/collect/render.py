@@ -45,14 +45,17 @@ class Table:
 
     def to_markdown(self, heading_level: int = 0) -> str:
         """A pipe table; with ``heading_level`` a heading with the title goes first."""
-        lines = [f"{'#' * heading_level} {self.title}", ""] if heading_level else []
+        heading = f"{'#' * heading_level} {self.title}\n\n" if heading_level else ""
+        return heading + self._markdown_body
+
+    @cached_property
+    def _markdown_body(self) -> str:
         if self.display.empty:
-            return "\n".join(lines + ["(no rows)", ""])
-        header = [_md_cell(name) for name in self.display.columns]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join("---:" if numeric else "---" for numeric in self.numeric_columns) + "|")
-        for row in self.display.itertuples(index=False):
-            lines.append("| " + " | ".join(_md_cell(value) for value in row) + " |")
+            return "(no rows)\n"
+        lines = ["| " + " | ".join(_md_cell(name) for name in self.display.columns) + " |",
+                 "|" + "|".join("---:" if numeric else "---" for numeric in self.numeric_columns) + "|"]
+        lines += ["| " + " | ".join(_md_cell(value) for value in row) + " |"
+                  for row in self.display.itertuples(index=False)]
         if self.note:
             lines += ["", self.note]
         return "\n".join(lines) + "\n"

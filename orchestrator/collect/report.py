@@ -61,7 +61,7 @@ class CollectReport:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CollectReport":
+    def from_dict(cls, data: dict[str, Any]) -> CollectReport:
         """Inverse of ``to_dict``."""
         fields = dict(data)
         fields["experiment_dir"] = Path(fields["experiment_dir"])
@@ -71,7 +71,7 @@ class CollectReport:
         fields["anomalies"] = tuple(fields.get("anomalies", ()))
         return cls(**fields)
 
-    def with_timing(self, elapsed_s: float, runs_read: int, unchanged: bool) -> "CollectReport":
+    def with_timing(self, elapsed_s: float, runs_read: int, unchanged: bool) -> CollectReport:
         """A copy carrying this call's timing instead of the cached one."""
         return replace(self, elapsed_s=elapsed_s, runs_read=runs_read, unchanged=unchanged)
 
@@ -80,7 +80,7 @@ def format_progress(report: CollectReport, width: int = 30) -> str:
     """One-line progress bar, e.g. ``[#########.....] 30/45 ended (28 ok, 2 failed) 15 running``."""
     total = report.runs_found
     done = report.ended
-    filled = int(round(width * done / total)) if total else width
+    filled = round(width * done / total) if total else width
     bar = "#" * filled + "." * (width - filled)
     parts = [f"[{bar}] {done}/{total} ended ({report.finished} ok, {report.failed} failed"]
     if report.corrupt:

@@ -2,34 +2,30 @@
 
 A collect whose inputs (every run file's mtime and size, the manifest, the options)
 hash to the same digest as the last collect into ``out_dir`` returns that collect's
-report without loading the index or writing anything.
+report (kept in ``out_dir/.collect-state.json``) without loading the index, pandas
+or matplotlib, and without writing anything.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import filelock
 
 from jobs.contract import write_text_atomic
-from orchestrator.collect.analysis import analyse
-from orchestrator.collect.frame import build_runs_frame
-from orchestrator.collect.manifest import MANIFEST_FILE, read_manifest
-from orchestrator.collect.output import Writer, remove_stale_outputs
+from orchestrator.collect.manifest import MANIFEST_FILE
 from orchestrator.collect.reader import INDEX_FILE, RUNS_DIR, digest, load_index, refresh, save_index, scan
-from orchestrator.collect.recipes import find_recipes, recipes_markdown, recipes_table
-from orchestrator.collect.report import ALL_FORMATS, CORRUPT, FAILED, FINISHED, PENDING, RUNNING, CollectReport
-from orchestrator.collect.summary import summary_markdown
-from orchestrator.collect.tables import build_tables
+from orchestrator.collect.report import ALL_FORMATS, CollectReport
 from orchestrator.errors import RuntimeUserError, UserError
 
 LOCK_FILE = ".collect.lock"
 STATE_FILE = ".collect-state.json"
 LOCK_TIMEOUT_S = 600.0
-OUTPUT_VERSION = 1
+OUTPUT_VERSION = 1  # bump when the outputs change shape: the next collect rewrites them
 
 
 def collect(
@@ -66,6 +62,9 @@ def _collect_locked(experiment_dir: Path, out_dir: Path, formats: frozenset[str]
     if state.get("digest") == key and all((out_dir / rel).exists() for rel in state.get("written", [])):
         cached = CollectReport.from_dict(state["report"])
         return cached.with_timing(time.perf_counter() - started, runs_read=0, unchanged=True)
+    from orchestrator.collect.output import remove_stale_outputs
+    from orchestrator.collect.pipeline import analyse_and_write
+
     index_path = experiment_dir / INDEX_FILE
     index, runs_read = refresh(runs_dir, scanned, load_index(index_path))
     problems = list(scanned.problems)
@@ -73,58 +72,13 @@ def _collect_locked(experiment_dir: Path, out_dir: Path, formats: frozenset[str]
         save_index(index_path, index)
     except OSError as exc:
         problems.append(f"{INDEX_FILE}: cannot write the index ({exc.strerror}); the next collect reads everything")
-    report = _analyse_and_write(experiment_dir, out_dir, formats, gpu_memory_mib, index, problems)
+    report = analyse_and_write(experiment_dir, out_dir, formats, gpu_memory_mib, index, problems)
     report = report.with_timing(time.perf_counter() - started, runs_read=runs_read, unchanged=False)
     written = [str(path.relative_to(out_dir)) for path in report.written]
     remove_stale_outputs(out_dir, state.get("written", []), report.written)
     write_text_atomic(out_dir / STATE_FILE,
                       json.dumps({"digest": key, "written": written, "report": report.to_dict()}, default=str))
     return report
-
-
-def _analyse_and_write(experiment_dir: Path, out_dir: Path, formats: frozenset[str], gpu_memory_mib: float | None,
-                       index: dict, problems: list[str]) -> CollectReport:
-    manifest, manifest_problems = read_manifest(experiment_dir)
-    frame = build_runs_frame((record for _, record in index.values()), manifest)
-    analysis = analyse(frame.runs, manifest)
-    problems += manifest_problems + frame.problems + analysis.problems
-    experiment = (manifest.experiment if manifest and manifest.experiment else None) or experiment_dir.name
-    counts = _counts(frame.runs)
-    tables = build_tables(analysis)
-    recipes, reference_text = find_recipes(analysis, gpu_memory_mib)
-    recipe_table = recipes_table(recipes, analysis.primary) if recipes else None
-    writer = Writer(out_dir, formats)
-    figures = _write_figures(writer, analysis, frame.curves, gpu_memory_mib)
-    writer.runs(analysis.runs)
-    for table in tables + ([recipe_table] if recipe_table is not None else []):
-        writer.table(table)
-    summary = summary_markdown(experiment, analysis, counts, problems, tables, recipe_table, figures)
-    if "md" in formats:
-        writer.text("recipes.md", recipes_markdown(recipes, reference_text, analysis.primary, experiment))
-        writer.text("summary.md", summary)
-    return CollectReport(
-        experiment=experiment, experiment_dir=experiment_dir, out_dir=out_dir, problems=tuple(problems),
-        anomalies=tuple(anomaly.text() for anomaly in analysis.anomalies), written=tuple(writer.written),
-        summary_markdown=summary, **counts,
-    )
-
-
-def _write_figures(writer: Writer, analysis, curves, gpu_memory_mib: float | None) -> list[str]:  # type: ignore[no-untyped-def]
-    if not ({"png", "svg"} & set(writer.formats)):
-        return []
-    from orchestrator.collect.plots import build_figures
-
-    figures = build_figures(analysis, curves, gpu_memory_mib)
-    for name, figure in figures.items():
-        writer.figure(name, figure)
-    return list(figures)
-
-
-def _counts(runs) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    statuses = runs["status"].value_counts().to_dict() if not runs.empty else {}
-    return {"runs_found": int(len(runs)), "finished": int(statuses.get(FINISHED, 0)),
-            "failed": int(statuses.get(FAILED, 0)), "corrupt": int(statuses.get(CORRUPT, 0)),
-            "running": int(statuses.get(RUNNING, 0)), "pending": int(statuses.get(PENDING, 0))}
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -135,7 +89,7 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return (stat.st_mtime_ns, stat.st_size)
 
 
-def _load_state(out_dir: Path) -> dict:  # type: ignore[type-arg]
+def _load_state(out_dir: Path) -> dict[str, Any]:
     try:
         state = json.loads((out_dir / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -10,8 +10,8 @@ With n = 1 there is no spread: std and CI are NaN (shown as blank) and n says 1.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

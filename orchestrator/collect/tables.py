@@ -8,14 +8,23 @@ numbers, the Markdown/LaTeX form shows mean ± std over seeds and the 95% CI.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from orchestrator.collect.analysis import Analysis
 from orchestrator.collect.render import (
-    Table, fmt_ci, fmt_delta, fmt_mean_std, fmt_number, fmt_params, fmt_percent, fmt_ratio, fmt_runs,
+    Table,
+    fmt_ci,
+    fmt_delta,
+    fmt_mean_std,
+    fmt_number,
+    fmt_params,
+    fmt_percent,
+    fmt_ratio,
+    fmt_runs,
 )
 from orchestrator.collect.report import CORRUPT, FAILED
 

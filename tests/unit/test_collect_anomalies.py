@@ -12,12 +12,19 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # collect_fixtures lives beside the tests
 
-from collect_fixtures import (  # noqa: E402
-    SEED_STUDY, Study, build_seed_study, result_json, run_values, spec_dict, write_json, write_run,
+from collect_fixtures import (
+    SEED_STUDY,
+    Study,
+    build_seed_study,
+    result_json,
+    run_values,
+    spec_dict,
+    write_json,
+    write_run,
 )
 
-from orchestrator.collect import CollectReport, collect  # noqa: E402
-from orchestrator.collect.anomalies import find_anomalies  # noqa: E402
+from orchestrator.collect import CollectReport, collect
+from orchestrator.collect.anomalies import find_anomalies
 
 CSV_ONLY = frozenset({"csv", "md"})
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # collect_fixtures lives beside the tests
 
-from collect_fixtures import build_seed_study  # noqa: E402
+from collect_fixtures import build_seed_study
 
 FORMATS = frozenset({"csv", "parquet", "md", "tex", "png"})
 

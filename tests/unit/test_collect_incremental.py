@@ -12,10 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # collect_fixtures lives beside the tests
 
-from collect_fixtures import SEED_STUDY, Study, build_seed_study, run_values, spec_dict, write_run  # noqa: E402
+from collect_fixtures import SEED_STUDY, Study, build_seed_study, run_values, spec_dict, write_run
 
-from orchestrator.collect import collect  # noqa: E402
-from orchestrator.collect.reader import INDEX_FILE  # noqa: E402
+from orchestrator.collect import collect
+from orchestrator.collect.reader import INDEX_FILE
 
 FORMATS = frozenset({"csv", "md"})
 RUN_DIRS = 47  # 46 runs and the directory without spec.json

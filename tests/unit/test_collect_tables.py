@@ -12,9 +12,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # collect_fixtures lives beside the tests
 
-from collect_fixtures import DEVICE_TOTAL_MIB, SEED_STUDY, TOTAL_PARAMS, Study, build_seed_study  # noqa: E402
+from collect_fixtures import DEVICE_TOTAL_MIB, SEED_STUDY, TOTAL_PARAMS, Study, build_seed_study
 
-from orchestrator.collect import ALL_FORMATS, CollectReport, collect  # noqa: E402
+from orchestrator.collect import ALL_FORMATS, CollectReport, collect
 
 GPU_MIB = 6500.0
 # Configurations with an anomaly of their current runs: kept in the tables, never recommended.
@@ -181,7 +181,7 @@ def expected_recipes(study: Study) -> dict[str, str]:
                   "memory": mean(study, cid, "peak_reserved_mib")}
             for cid in config_ids() if cid not in FLAGGED and study.values(cid, "f1")}
     base = pool["A1"]["f1"]
-    best_f1 = lambda limit: max((c for c in pool if pool[c]["memory"] <= limit), key=lambda c: pool[c]["f1"])  # noqa: E731
+    best_f1 = lambda limit: max((c for c in pool if pool[c]["memory"] <= limit), key=lambda c: pool[c]["f1"])
     return {
         "fastest": max((c for c in pool if pool[c]["f1"] >= base - 0.5), key=lambda c: pool[c]["speed"]),
         "best_under_8gb": best_f1(8192), "best_under_t4": best_f1(15360), "best_on_gpu": best_f1(GPU_MIB),

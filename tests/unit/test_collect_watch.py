@@ -9,9 +9,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # collect_fixtures lives beside the tests
 
-from collect_fixtures import SEED_STUDY, build_seed_study, run_values, spec_dict, write_run  # noqa: E402
+from collect_fixtures import SEED_STUDY, build_seed_study, run_values, spec_dict, write_run
 
-from orchestrator.collect import CollectReport, format_progress, watch  # noqa: E402
+from orchestrator.collect import CollectReport, format_progress, watch
 
 FORMATS = frozenset({"csv"})
 

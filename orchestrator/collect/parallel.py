@@ -1,0 +1,88 @@
+"""Using the login node's other cores for a cold collect: forked workers, never required.
+
+Forking shares the parent's imported modules and data without pickling them, so a
+worker starts in milliseconds. It is used only where it is safe (a start method
+"fork" exists and the process has a single thread) and everything falls back to
+doing the work in-process when it is not, or when a worker fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def can_fork() -> bool:
+    """Forking is cheap and safe here: a "fork" start method, one thread, more than one CPU."""
+    return (cpu_count() > 1 and threading.active_count() == 1
+            and "fork" in multiprocessing.get_all_start_methods())
+
+
+def map_forked(function: Callable[[T], R], items: Sequence[T], processes: int) -> list[R] | None:
+    """``[function(item) for item in items]`` in forked workers; None when that failed."""
+    try:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            return pool.map(function, items, chunksize=1)
+    except Exception as exc:  # noqa: BLE001 (a broken worker costs speed, never the collect)
+        log.warning("parallel read failed (%s); reading in-process", exc)
+        return None
+
+
+class ForkedCall:
+    """Run ``function()`` in a forked child now; ``result()`` waits for its return value.
+
+    ``result()`` raises ``ChildFailed`` if the child raised or died, so the caller can
+    redo the work in-process.
+    """
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        context = multiprocessing.get_context("fork")
+        self._receiver, sender = context.Pipe(duplex=False)
+        self._process = context.Process(target=_child, args=(function, sender), daemon=True)
+        self._process.start()
+        sender.close()
+
+    def result(self, timeout_s: float | None = None) -> Any:
+        """The child's return value; a child still busy after ``timeout_s`` is killed."""
+        try:
+            if not self._receiver.poll(timeout_s):
+                self._process.kill()
+                raise ChildFailed(f"no result after {timeout_s:.0f} s")
+            status, value = self._receiver.recv()
+        except (EOFError, OSError) as exc:
+            raise ChildFailed(f"child exited without a result ({exc})") from None
+        finally:
+            self._receiver.close()
+            self._process.join()
+        if status != "ok":
+            raise ChildFailed(value)
+        return value
+
+
+class ChildFailed(RuntimeError):
+    """The forked child raised or died."""
+
+
+def _child(function: Callable[[], Any], sender: Any) -> None:
+    try:
+        sender.send(("ok", function()))
+    except BaseException as exc:  # noqa: BLE001 (everything goes to the parent, which decides)
+        sender.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        sender.close()

@@ -1,0 +1,61 @@
+"""The slow path of a collect: from the refreshed index to every output file.
+
+Imported only when something changed, so a collect with nothing new never loads
+pandas or matplotlib.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from orchestrator.collect.analysis import analyse
+from orchestrator.collect.frame import build_runs_frame
+from orchestrator.collect.manifest import read_manifest
+from orchestrator.collect.output import Writer
+from orchestrator.collect.plot_job import start_plots
+from orchestrator.collect.reader import Index
+from orchestrator.collect.recipes import find_recipes, recipes_markdown, recipes_table
+from orchestrator.collect.report import CORRUPT, FAILED, FINISHED, PENDING, RUNNING, CollectReport
+from orchestrator.collect.summary import summary_markdown
+from orchestrator.collect.tables import build_tables
+
+
+def analyse_and_write(experiment_dir: Path, out_dir: Path, formats: frozenset[str], gpu_memory_mib: float | None,
+                      index: Index, problems: list[str]) -> CollectReport:
+    """Build the runs table, analyse it, write every output asked for; the report."""
+    manifest, manifest_problems = read_manifest(experiment_dir)
+    frame = build_runs_frame((record for _, record in index.values()), manifest)
+    analysis = analyse(frame.runs, manifest)
+    problems += manifest_problems + frame.problems + analysis.problems
+    experiment = (manifest.experiment if manifest and manifest.experiment else None) or experiment_dir.name
+    counts = _counts(frame.runs)
+    tables = build_tables(analysis)
+    recipes, reference_text = find_recipes(analysis, gpu_memory_mib)
+    recipe_table = recipes_table(recipes, analysis.primary) if recipes else None
+    writer = Writer(out_dir, formats)
+    plots = start_plots(analysis, frame.curves, gpu_memory_mib, out_dir, formats)  # drawn meanwhile, if it can
+    writer.runs(analysis.runs)
+    for table in tables + ([recipe_table] if recipe_table is not None else []):
+        writer.table(table)
+    figures, plot_paths, plot_problems = plots.result()
+    writer.written += plot_paths
+    problems += plot_problems
+    summary = summary_markdown(experiment, analysis, counts, problems, tables, recipe_table, figures)
+    if "md" in formats:
+        writer.text("recipes.md", recipes_markdown(recipes, reference_text, analysis.primary, experiment))
+        writer.text("summary.md", summary)
+    return CollectReport(
+        experiment=experiment, experiment_dir=experiment_dir, out_dir=out_dir, problems=tuple(problems),
+        anomalies=tuple(anomaly.text() for anomaly in analysis.anomalies), written=tuple(writer.written),
+        summary_markdown=summary, **counts,
+    )
+
+
+def _counts(runs: pd.DataFrame) -> dict[str, Any]:
+    statuses = runs["status"].value_counts().to_dict() if not runs.empty else {}
+    return {"runs_found": len(runs), "finished": int(statuses.get(FINISHED, 0)),
+            "failed": int(statuses.get(FAILED, 0)), "corrupt": int(statuses.get(CORRUPT, 0)),
+            "running": int(statuses.get(RUNNING, 0)), "pending": int(statuses.get(PENDING, 0))}
