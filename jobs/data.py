@@ -1,0 +1,186 @@
+"""Raw examples in, tokenised features out, through a cache shared by the runs of a study.
+
+Sources (exactly one, validated by the contract's ``DataConfig``):
+
+* a hub name (``squad_v2``, ``glue/sst2`` or ``name`` + ``config``) through
+  ``datasets.load_dataset`` (``HF_DATASETS_CACHE`` on shared scratch, set by the
+  cluster profile);
+* local files in the same format: JSON Lines / JSON (flat rows, or the official
+  nested SQuAD v2 file) or CSV;
+* generated data (``data.synthetic``), written once into the cache directory.
+
+The feature cache: ``<cache_dir>/features/<task>-<split>-<key>/`` (``save_to_disk``),
+keyed by the tokenizer (name and a hash of its full definition, vocabulary included),
+the lengths and padding mode, the feature code and the data's fingerprint. It is
+built under a file lock in a temporary directory and renamed into place, so twelve
+concurrent runs of one study tokenise once, and a reader never sees half a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import datasets
+from filelock import FileLock
+
+from jobs.contract import RunDir, SyntheticData, TrainConfig, canonical_json
+
+logger = logging.getLogger(__name__)
+
+SyntheticWriter = Callable[[Path, SyntheticData], tuple[Path, Path]]
+LOCK_TIMEOUT_S = 6 * 3600  # another run tokenising a large data set: wait for it
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Raw training and evaluation examples and a stable fingerprint of each."""
+
+    train: datasets.Dataset
+    validation: datasets.Dataset
+    train_fingerprint: str
+    validation_fingerprint: str
+
+
+def resolve_cache_dir(train: TrainConfig, run_dir: RunDir) -> Path:
+    """``data.cache_dir``, else the experiment's cache: ``<root>/<experiment>/cache``."""
+    if train.data.cache_dir is not None:
+        return Path(train.data.cache_dir).expanduser()
+    return run_dir.path.resolve().parent.parent / "cache"
+
+
+def _sha(text: str, length: int = 16) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def file_fingerprint(path: Path) -> str:
+    """A file's identity: absolute path, size and modification time."""
+    stat = path.stat()
+    return _sha(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+
+
+def _official_rows(path: Path) -> list[dict[str, Any]] | None:
+    """Flat rows of an official nested SQuAD v2 file, or None if the file is not one."""
+    with open(path, encoding="utf-8") as handle:
+        if handle.read(1) != "{":
+            return None
+        handle.seek(0)
+        try:
+            document = json.load(handle)
+        except json.JSONDecodeError:
+            return None  # JSON Lines
+    if not isinstance(document, dict) or "data" not in document:
+        return None
+    rows = []
+    for article in document["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                answers = qa.get("answers", [])
+                rows.append({
+                    "id": qa["id"], "title": article.get("title", ""), "context": paragraph["context"],
+                    "question": qa["question"],
+                    "answers": {"text": [a["text"] for a in answers], "answer_start": [a["answer_start"] for a in answers]},
+                })
+    return rows
+
+
+def load_local_file(path: Path, features: datasets.Features, cache_dir: Path) -> datasets.Dataset:
+    """One split from a local JSON / JSON Lines / CSV file, with explicit ``features``
+    (an all-unanswerable file would otherwise infer ``answers.text`` as nulls)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    if path.suffix == ".csv":
+        return datasets.load_dataset("csv", data_files=str(path), split="train", features=features,
+                                     cache_dir=str(cache_dir / "datasets"))
+    rows = _official_rows(path) if path.suffix == ".json" else None
+    if rows is not None:
+        return datasets.Dataset.from_list(rows, features=features)
+    return datasets.load_dataset("json", data_files=str(path), split="train", features=features,
+                                 cache_dir=str(cache_dir / "datasets"))
+
+
+def synthetic_files(train: TrainConfig, cache_dir: Path, writer: SyntheticWriter) -> tuple[Path, Path]:
+    """Generate the synthetic data set once per (task, sizes, seed) into the cache."""
+    synthetic = train.data.synthetic
+    assert synthetic is not None
+    target = cache_dir / "synthetic" / f"{train.task}-{synthetic.n_train}-{synthetic.n_eval}-{synthetic.seed}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+        if not target.is_dir():
+            building = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+            writer(building, synthetic)
+            os.replace(building, target)
+    # The writers name their files <task>_train.jsonl and <task>_eval.jsonl.
+    return target / f"{train.task}_train.jsonl", target / f"{train.task}_eval.jsonl"
+
+
+def _select(dataset: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+    return dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
+
+
+def load_splits(train: TrainConfig, cache_dir: Path, features: datasets.Features, writer: SyntheticWriter) -> Splits:
+    """The raw training and evaluation examples the spec points at (capped by max_*_samples)."""
+    data = train.data
+    if data.name is not None:
+        name, _, config = data.name.partition("/")
+        loaded = datasets.load_dataset(name, data.config or config or None)
+        train_set, eval_set = loaded["train"], loaded["validation"]
+        train_id, eval_id = train_set._fingerprint, eval_set._fingerprint
+    else:
+        if data.synthetic is not None:
+            train_path, eval_path = synthetic_files(train, cache_dir, writer)
+        else:
+            train_path, eval_path = Path(data.train_file or ""), Path(data.validation_file or "")
+        train_set = load_local_file(train_path, features, cache_dir)
+        eval_set = load_local_file(eval_path, features, cache_dir)
+        train_id, eval_id = file_fingerprint(train_path), file_fingerprint(eval_path)
+    return Splits(
+        train=_select(train_set, data.max_train_samples),
+        validation=_select(eval_set, data.max_eval_samples),
+        train_fingerprint=f"{train_id}:{data.max_train_samples}",
+        validation_fingerprint=f"{eval_id}:{data.max_eval_samples}",
+    )
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """The tokenizer's name and a hash of its full definition (vocabulary, normaliser...)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    definition = backend.to_str() if backend is not None else canonical_json(sorted(tokenizer.get_vocab().items()))
+    return f"{tokenizer.name_or_path}:{_sha(definition)}"
+
+
+def cached_features(
+    examples: datasets.Dataset,
+    build: Callable[[datasets.Dataset], datasets.Dataset],
+    key_parts: dict[str, Any],
+    cache_dir: Path,
+    name: str,
+) -> tuple[datasets.Dataset, bool]:
+    """``build(examples)``, or the saved result of an earlier run with the same key.
+
+    Returns the features and whether they came from the cache.
+    """
+    target = cache_dir / "features" / f"{name}-{_sha(canonical_json(key_parts))}"
+    if target.is_dir():
+        return datasets.load_from_disk(str(target)), True
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
+        if target.is_dir():  # another run built it while we waited
+            return datasets.load_from_disk(str(target)), True
+        logger.info("tokenising %s (%d examples) into %s", name, len(examples), target)
+        features = build(examples)
+        building = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+        try:
+            features.save_to_disk(str(building / "data"))
+            (building / "data" / "key.json").write_text(canonical_json(key_parts) + "\n", encoding="utf-8")
+            os.replace(building / "data", target)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+    return datasets.load_from_disk(str(target)), False

@@ -1,0 +1,144 @@
+"""The transformers Trainer with the few hooks the run spec needs, and nothing else.
+
+* Length bucketing: with ``bucketing: true`` the training batches come from
+  :class:`jobs.qa_features.BucketBatchSampler` (feature indices grouped by the
+  precomputed ``length`` column; each feature dict carries its own labels, so
+  batching can never separate a label from its tokens). Why not the Trainer's own
+  ``train_sampling_strategy="group_by_length"`` (``LengthGroupedSampler``): its
+  order is drawn from the global RNG at the start of each epoch, whose state there
+  a resumed run does not reproduce (training consumed it for dropout), so a run
+  resumed mid-epoch gets another order and, in that epoch, sees some features
+  twice and others never; and its batches run in descending length inside each
+  mega-batch. Ours is a pure function of (seed, epoch), so a resumed run continues
+  the exact same order, and the batch order is shuffled.
+* Each training step: counts real tokens (on the device, no sync), checks the loss
+  is finite (:class:`jobs.callbacks.FiniteLossGuard`); with CUDA graphs (compile
+  mode ``reduce-overhead``) marks the step boundary for cudagraph trees; with
+  compile and dynamic padding marks the sequence length dynamic up front.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer
+from transformers.trainer_utils import seed_worker
+
+from jobs.callbacks import FiniteLossGuard
+from jobs.flat_optim import FlatAdamW, flat_groups_possible
+from jobs.profiler import TokenCounter
+from jobs.qa_features import BucketBatchSampler
+
+
+class SpecTrainer(Trainer):
+    """Trainer + bucketed batches + per-step token count and loss check."""
+
+    def __init__(
+        self,
+        *args: Any,
+        bucket_lengths: Sequence[int] | None = None,
+        loss_guard: FiniteLossGuard | None = None,
+        token_counter: TokenCounter | None = None,
+        cudagraph_steps: bool = False,
+        dynamic_sequence: bool = False,
+        flat_optimizer: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.bucket_lengths = list(bucket_lengths) if bucket_lengths is not None else None
+        self.loss_guard = loss_guard
+        self.token_counter = token_counter
+        self.cudagraph_steps = cudagraph_steps
+        self.dynamic_sequence = dynamic_sequence
+        self._flops_per_token: int | None = None
+        self.flat_optimizer = flat_optimizer
+        self._flat: FlatAdamW | None = None
+
+    def get_train_dataloader(self) -> DataLoader:
+        """The Trainer's loader, or one over length-bucketed batches of feature indices."""
+        if self.bucket_lengths is None:
+            return super().get_train_dataloader()
+        if self.train_dataset is None or len(self.bucket_lengths) != len(self.train_dataset):
+            raise ValueError("bucket_lengths must give one length a training feature")
+        args = self.args
+        sampler = BucketBatchSampler(self.bucket_lengths, args.per_device_train_batch_size, seed=args.seed)
+        workers = args.dataloader_num_workers
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
+            worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
+        )
+        return self.accelerator.prepare(loader)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """:class:`~jobs.flat_optim.FlatAdamW` for ``adamw_fused`` (same decay groups as the Trainer's)."""
+        model = self.model if model is None else model
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if self.optimizer is not None or not self.flat_optimizer or not flat_groups_possible(trainable):
+            return super().create_optimizer()
+        decay = set(self.get_decay_parameter_names(model))
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for name, p in named if name in decay], "weight_decay": self.args.weight_decay},
+            {"params": [p for name, p in named if name not in decay], "weight_decay": 0.0},
+        ]
+        args = self.args
+        self._flat = FlatAdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+        self.optimizer = self._flat
+        return self.optimizer
+
+    def _flat_grad_norm(self, max_norm: float) -> torch.Tensor:
+        assert self._flat is not None
+        self._flat.gather_grads()
+        self.accelerator.unscale_gradients()  # fp16: the grad scaler unscales the flat buffers
+        return torch.nn.utils.clip_grad_norm_(self._flat.masters(), max_norm)
+
+    def _clip_grad_norm(self, model: torch.nn.Module) -> Any:
+        if self._flat is None:
+            return super()._clip_grad_norm(model)
+        return self._flat_grad_norm(self.args.max_grad_norm)
+
+    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
+        if self._flat is None or grad_norm is not None:
+            return super()._get_grad_norm(model, grad_norm=grad_norm)
+        return self._flat_grad_norm(float("inf"))
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """The Trainer's 6 x parameters x tokens estimate (for ``total_flos``), with the
+        parameter count cached: the Trainer recounts every parameter at every step."""
+        if self._flops_per_token is None:
+            count = getattr(self.model, "num_parameters", None)
+            self._flops_per_token = 6 * count(exclude_embeddings=True) if callable(count) else 0
+        input_ids = inputs.get("input_ids")
+        return self._flops_per_token * input_ids.numel() if isinstance(input_ids, torch.Tensor) else 0
+
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        if self.cudagraph_steps:
+            torch.compiler.cudagraph_mark_step_begin()
+        if self.dynamic_sequence:
+            _mark_sequence_dynamic(inputs)
+        if self.token_counter is not None:
+            self.token_counter.add(inputs)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.loss_guard is not None:
+            self.loss_guard.observe(loss, self.state.global_step + 1)
+        return loss
+
+
+def _mark_sequence_dynamic(inputs: dict[str, Any]) -> None:
+    """Compile once for every sequence length: without this, torch.compile first
+    specialises on the first batch's length and recompiles at the second."""
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        value = inputs.get(key)
+        if isinstance(value, torch.Tensor) and value.dim() == 2:
+            torch._dynamo.maybe_mark_dynamic(value, 1)

@@ -1,0 +1,206 @@
+"""The one shared trainer: a run spec in, the body of ``result.json`` out.
+
+    result = run_training(spec, run_dir)
+
+Steps: seed; load the tokenizer; load and tokenise the data (or reuse the study's
+feature cache); load the model (attention, random init, quantisation) and apply the
+methods (LoRA / QLoRA / BitFit / freeze); train with the transformers Trainer
+(resuming from the newest complete checkpoint in ``run_dir/checkpoints``); evaluate;
+return metrics, timings, parameters, memory and energy. Progress goes to the run
+directory (heartbeat, metrics.jsonl) through callbacks.
+
+:func:`build_session` is the same path without data loading and evaluation: the GPU
+benchmark (``benchmarks/trainer.py``) trains through it on synthetic features.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import datasets
+import torch
+from transformers import PreTrainedModel, TrainerCallback, TrainerState, set_seed
+from transformers.trainer_utils import TrainOutput
+
+from jobs import preemption
+from jobs.callbacks import FiniteLossGuard, LossGuardCallback, RunDirCallback
+from jobs.contract import RunDir, RunSpec, TrainConfig
+from jobs.data import resolve_cache_dir
+from jobs.methods import apply_methods, method_names
+from jobs.model import load_model, load_tokenizer, parameter_counts, present_modules
+from jobs.profiler import KernelProfiler, StepProfiler, TokenCounter
+from jobs.resume import latest_checkpoint
+from jobs.spec_trainer import SpecTrainer
+from jobs.tasks import TASKS, PreparedData, Task
+from jobs.training_args import build_training_arguments
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """A Trainer wired to one run directory, with its profiler and token counter."""
+
+    trainer: SpecTrainer
+    profiler: StepProfiler
+    counter: TokenCounter
+    kernel_profiler: KernelProfiler | None = None
+    resumed_from: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_model(train: TrainConfig, task: Task) -> PreTrainedModel:
+    """The task model with the spec's methods applied."""
+    # Every head name the task knows stays out of quantisation (absent ones are harmless there).
+    model = load_model(train, task.model_class, dict(task.model_kwargs), task.head_modules)
+    return apply_methods(model, train, present_modules(model, task.head_modules))
+
+
+def build_session(
+    train: TrainConfig,
+    run_dir: RunDir,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    task: Task,
+    train_features: datasets.Dataset,
+    warmup_steps: int = 10,
+    extra_callbacks: Sequence[TrainerCallback] = (),
+) -> Session:
+    """A SpecTrainer for ``train`` on ``train_features``, checkpointing into the run dir."""
+    counter, guard = TokenCounter(), FiniteLossGuard()
+    if train.dataloader_workers > 0:
+        # Batches come back from the workers as shared-memory tensors; the default
+        # strategy passes a file descriptor over a socket, with an authentication
+        # handshake, for every tensor of every batch: ~1-2 ms of the host's time a
+        # step, which bounds a small-batch GPU step. Named shared memory has no handshake.
+        torch.multiprocessing.set_sharing_strategy("file_system")
+    profiler = StepProfiler(counter, warmup_steps=warmup_steps)
+    callbacks: list[TrainerCallback] = [RunDirCallback(run_dir), LossGuardCallback(guard), profiler]
+    kernel_profiler = KernelProfiler(run_dir.path) if train.profile else None
+    if kernel_profiler is not None:
+        callbacks.append(kernel_profiler)
+    callbacks.extend(extra_callbacks)
+    lengths = train_features["length"] if train.bucketing else None
+    compile_mode = train.compile.mode if train.compile is not None and train.compile.enabled else None
+    trainer = SpecTrainer(
+        model=model,
+        args=build_training_arguments(train, run_dir.checkpoint_dir),
+        train_dataset=train_features,
+        data_collator=task.collator(tokenizer, train),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        bucket_lengths=lengths,
+        loss_guard=guard,
+        token_counter=counter,
+        cudagraph_steps=compile_mode == "reduce-overhead",
+        dynamic_sequence=compile_mode is not None and train.padding == "dynamic",
+        flat_optimizer=train.optimizer == "adamw_fused",
+    )
+    return Session(trainer, profiler, counter, kernel_profiler)
+
+
+def train_session(session: Session, resume: bool = True) -> dict[str, Any]:
+    """Train (resuming when a complete checkpoint exists); the ``train`` section of the result."""
+    trainer = session.trainer
+    checkpoint = latest_checkpoint(Path(trainer.args.output_dir)) if resume else None
+    session.resumed_from = checkpoint
+    if checkpoint is not None:
+        logger.info("resuming from %s", checkpoint)
+    first_step = _checkpoint_step(checkpoint)
+    finished = _finished_state(checkpoint)
+    if finished is not None:
+        # training ended in an earlier attempt (a requeue came during evaluation): Trainer.train
+        # would take one step too many, so load the final weights and evaluate
+        trainer._load_from_checkpoint(str(checkpoint))
+        trainer.state = finished
+        output = TrainOutput(finished.global_step, _final_loss(finished), {"train_runtime": 0.0})
+    else:
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    runtime_s = float(output.metrics.get("train_runtime", 0.0)) or 1e-9
+    steps_run = trainer.state.global_step - first_step
+    section: dict[str, Any] = {
+        "runtime_s": runtime_s,
+        "samples_per_s": session.counter.samples / runtime_s,
+        "steps_per_s": steps_run / runtime_s,
+        "tokens_per_s": session.counter.tokens / runtime_s,
+        "loss": output.training_loss,
+        "steps": trainer.state.global_step,
+        "planned_steps": trainer.state.max_steps,
+        "resumed_from_step": first_step if checkpoint is not None else None,
+        "samples": session.counter.samples,
+        "real_tokens": session.counter.tokens,
+    }
+    section.update(session.profiler.timing())
+    if trainer.state.global_step < trainer.state.max_steps:
+        session.warnings.append(f"stopped at step {trainer.state.global_step} of {trainer.state.max_steps}")
+    return section
+
+
+def _finished_state(checkpoint: Path | None) -> TrainerState | None:
+    """The checkpoint's trainer state if training had already reached its last step."""
+    if checkpoint is None or not (checkpoint / "trainer_state.json").is_file():
+        return None
+    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    return state if state.max_steps and state.global_step >= state.max_steps else None
+
+
+def _final_loss(state: TrainerState) -> float:
+    for entry in reversed(state.log_history):
+        for key in ("train_loss", "loss"):
+            if key in entry:
+                return float(entry[key])
+    return float("nan")
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else 0
+
+
+def run_training(
+    spec: RunSpec, run_dir: RunDir, extra_callbacks: Sequence[TrainerCallback] = ()
+) -> dict[str, Any]:
+    """Train and evaluate the run ``spec`` describes; return the body of result.json.
+
+    ``extra_callbacks`` go to the Trainer too (e.g. the entry point's preemption handler).
+    """
+    train = spec.train
+    task = TASKS[train.task]
+    set_seed(train.seed)
+    run_dir.write_heartbeat("loading", step=0)
+    tokenizer = load_tokenizer(train)
+    data: PreparedData = task.prepare(train, tokenizer, resolve_cache_dir(train, run_dir))
+    set_seed(train.seed)  # the head's initialisation must not depend on a cache hit
+    model = build_model(train, task)
+    session = build_session(train, run_dir, model, tokenizer, task, data.train_features,
+                            extra_callbacks=[*extra_callbacks, preemption.make_callback()])
+    train_section = train_session(session)
+    if preemption.requested():  # saved at a step boundary: the worker requeues, evaluation waits
+        raise preemption.Preempted(f"stopped at step {session.trainer.state.global_step} for a requeue")
+    run_dir.write_heartbeat("evaluating", step=session.trainer.state.global_step,
+                            total_steps=session.trainer.state.max_steps)
+    evaluation = task.evaluate(session.trainer, data, train, run_dir.path)
+    return {
+        "metrics": evaluation.metrics,
+        "train": train_section,
+        "eval": {"runtime_s": evaluation.runtime_s, "samples_per_s": evaluation.samples_per_s,
+                 "postprocess_s": evaluation.postprocess_s},
+        "params": parameter_counts(model),
+        "memory": session.profiler.memory,
+        "energy": session.profiler.energy_summary(),
+        "warnings": session.warnings,
+        "methods": method_names(train),
+        "data": {"train_features": len(data.train_features), "eval_features": len(data.eval_features),
+                 "eval_examples": len(data.eval_examples), "feature_cache_hits": data.cache_hits},
+        "profile": _profile_files(session, run_dir),
+        "finished_training_at": time.time(),
+    }
+
+
+def _profile_files(session: Session, run_dir: RunDir) -> dict[str, str]:
+    if session.kernel_profiler is None or not session.kernel_profiler.saved:
+        return {}
+    return {"kernels": str(run_dir.path / "kernels.csv"), "trace": str(run_dir.path / "trace.json")}

