@@ -3,12 +3,15 @@ Pareto membership and anomaly flags. Tables, plots and recipes all read this."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from orchestrator.collect.anomalies import LABELS, Anomaly, find_anomalies, flags_by_config
+from orchestrator.collect.describe import describe, method
 from orchestrator.collect.frame import natural_key_text
 from orchestrator.collect.manifest import Manifest
 from orchestrator.collect.report import FINISHED
@@ -27,7 +30,9 @@ METRICS = {
     "step_peak_reserved_mib": "memory.step_peak_reserved_mib", "device_total_mib": "memory.device_total_mib",
 }
 CI_METRICS = ("exact", "f1", "accuracy", "train_samples_per_s")
-FIRST_VALUE_COLUMNS = ("series", "base_name", "config_words", "method", "description", "memory.device_name",
+_FLOAT_KNOBS = ("learning_rate", "alpha", "dropout", "epochs", "warmup", "weight_decay", "null_score_threshold",
+                "min_f1_ratio_to_baseline", "min_hasans_f1")
+FIRST_VALUE_COLUMNS = ("series", "base_name", "description", "memory.device_name",
                        "train.optimizer", "train.gradient_checkpointing", "train.precision", "train.compile.enabled",
                        "train.compile.backend", "train.lora.r", "train.quantization.bits")
 
@@ -92,8 +97,11 @@ def _config_rows(current: pd.DataFrame) -> pd.DataFrame:
                          "seed": pd.to_numeric(current["seed"], errors="coerce")}, index=current.index)
     ordered = current.loc[rank.sort_values(["unfinished", "seed"], kind="stable").index]
     grouped = ordered.groupby("config_id", sort=False)
-    columns = [name for name in FIRST_VALUE_COLUMNS if name in ordered.columns]
-    configs = grouped[columns].first()
+    first = ordered.drop_duplicates("config_id").set_index("config_id")
+    configs = first[[name for name in FIRST_VALUE_COLUMNS if name in first.columns]].copy()
+    knobs = [knobs_of(row) for row in first[[c for c in first.columns if c.startswith("train.")]].to_dict("records")]
+    configs["config_words"] = [describe(train) for train in knobs]
+    configs["method"] = [method(train) for train in knobs]
     configs["n_runs"] = grouped.size()
     done = ordered[ordered["status"] == FINISHED].groupby("config_id", sort=False)
     configs["run_ids"] = done["run_id"].agg(list).reindex(configs.index)
@@ -101,6 +109,23 @@ def _config_rows(current: pd.DataFrame) -> pd.DataFrame:
     configs["run_ids"] = [value if isinstance(value, list) else [] for value in configs["run_ids"]]
     keys = sorted(configs.index, key=lambda cid: (natural_key_text(configs.at[cid, "series"]), natural_key_text(cid)))
     return configs.loc[keys]
+
+
+def knobs_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The nested ``train`` knobs back from a row's flat ``train.*`` columns (missing
+    values left out; whole floats, which pandas makes of ints beside NaN, made ints)."""
+    train: dict[str, Any] = {}
+    for column, value in row.items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if isinstance(value, float) and value.is_integer() and not column.endswith(_FLOAT_KNOBS):
+            value = int(value)
+        *parents, leaf = column.split(".")[1:]
+        node = train
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return train
 
 
 def _baselines(runs: pd.DataFrame, configs: pd.DataFrame, manifest: Manifest | None,

@@ -72,7 +72,8 @@ def _method_words(train: Mapping[str, Any]) -> list[str]:
     lora = train.get("lora")
     if isinstance(lora, dict):
         targets = lora.get("target_modules") or ()
-        where = "/".join(targets) if isinstance(targets, (list, tuple)) else str(targets)
+        # a list in spec.json; "query,value" once flattened into a column
+        where = "/".join(targets) if isinstance(targets, (list, tuple)) else str(targets).replace(",", "/")
         quant = train.get("quantization")
         if isinstance(quant, dict):
             words.append(

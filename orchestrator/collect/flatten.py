@@ -11,31 +11,30 @@ from typing import Any
 Scalar = str | int | float | bool | None
 
 
-_PLAIN = (str, int, float, bool, type(None))
-_NAMES: dict[tuple[str, str], str] = {}
+_NAMES: dict[str, dict[str, str]] = {}  # prefix -> key -> interned column name
 
 
 def flatten_into(out: dict[str, Any], obj: Mapping[str, Any], prefix: str) -> None:
     """Add ``obj``'s leaves to ``out`` as ``prefix.key.subkey`` columns.
 
     Lists of scalars become comma-joined text (``query,value``), other lists JSON
-    text; empty mappings add nothing. Column names are interned and cached so that
-    thousands of rows share one copy of each name (smaller index, faster pickling);
+    text; empty mappings add nothing. Column names and short texts are interned so
+    that thousands of rows share one copy of each (smaller index, faster pickling);
     this runs for every field of every run, hence the exact type checks.
     """
+    names = _NAMES.get(prefix)
+    if names is None:
+        names = _NAMES[prefix] = {}
     for key, value in obj.items():
-        name = _NAMES.get((prefix, key))
+        name = names.get(key)
         if name is None:
-            name = _NAMES.setdefault((prefix, key), sys.intern(f"{prefix}.{key}" if prefix else str(key)))
+            name = names[key] = sys.intern(f"{prefix}.{key}" if prefix else str(key))
         kind = type(value)
-        if kind is dict:
-            flatten_into(out, value, name)
-        elif kind is str:
-            # short texts repeat across runs ("fp16", "adamw"): one shared copy in the index
+        if kind is str:
             out[name] = sys.intern(value) if len(value) <= 64 else value
-        elif kind in _PLAIN:
+        elif kind is float or kind is int or kind is bool or value is None:
             out[name] = value
-        elif isinstance(value, Mapping):
+        elif kind is dict or isinstance(value, Mapping):
             flatten_into(out, value, name)
         else:
             out[name] = scalar(value)

@@ -20,7 +20,7 @@ from orchestrator.collect.parse import RunRecord
 # Leading columns, in this order; everything else follows grouped by prefix.
 LEAD_COLUMNS = (
     "config_id", "run_id", "run_name", "base_name", "series", "seed", "status", "current", "stale",
-    "in_matrix", "run_dir", "config_words", "method", "job_id", "node", "git_commit", "healthy",
+    "in_matrix", "run_dir", "job_id", "node", "git_commit", "healthy",
     "warnings", "n_warnings", "failure.reason", "failure.message",
 )
 PREFIX_ORDER = ("grid.", "train.", "resources.", "metrics.", "train_result.", "eval.", "params.", "memory.",

@@ -28,6 +28,26 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+PRESSURE_FILE = "/proc/pressure/cpu"
+MAX_CPU_PRESSURE_PCT = 20.0
+
+
+def spare_cpu() -> bool:
+    """Another CPU is free now (a shared login node may have none): splitting work whose
+    results must be pickled back only pays then. Linux's CPU pressure (the share of the
+    last 10 s in which a task waited for a CPU) answers; without it, the load average."""
+    try:
+        with open(PRESSURE_FILE, encoding="ascii") as handle:
+            waiting_pct = float(handle.readline().split("avg10=")[1].split()[0])
+        return waiting_pct < MAX_CPU_PRESSURE_PCT
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        return cpu_count() - os.getloadavg()[0] >= 1.0
+    except OSError:
+        return False
+
+
 def can_fork() -> bool:
     """Forking is cheap and safe here: a "fork" start method, one thread, more than one CPU."""
     return (cpu_count() > 1 and threading.active_count() == 1

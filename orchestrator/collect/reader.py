@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.contract import SPEC_FILE
-from orchestrator.collect.parallel import can_fork, cpu_count, map_forked
+from orchestrator.collect.parallel import can_fork, cpu_count, map_forked, spare_cpu
 from orchestrator.collect.parse import RUN_FILES, RunRecord, read_run
 
 INDEX_FILE = ".collect-index"
@@ -137,7 +137,7 @@ def refresh(runs_dir: Path, scanned: Scan, index: Index) -> tuple[Index, int]:
 
 def _read_all(runs_dir: str, work: list[tuple[str, Signature]]) -> list[tuple[str, Signature, RunRecord]]:
     """Read many run directories, on several cores when there are enough of them."""
-    if len(work) >= PARALLEL_READ_MIN_RUNS and can_fork():
+    if len(work) >= PARALLEL_READ_MIN_RUNS and can_fork() and spare_cpu():
         processes = min(cpu_count(), MAX_READ_PROCESSES)
         chunks = [(runs_dir, work[start::processes * 4]) for start in range(processes * 4)]
         results = map_forked(_read_chunk, chunks, processes)
@@ -152,5 +152,5 @@ def _read_chunk(job: tuple[str, list[tuple[str, Signature]]]) -> list[tuple[str,
     for name, signature in work:
         present = frozenset(item[0] for item in signature)
         spec_mtime_ns = next((mtime for file, mtime, _ in signature if file == SPEC_FILE), None)
-        out.append((name, signature, read_run(Path(runs_dir) / name, present, spec_mtime_ns)))
+        out.append((name, signature, read_run(os.path.join(runs_dir, name), present, spec_mtime_ns)))
     return out

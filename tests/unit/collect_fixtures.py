@@ -321,3 +321,31 @@ def build_many(root: Path, n_runs: int, seeds_per_config: int = 10, experiment: 
             written += 1
     write_json(experiment_dir / "manifest.json", {"experiment": experiment, "baseline": "A1", "current_runs": current})
     return experiment_dir
+
+
+SST2_BASE: dict[str, Any] = {"task": "sst2", "model_name_or_path": "distilbert-base-uncased",
+                             "data": {"name": "glue", "config": "sst2"}, "max_seq_length": 128, "doc_stride": 32,
+                             "precision": "fp16", "batch_size": 32}
+# (base name, accuracy as a 0-1 fraction, samples/s, peak reserved MiB, train overrides, grid)
+SST2_CONFIGS: tuple[tuple[str, float, float, float, dict[str, Any], dict[str, Any]], ...] = (
+    ("F1", 0.9186, 400.0, 1306.0, {}, {}),
+    *(("L1", 0.8700 + r / 1000, 520.0 - r, 900.0 + r, {"lora": {"r": r}}, {"lora.r": r}) for r in (4, 8, 16, 32)),
+    ("Q1", 0.8819, 300.0, 696.0, {"lora": {"r": 32}, "quantization": {"bits": 4, "compute_dtype": "fp16"}},
+     {"lora.r": 32}),
+)
+
+
+def build_sst2_study(root: Path, seeds: tuple[int, ...] = (1, 2)) -> Path:
+    """Study 2's shape: full fine-tuning, a LoRA rank sweep and QLoRA, accuracy as a fraction."""
+    experiment_dir = Path(root) / "sst2"
+    for base_name, accuracy, speed, reserved, overrides, grid in SST2_CONFIGS:
+        config = Config(base_name, 0.0, 0.0, speed, reserved * 0.8, reserved, reserved * 0.7, grid=grid,
+                        train={**SST2_BASE, **overrides})
+        for seed in seeds:
+            spec = spec_dict("sst2", config, seed, None)
+            values = run_values(config, seed)
+            run_dir = write_run(experiment_dir / "runs", spec, "finished", values)
+            result = json.loads((run_dir / "result.json").read_text())
+            result["metrics"] = {"accuracy": accuracy + 0.002 * (seed - 1)}
+            write_json(run_dir / "result.json", result)
+    return experiment_dir

@@ -77,7 +77,7 @@ def test_every_broken_input_is_a_problem(collected: tuple[Study, CollectReport])
 def test_odd_files_never_crash(tmp_path: Path) -> None:
     runs_dir = tmp_path / "odd" / "runs"
     config = SEED_STUDY[0]
-    specs = [spec_dict("odd", config, seed, None) for seed in range(1, 7)]
+    specs = [spec_dict("odd", config, seed, None) for seed in range(1, 8)]
     for spec in specs[:5]:
         write_run(runs_dir, spec, "finished", run_values(config, spec["train"]["seed"]))
     write_json(runs_dir / specs[0]["run_id"] / "result.json", ["not", "an", "object"])
@@ -90,13 +90,15 @@ def test_odd_files_never_crash(tmp_path: Path) -> None:
     (runs_dir / "empty").mkdir()
     (runs_dir / "not-a-dir.txt").write_text("hello")
     write_run(runs_dir, specs[5], "running", None)
+    write_run(runs_dir, specs[6], "running", None)  # killed: its heartbeat says failed, no failure.json
+    write_json(runs_dir / specs[6]["run_id"] / "heartbeat.json", {"state": "failed"})
     report = collect(tmp_path / "odd", tmp_path / "results", formats=CSV_ONLY)
     problems = "\n".join(report.problems)
     assert "corrupt result.json (not a JSON object)" in problems
     assert "result.json metrics is not an object" in problems
     assert "unknown field(s) in spec.json: new_knob" in problems and "spec.json has no train section" in problems
     assert "corrupt env.json" in problems and "runs/empty: no spec.json" in problems
-    assert (report.runs_found, report.finished, report.corrupt, report.running) == (6, 4, 1, 1)
+    assert (report.runs_found, report.finished, report.corrupt, report.running, report.failed) == (7, 4, 1, 1, 1)
     curve_run = pd.read_csv(tmp_path / "results" / "runs.csv").set_index("run_id").loc[specs[2]["run_id"]]
     assert curve_run["log.loss_points"] == 10  # the torn line is skipped, the rest kept
 
@@ -166,3 +168,21 @@ def test_result_json_is_read_as_data_only(tmp_path: Path) -> None:
     runs = pd.read_csv(tmp_path / "results" / "runs.csv")
     assert runs.loc[0, "node"] == "__import__('os').system('false')"
     assert json.loads((tmp_path / "data" / "runs" / spec["run_id"] / "result.json").read_text())["node"]
+
+
+def test_accuracy_study_without_baseline(tmp_path: Path) -> None:
+    """Study 2's shape: accuracy (a fraction), no F1, no baseline, a LoRA rank sweep."""
+    from collect_fixtures import build_sst2_study
+
+    report = collect(build_sst2_study(tmp_path), tmp_path / "results", formats=frozenset({"csv", "md", "png"}))
+    assert (report.finished, report.anomalies) == (12, ())
+    accuracy = pd.read_csv(tmp_path / "results" / "tables" / "accuracy_speed.csv").set_index("id")
+    assert "f1_mean" not in accuracy and "exact_mean" not in accuracy
+    assert accuracy.loc["F1", "accuracy_mean"] == pytest.approx(0.9196)
+    recipes = pd.read_csv(tmp_path / "results" / "tables" / "recipes.csv").set_index("recipe")
+    # no baseline: the best configuration is the reference; 0.5 points of a fraction is 0.005
+    assert recipes.loc["fastest", "id"] == "F1"
+    assert recipes.loc["leanest", "id"] == "L1 (r=32)"  # 0.9030 is within 0.02 of 0.9196; QLoRA's 0.8829 is not
+    assert (tmp_path / "results" / "plots" / "lora_rank.png").exists()
+    words = pd.read_csv(tmp_path / "results" / "tables" / "configurations.csv").set_index("id")
+    assert "QLoRA r=32 on query/value (4-bit NF4, fp16 compute)" in words.loc["Q1 (r=32)", "configuration"]

@@ -33,8 +33,12 @@ def test_parallel_read_equals_serial_read(tmp_path: Path, monkeypatch: pytest.Mo
     scanned = reader.scan(runs_dir)
     serial, count = reader.refresh(runs_dir, scanned, {})
     monkeypatch.setattr(reader, "PARALLEL_READ_MIN_RUNS", 1)
+    monkeypatch.setattr(reader, "spare_cpu", lambda: True)
+    calls: list[int] = []
+    real_map = reader.map_forked
+    monkeypatch.setattr(reader, "map_forked", lambda *args: calls.append(1) or real_map(*args))
     parallel, parallel_count = reader.refresh(runs_dir, scanned, {})
-    assert count == parallel_count == 47
+    assert count == parallel_count == 47 and calls == [1]
     assert _records(parallel) == _records(serial)
 
 
