@@ -150,10 +150,19 @@ def load_splits(train: TrainConfig, cache_dir: Path, features: datasets.Features
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """The tokenizer's name and a hash of its full definition (vocabulary, normaliser...)."""
+    """The tokenizer's name and a hash of its definition (vocabulary, normaliser, pre-tokeniser...).
+
+    The fast tokenizer's ``truncation`` and ``padding`` entries are left out: they are the
+    settings of its last call (tokenising one split changes them), not part of what it is.
+    """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    definition = backend.to_str() if backend is not None else canonical_json(sorted(tokenizer.get_vocab().items()))
-    return f"{tokenizer.name_or_path}:{_sha(definition)}"
+    if backend is not None:
+        definition = json.loads(backend.to_str())
+        definition.pop("truncation", None)
+        definition.pop("padding", None)
+    else:
+        definition = sorted(tokenizer.get_vocab().items())
+    return f"{tokenizer.name_or_path}:{_sha(canonical_json(definition))}"
 
 
 def cached_features(

@@ -1,0 +1,59 @@
+"""Local data files in the real formats go through the same loading code as the hub's."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from jobs import synthetic
+from jobs.contract import TrainConfig
+from jobs.data import load_local_file
+from jobs.tasks import SQUAD_FEATURES
+from jobs.trainer import run_training
+
+pytestmark = pytest.mark.train
+
+
+def test_squad_v2_from_json_lines_and_the_official_nested_file(
+    tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_for: Any, tmp_path: Path
+) -> None:
+    train_path, _, official_path = synthetic.write_squad_v2(tmp_path / "files", n_train=30, n_eval=10, seed=2)
+    train = tiny(data={"synthetic": None, "train_file": str(train_path), "validation_file": str(official_path)})
+    result = run_training(spec_for(train, "local"), run_dir_for("local"))
+    assert result["data"]["eval_examples"] == 10
+    assert result["metrics"]["total"] == 10
+    assert json.loads((run_dir_for("local").path / "null_odds.json").read_text()).keys() == \
+        json.loads((run_dir_for("local").path / "predictions.json").read_text()).keys()
+
+
+def test_an_all_unanswerable_file_keeps_its_answer_types(tmp_path: Path) -> None:
+    rows = [example for example in synthetic.generate_squad_v2(40, 4) if not example["answers"]["text"]][:3]
+    path = tmp_path / "no_answers.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_local_file(path, SQUAD_FEATURES, tmp_path)
+    assert dataset.features["answers"] == SQUAD_FEATURES["answers"]
+    assert dataset[0]["answers"] == {"text": [], "answer_start": []}
+
+
+def test_sst2_from_csv(tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_for: Any, tmp_path: Path) -> None:
+    paths = []
+    for split, n in (("train", 24), ("eval", 8)):
+        path = tmp_path / f"sst2_{split}.csv"
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["sentence", "label"])
+            writer.writeheader()
+            writer.writerows({"sentence": r["sentence"], "label": r["label"]} for r in synthetic.generate_sst2(n, 1, split))
+        paths.append(path)
+    train = tiny(task="sst2", data={"synthetic": None, "train_file": str(paths[0]), "validation_file": str(paths[1])})
+    result = run_training(spec_for(train, "csv"), run_dir_for("csv"))
+    assert set(result["metrics"]) == {"accuracy"}
+    assert result["data"]["eval_features"] == 8
+
+
+def test_a_missing_file_names_itself(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
+        load_local_file(tmp_path / "nowhere.jsonl", SQUAD_FEATURES, tmp_path)
