@@ -167,11 +167,12 @@ def test_orchestrate_killed_mid_submit_neither_duplicates_nor_forgets(tmp_path: 
         "3 skipped as done" in recovered.stdout, recovered.stdout
     manifest = json.loads(manifest_path.read_text())
     assert [s["state"] for s in manifest["submissions"].values()] == ["submitted"]
-    names = subprocess.run(["sacct", "-X", "-n", "-P", "--name", entry["job_name"], "-o", "JobID"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    assert len({n.split("_")[0] for n in names}) == 1  # one array reached SLURM, once
     done = wait_until(study, lambda r: all(x["ended"] for x in r.values()), 300, "runs to end")
     assert {x["state"] for x in done.values()} == {"completed"}
+    names = subprocess.run(["sacct", "-X", "-n", "-P", "--name", entry["job_name"], "-o", "JobID"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert len({n.split("_")[0] for n in names}) == 1, names  # one array reached SLURM, once
+    assert sorted(n.split("_")[1] for n in names) == ["0", "1", "2"], names
 
 
 def test_concurrent_submits_submit_each_run_once(tmp_path: Path, slurm_cluster: None) -> None:
