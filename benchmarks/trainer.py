@@ -24,7 +24,6 @@ import argparse
 import gc
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -35,20 +34,23 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import datasets  # noqa: E402
-import torch  # noqa: E402
-from transformers import (  # noqa: E402
-    AutoModelForQuestionAnswering, BertConfig, BertTokenizerFast, Trainer, TrainingArguments,
+import datasets
+import torch
+from transformers import (
+    AutoModelForQuestionAnswering,
+    BertConfig,
+    BertTokenizerFast,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
     default_data_collator,
 )
 
-from transformers import TrainerCallback  # noqa: E402
-
-from jobs.contract import RunDir, TrainConfig  # noqa: E402
-from jobs.model import parameter_counts  # noqa: E402
-from jobs.profiler import StepProfiler, TokenCounter  # noqa: E402
-from jobs.tasks import TASKS  # noqa: E402
-from jobs.trainer import build_model, build_session, train_session  # noqa: E402
+from jobs.contract import RunDir, TrainConfig
+from jobs.model import parameter_counts
+from jobs.profiler import StepProfiler, TokenCounter
+from jobs.tasks import TASKS
+from jobs.trainer import build_model, build_session, train_session
 
 COMPILE = {"enabled": True, "backend": "inductor"}
 # Study 1's rows (DESIGN.md) as TrainConfig overrides of the A1 baseline, plus A5: our

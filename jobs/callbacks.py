@@ -127,7 +127,7 @@ class RunDirCallback(TrainerCallback):
         if "loss" not in logs:
             return  # the end-of-training summary goes into result.json instead
         self.last_loss = float(logs["loss"])
-        line = {"step": state.global_step, "epoch": state.epoch, "time": time.time()}
+        line: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, "time": time.time()}
         line.update({key: logs.get(key) for key in ("loss", "learning_rate", "grad_norm")})
         append_jsonl(self.run_dir.metrics_path, line)
 

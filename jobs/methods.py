@@ -13,7 +13,7 @@ frozen layers stay frozen whatever was unfrozen before.
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
@@ -44,7 +44,7 @@ def apply_lora(model: torch.nn.Module, train: TrainConfig, heads: Sequence[str])
     assert train.lora is not None  # guarded by method_names
     config = PeftLoraConfig(
         r=train.lora.r,
-        lora_alpha=train.lora.alpha,
+        lora_alpha=train.lora.alpha,  # type: ignore[arg-type]  # peft annotates int, takes any number
         lora_dropout=train.lora.dropout,
         target_modules=list(train.lora.target_modules),
         modules_to_save=list(heads),

@@ -19,8 +19,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -61,7 +62,7 @@ class SpecTrainer(Trainer):
         """The Trainer's loader, or one over length-bucketed batches of feature indices."""
         if self.bucket_lengths is None:
             return super().get_train_dataloader()
-        if self.train_dataset is None or len(self.bucket_lengths) != len(self.train_dataset):
+        if self.train_dataset is None or len(self.bucket_lengths) != len(self.train_dataset):  # type: ignore[arg-type]
             raise ValueError("bucket_lengths must give one length a training feature")
         args = self.args
         sampler = BucketBatchSampler(self.bucket_lengths, args.per_device_train_batch_size, seed=args.seed)
@@ -81,6 +82,7 @@ class SpecTrainer(Trainer):
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         """:class:`~jobs.flat_optim.FlatAdamW` for ``adamw_fused`` (same decay groups as the Trainer's)."""
         model = self.model if model is None else model
+        assert model is not None
         trainable = [p for p in model.parameters() if p.requires_grad]
         if self.optimizer is not None or not self.flat_optimizer or not flat_groups_possible(trainable):
             return super().create_optimizer()

@@ -13,7 +13,7 @@ import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, Trainer
@@ -64,7 +64,7 @@ class Task:
     name = ""
     model_class: Any = None
     head_modules: tuple[str, ...] = ()
-    model_kwargs: dict[str, Any] = {}
+    model_kwargs: ClassVar[dict[str, Any]] = {}
     raw_features: datasets.Features | None = None
     feature_module: Any = None
 
@@ -132,7 +132,8 @@ class SquadV2Task(Task):
         model_inputs = features.remove_columns([c for c in _NON_MODEL_COLUMNS if c in features.column_names])
         output = trainer.predict(model_inputs)
         started = time.perf_counter()
-        start_logits, end_logits = output.predictions[:2]
+        predictions: Any = output.predictions  # (start_logits, end_logits)
+        start_logits, end_logits = predictions[0], predictions[1]
         predictions, na_probs, nbest = qa_features.postprocess_qa_predictions(
             data.eval_examples, features, start_logits, end_logits,
             n_best_size=train.n_best_size, max_answer_length=train.max_answer_length,
@@ -140,7 +141,8 @@ class SquadV2Task(Task):
         )
         qa_features.write_predictions(out_dir, predictions, nbest, na_probs)
         metrics = score(data.eval_examples.select_columns(["id", "answers"]).to_list(), predictions, na_probs)
-        return EvalOutput(metrics, output.metrics["test_runtime"], output.metrics["test_samples_per_second"],
+        speed = output.metrics or {}
+        return EvalOutput(metrics, speed["test_runtime"], speed["test_samples_per_second"],
                           time.perf_counter() - started)
 
 
@@ -150,7 +152,7 @@ class Sst2Task(Task):
     name = "sst2"
     model_class = AutoModelForSequenceClassification
     head_modules = ("classifier", "pre_classifier")
-    model_kwargs = {"num_labels": 2}
+    model_kwargs: ClassVar[dict[str, Any]] = {"num_labels": 2}
     feature_module = sst2_features
 
     def write_synthetic(self, folder: Path, data: SyntheticData) -> tuple[Path, Path]:
@@ -175,7 +177,8 @@ class Sst2Task(Task):
         output = trainer.predict(features.remove_columns([c for c in ("length",) if c in features.column_names]))
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         metrics = sst2_features.accuracy(logits, features["labels"])
-        return EvalOutput(metrics, output.metrics["test_runtime"], output.metrics["test_samples_per_second"], 0.0)
+        speed = output.metrics or {}
+        return EvalOutput(metrics, speed["test_runtime"], speed["test_samples_per_second"], 0.0)
 
 
 TASKS: dict[str, Task] = {"squad_v2": SquadV2Task(), "sst2": Sst2Task()}

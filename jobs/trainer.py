@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import datasets
 import torch
-from transformers import PreTrainedModel, TrainerCallback, TrainerState, set_seed
+from transformers import TrainerCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
 from jobs import preemption
@@ -53,7 +54,7 @@ class Session:
     warnings: list[str] = field(default_factory=list)
 
 
-def build_model(train: TrainConfig, task: Task) -> PreTrainedModel:
+def build_model(train: TrainConfig, task: Task) -> torch.nn.Module:
     """The task model with the spec's methods applied."""
     # Every head name the task knows stays out of quantisation (absent ones are harmless there).
     model = load_model(train, task.model_class, dict(task.model_kwargs), task.head_modules)
@@ -106,7 +107,7 @@ def build_session(
 def train_session(session: Session, resume: bool = True) -> dict[str, Any]:
     """Train (resuming when a complete checkpoint exists); the ``train`` section of the result."""
     trainer = session.trainer
-    checkpoint = latest_checkpoint(Path(trainer.args.output_dir)) if resume else None
+    checkpoint = latest_checkpoint(Path(trainer.args.output_dir or ".")) if resume else None
     session.resumed_from = checkpoint
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("datasets")
 
-from jobs.contract import Resources, RunDir, RunSpec, TrainConfig  # noqa: E402
+from jobs.contract import Resources, RunDir, RunSpec, TrainConfig
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import datasets
 import pytest
@@ -54,9 +55,9 @@ def test_cache_build_is_atomic_and_keyed(tmp_path: Path) -> None:
         calls.append(len(dataset))
         return dataset.map(lambda row: {"y": row["x"] * 2})
 
-    first, hit = cached_features(examples, build, {"k": 1}, tmp_path, "demo")
+    _, hit = cached_features(examples, build, {"k": 1}, tmp_path, "demo")
     again, hit_again = cached_features(examples, build, {"k": 1}, tmp_path, "demo")
-    other, hit_other = cached_features(examples, build, {"k": 2}, tmp_path, "demo")
+    _, hit_other = cached_features(examples, build, {"k": 2}, tmp_path, "demo")
     assert (hit, hit_again, hit_other) == (False, True, False)
     assert calls == [3, 3] and again["y"] == [2, 4, 6]
     leftovers = [p.name for p in (tmp_path / "features").iterdir() if p.name.startswith(".building")]

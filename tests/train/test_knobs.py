@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
 
 from jobs.contract import TrainConfig
 from jobs.methods import method_names
-from jobs.trainer import build_model, run_training
 from jobs.tasks import TASKS
+from jobs.trainer import build_model, run_training
 
 pytestmark = pytest.mark.train
 
@@ -89,7 +90,7 @@ def test_freeze_stops_gradients_below_the_cut(tiny: Callable[..., TrainConfig]) 
              "start_positions": torch.tensor([3, 0]), "end_positions": torch.tensor([4, 0])}
     model(**batch).loss.backward()
     for name, parameter in model.named_parameters():
-        frozen = name.startswith("bert.embeddings.") or name.startswith("bert.encoder.layer.0.")
+        frozen = name.startswith(("bert.embeddings.", "bert.encoder.layer.0."))
         assert parameter.requires_grad is not frozen, name
         assert (parameter.grad is None) is frozen, name
 
