@@ -13,9 +13,15 @@ recording) are left out; samples/s and real tokens/s are over the next ``--steps
 MFU counts the FLOPs of full fine-tuning on real tokens only:
 6 x (matmul parameters) x tokens + 12 x layers x hidden x sum(length^2) (attention).
 
-    python benchmarks/trainer.py --recipes REF,A1,A2,A3,A4,A5 --batch-size 8
-    python benchmarks/trainer.py --recipes A5 --batch-size 64 --precision bf16
-    python benchmarks/trainer.py --recipes A1,A3,C1,C2 --batch-size 32 --memory-only
+    python benchmarks/trainer.py --recipes REF,A1,REF,A1,REF,A1 --warmup 60 --steps 300
+    python benchmarks/trainer.py --recipes REF,A2,A3,A4,B1,B3,C1,C2,D1,A5 --warmup 60 --steps 300
+    python benchmarks/trainer.py --recipes A6,A5 --batch-size 64 --precision bf16 --warmup 30 --steps 100
+    python benchmarks/trainer.py --recipes A1,A2,A3,A4,B1,B3,C1,C2,D1,A5 --batch-size 32 --memory-only
+
+The last line of output is a summary against issue 3's targets (``TARGET ...`` lines).
+Diagnostics: ``--cprofile DIR`` (host-side profile of the steady steps), a recipe with
+``profile: true`` (e.g. ``A5-prof``: kernels.csv and a Chrome trace next to ``--out``),
+``--smoke-run-training DIR`` (the whole run_training path on the GPU first).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import gc
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -46,6 +53,7 @@ from transformers import (
     default_data_collator,
 )
 
+from benchmarks.trainer_diagnostics import extra_callbacks, keep_profile_files, smoke_run_training
 from jobs.contract import RunDir, TrainConfig
 from jobs.model import parameter_counts
 from jobs.profiler import StepProfiler, TokenCounter
@@ -77,6 +85,9 @@ RECIPES["A5-w0"] = {**RECIPES["A5"], "dataloader_workers": 0}
 RECIPES["A5-prof"] = {**RECIPES["A5"], "profile": True}
 RECIPES["A5-p64"] = {**RECIPES["A5"], "pad_to_multiple_of": 64}
 RECIPES["A5-adamw"] = {**RECIPES["A5"], "optimizer": "adamw"}
+# Large batches are bound by arithmetic, not launches: no CUDA graphs, tight padding.
+RECIPES["A6"] = {**RECIPES["A5-default"], "pad_to_multiple_of": 16}
+ACCURACY_NEUTRAL_FULL_FT = ("A1", "A2", "A3", "A4", "D1", "A5", "A5-default", "A5-p64", "A6")
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "T4": 65e12}  # dense fp16/bf16 tensor cores
 T4_USABLE_MIB = 15360 - 400  # a 16 GB T4 shows 15,360 MiB; leave room for the CUDA context
 
@@ -205,52 +216,6 @@ def run_reference(args: argparse.Namespace, model_path: Path, data: dict[bool, d
                     parameter_counts(model))
 
 
-class _PythonProfile(TrainerCallback):
-    """cProfile of the training loop's host side over the steady-state steps."""
-
-    def __init__(self, start_step: int, path: Path) -> None:
-        import cProfile
-
-        self.start_step, self.path, self.profile = start_step, path, cProfile.Profile()
-        self.steps = 0
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.steps += 1
-        if self.steps == self.start_step:
-            self.profile.enable()
-
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        import io
-        import pstats
-
-        self.profile.disable()
-        buffer = io.StringIO()
-        stats = pstats.Stats(self.profile, stream=buffer)
-        stats.sort_stats("tottime").print_stats(45)
-        stats.sort_stats("cumulative").print_stats(60)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(buffer.getvalue(), encoding="utf-8")
-
-
-def extra_callbacks(name: str, args: argparse.Namespace) -> list[TrainerCallback]:
-    if args.cprofile is None:
-        return []
-    return [_PythonProfile(args.warmup, args.cprofile / f"{name}-b{args.batch_size}.prof.txt")]
-
-
-def keep_profile_files(name: str, run_dir: Path, args: argparse.Namespace) -> None:
-    """Copy a recipe's kernels.csv and (gzipped) trace.json next to --out."""
-    import gzip
-    import shutil
-
-    if args.out is None or not (run_dir / "kernels.csv").exists():
-        return
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(run_dir / "kernels.csv", args.out.parent / f"{name}-kernels.csv")
-    with open(run_dir / "trace.json", "rb") as source, gzip.open(args.out.parent / f"{name}-trace.json.gz", "wb") as target:
-        shutil.copyfileobj(source, target)
-
-
 class _CountSamples(TrainerCallback):
     """Counts samples for the plain Trainer (ours counts them in its training step)."""
 
@@ -259,39 +224,6 @@ class _CountSamples(TrainerCallback):
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.counter.samples += self.batch_size
-
-
-def smoke_run_training(out_dir: Path, model_path: Path) -> None:
-    """The whole production path (data, feature cache, train, eval, profiler window) on
-    the GPU with a small model: fp16 + dynamic padding + bucketing, and QLoRA 4-bit."""
-    from jobs.contract import Resources, RunSpec
-    from jobs.trainer import run_training
-
-    common = {"model_name_or_path": str(model_path), "random_init": True, "max_seq_length": 128, "doc_stride": 32,
-              "data": {"synthetic": {"n_train": 400, "n_eval": 64}, "cache_dir": str(out_dir / "cache")},
-              "max_steps": 30, "logging_steps": 10, "save_steps": 20, "batch_size": 16}
-    variants = {
-        "fp16-bucketed-profiled": {"precision": "fp16", "padding": "dynamic", "bucketing": True,
-                                   "optimizer": "adamw_fused", "profile": True},
-        "qlora-4bit-bf16": {"precision": "bf16", "quantization": {"bits": 4}, "lora": {"r": 8},
-                            "learning_rate": 1e-3},
-        "lora-8bit-fp16": {"precision": "fp16", "quantization": {"bits": 8}, "lora": {"r": 8}},
-    }
-    for name, overrides in variants.items():
-        train = TrainConfig(**{**common, **overrides})
-        spec = RunSpec(experiment="smoke", run_name=name, base_name=name, run_id=name, series="smoke",
-                       config_hash="0", train=train, resources=Resources(gpus=1))
-        run_dir = RunDir(out_dir / "runs" / name)
-        run_dir.path.mkdir(parents=True, exist_ok=True)
-        try:
-            result = run_training(spec, run_dir)
-            print(f"SMOKE {name} ok: f1={result['metrics'].get('f1')} steps={result['train']['steps']} "
-                  f"memory={result['memory']} energy={result['energy']} params={result['params']} "
-                  f"files={sorted(p.name for p in run_dir.path.iterdir())}", flush=True)
-        except Exception as error:  # noqa: BLE001
-            import traceback
-
-            print(f"SMOKE {name} FAILED: {error!r}\n{traceback.format_exc()[-2000:]}", flush=True)
 
 
 def release_memory() -> None:
@@ -308,7 +240,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                ("step_ms", "{:.2f}"), ("compile_s", "{:.1f}"), ("mfu_pct", "{:.1f}"), ("step_peak_alloc_mib", "{:.0f}"),
                ("step_peak_reserved_mib", "{:.0f}"), ("peak_alloc_mib", "{:.0f}"), ("peak_reserved_mib", "{:.0f}"),
                ("trainable", "{}"), ("vs_ref", "{:.2f}x"), ("fits_t4", "{}")]
-    reference = next((row["samples_per_s"] for row in rows if row["recipe"] == "REF"), None)
+    references = [row["samples_per_s"] for row in rows if row["recipe"] == "REF" and "error" not in row]
+    reference = statistics.median(references) if references else None
     print("| " + " | ".join(name for name, _ in columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
@@ -319,6 +252,31 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             value = row.get(name)
             cells.append("" if value is None else fmt.format(value))
         print("| " + " | ".join(cells) + " |")
+
+
+def summarize_targets(rows: list[dict[str, Any]]) -> None:
+    """Issue 3's targets, from the medians of repeated recipes."""
+    speeds: dict[str, list[float]] = {}
+    for row in rows:
+        if "error" not in row:
+            speeds.setdefault(row["recipe"], []).append(row["samples_per_s"])
+    median = {name: statistics.median(values) for name, values in speeds.items()}
+    reference = median.get("REF")
+    if reference:
+        spread = f"{min(speeds['REF']):.1f}..{max(speeds['REF']):.1f}"
+        print(f"TARGET reference: median {reference:.1f} samples/s over {len(speeds['REF'])} runs ({spread})")
+        if "A1" in median:
+            print(f"TARGET our A1 / reference = {median['A1'] / reference:.3f} (target within 0.95..1.05)")
+        best = max((name for name in median if name in ACCURACY_NEUTRAL_FULL_FT), key=median.get, default=None)
+        if best is not None:
+            print(f"TARGET best accuracy-neutral full fine-tuning: {best} = {median[best] / reference:.2f}x (target 3x)")
+    mfu = [row for row in rows if row.get("mfu_pct")]
+    if mfu:
+        top = max(mfu, key=lambda row: row["mfu_pct"])
+        print(f"TARGET best MFU on real tokens: {top['recipe']} {top['mfu_pct']:.1f}% at batch {top['batch_size']}")
+    fits = [f"{row['recipe']}={'yes' if row['fits_t4'] else 'no'}" for row in rows if "fits_t4" in row]
+    if fits:
+        print("TARGET fits a 15 GB T4 at this batch size: " + ", ".join(fits))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -372,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             print("ROW " + json.dumps(row), flush=True)
             release_memory()
     print_table(rows)
+    summarize_targets(rows)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
