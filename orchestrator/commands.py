@@ -30,7 +30,7 @@ def cmd_submit(args: argparse.Namespace, cwd: Path) -> int:
     raise_if_failed(outcome)
     if args.wait:
         interval = 2.0 if kind == "local" else max(args.interval, MIN_SLURM_INTERVAL_S)
-        rows = wait_until_ended(experiment, interval)
+        rows = wait_until_ended(experiment, interval, {s.run_id for s in specs})
         bad = [r for r in rows if r.state != "completed"]
         return EXIT_RUNTIME if bad else EXIT_OK
     return EXIT_OK
@@ -56,15 +56,23 @@ def print_dry_run(matrix: Matrix, specs: list, kind: str) -> None:
             print("\n".join(profiles.split_preamble(text)[1]) or "# (none)")
 
 
-def wait_until_ended(experiment: store.Experiment, interval_s: float) -> list[status.RunStatus]:
-    """Poll status until every run has ended, printing a progress line."""
+def wait_until_ended(experiment: store.Experiment, interval_s: float,
+                     run_ids: set[str] | None = None) -> list[status.RunStatus]:
+    """Poll status until every run (of ``run_ids``, default all) has ended; a progress line
+    is printed when it changes."""
+    last = ""
     while True:
         rows, note = status.gather(experiment)
+        if run_ids is not None:
+            rows = [r for r in rows if r.run_id in run_ids]
         ended = sum(r.ended for r in rows)
-        done = sum(r.state == "completed" for r in rows)
-        print(f"\r{ended}/{len(rows)} runs ended ({done} completed)", end="", file=sys.stderr, flush=True)
+        running = sum(r.state == "running" for r in rows)
+        line = (f"{ended}/{len(rows)} runs ended ({sum(r.state == 'completed' for r in rows)} completed, "
+                f"{running} running)")
+        if line != last:
+            print(line, file=sys.stderr, flush=True)
+            last = line
         if ended == len(rows):
-            print(file=sys.stderr)
             print(status.render(rows, note))
             return rows
         time.sleep(interval_s)
@@ -106,10 +114,15 @@ def cmd_collect(args: argparse.Namespace, cwd: Path) -> int:
         def finished(_report: object) -> bool:
             return all(r.ended for r in status.gather(experiment)[0])
 
-        report = collect.watch(experiment.path, out_dir, interval_s=args.interval, formats=formats, is_finished=finished)
+        def progress(report: collect.CollectReport) -> None:
+            print(collect.format_progress(report), file=sys.stderr, flush=True)
+
+        report = collect.watch(experiment.path, out_dir, interval_s=max(args.interval, 5.0), formats=formats,
+                               is_finished=finished, progress=progress)
     else:
         report = collect.collect(experiment.path, out_dir, formats=formats)
-    print(report.summary_markdown if hasattr(report, "summary_markdown") else report)
+    print(report.summary_markdown)
+    print(f"\nwritten to {out_dir}", file=sys.stderr)
     return EXIT_OK
 
 
