@@ -31,8 +31,9 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -129,7 +130,7 @@ class DataConfig(Strict):
     cache_dir: str | None = None  # tokenised-feature cache; default <root>/<experiment>/cache
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataConfig":
+    def _one_source(self) -> DataConfig:
         sources = [self.name is not None, self.train_file is not None, self.synthetic is not None]
         if sum(sources) != 1:
             raise ValueError("set exactly one of data.name (hub), data.train_file (+ validation_file) or data.synthetic")
@@ -201,7 +202,7 @@ class TrainConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _combinations(self) -> "TrainConfig":
+    def _combinations(self) -> TrainConfig:
         problems = static_conflicts(self)
         if problems:
             raise ValueError("; ".join(problems))
@@ -323,14 +324,15 @@ def check_compat(train: TrainConfig, device: DeviceInfo, gpus: int) -> list[str]
 # -------------------------------------------------------------------- atomic files
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a temp file in the same directory, fsync, rename: readers never see half a file."""
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Write a temp file in the same directory, fsync, rename: readers never see half a file.
+    The file gets the user's umask (mkstemp alone would make it private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
@@ -341,6 +343,10 @@ def write_text_atomic(path: Path, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _umask() -> int:

@@ -18,8 +18,9 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from jobs import envinfo, preemption
 from jobs.contract import RunDir, RunSpec, append_jsonl, resolve_model_ref, write_json_atomic
@@ -87,7 +88,7 @@ def run(run_dir_path: str) -> dict[str, Any]:
                 raise preemption.Preempted("signal arrived after training")
         except preemption.Preempted:
             _requeue(run_dir, ids)
-    except BaseException as exc:  # noqa: BLE001 - every failure is classified and written down
+    except BaseException as exc:
         if isinstance(exc, SystemExit) and (exc.code in (0, None) or preemption.requested()):
             raise  # submitit's requeue exits this way: the job comes back, it has not failed
         _write_failure(run_dir, exc, ids)
@@ -182,10 +183,10 @@ class Worker(Checkpointable):  # type: ignore[misc,valid-type]
 
     def checkpoint(self, run_dir_path: str) -> Any:
         run_dir = RunDir(Path(run_dir_path))
-        for hook in list(CHECKPOINT_HOOKS):
+        for hook in CHECKPOINT_HOOKS:
             try:
                 hook()
-            except Exception:  # noqa: BLE001 - requeue anyway: the last periodic checkpoint remains
+            except Exception:
                 log.exception("checkpoint hook failed")
         try:
             run_dir.write_heartbeat("checkpointing", **job_ids())

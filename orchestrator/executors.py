@@ -7,9 +7,9 @@ any run with ``python -m jobs.entrypoint RUN_DIR`` and no result depends on subm
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import signal
-import logging
 import time
 from pathlib import Path
 from typing import Any

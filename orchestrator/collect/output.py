@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from jobs.contract import write_text_atomic
-from orchestrator.collect.reader import write_bytes_atomic
+from jobs.contract import write_bytes_atomic, write_text_atomic
 from orchestrator.collect.render import Table
 
 if TYPE_CHECKING:

@@ -13,11 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.contract import SPEC_FILE
+from jobs.contract import SPEC_FILE, write_bytes_atomic
 from orchestrator.collect.parallel import can_fork, cpu_count, map_forked, spare_cpu
 from orchestrator.collect.parse import RUN_FILES, RunRecord, read_run
 
@@ -100,24 +99,6 @@ def save_index(path: Path, index: Index) -> None:
     """Write the index atomically (temp file in the same directory, then rename)."""
     payload = pickle.dumps({"version": INDEX_VERSION, "runs": index}, protocol=pickle.HIGHEST_PROTOCOL)
     write_bytes_atomic(path, payload)
-
-
-def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Temp file in ``path``'s directory, fsync, ``os.replace``: readers see old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def refresh(runs_dir: Path, scanned: Scan, index: Index) -> tuple[Index, int]:
