@@ -116,8 +116,11 @@ def synthetic_files(train: TrainConfig, cache_dir: Path, writer: SyntheticWriter
     with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
         if not target.is_dir():
             building = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-            writer(building, synthetic)
-            os.replace(building, target)
+            try:
+                writer(building, synthetic)
+                os.replace(building, target)
+            finally:
+                shutil.rmtree(building, ignore_errors=True)
     # The writers name their files <task>_train.jsonl and <task>_eval.jsonl.
     return target / f"{train.task}_train.jsonl", target / f"{train.task}_eval.jsonl"
 

@@ -58,3 +58,26 @@ def test_sst2_from_csv(tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_
 def test_a_missing_file_names_itself(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
         load_local_file(tmp_path / "nowhere.jsonl", SQUAD_FEATURES, tmp_path)
+
+
+@pytest.mark.parametrize(("name", "expected"), [("glue/sst2", ("glue", "sst2")), ("squad_v2", ("squad_v2", None))])
+def test_hub_names_go_to_load_dataset(name: str, expected: tuple[str, str | None], tiny: Callable[..., TrainConfig],
+                                      spec_for: Any, run_dir_for: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub name is what a real cluster uses; here the hub is replaced by generated data."""
+    import datasets
+
+    calls = []
+    task = "sst2" if name.startswith("glue") else "squad_v2"
+    generate = synthetic.generate_sst2 if task == "sst2" else synthetic.generate_squad_v2
+    features = None if task == "sst2" else SQUAD_FEATURES
+
+    def fake_load_dataset(path: str, config: str | None = None, **kwargs: Any) -> datasets.DatasetDict:
+        calls.append((path, config))
+        return datasets.DatasetDict({split: datasets.Dataset.from_list(generate(n, 0, split), features=features)
+                                     for split, n in (("train", 24), ("validation", 8))})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    train = tiny(task=task, data={"synthetic": None, "name": name})
+    result = run_training(spec_for(train, "hub"), run_dir_for("hub"))
+    assert calls == [expected]
+    assert result["data"]["eval_examples"] == 8

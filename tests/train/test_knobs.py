@@ -22,6 +22,7 @@ KNOBS: dict[str, dict[str, Any]] = {
     "pad-max-length": {"padding": "max_length"},
     "pad-dynamic-multiple-of-8": {"padding": "dynamic", "pad_to_multiple_of": 8},
     "bucketing": {"padding": "dynamic", "bucketing": True},
+    "bucketing-two-loader-workers": {"padding": "dynamic", "bucketing": True, "dataloader_workers": 2},
     "lora": {"lora": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}},
     "bitfit": {"bitfit": {"train_head": True}},
     "freeze": {"freeze": {"embeddings": True, "layers": 1}},
