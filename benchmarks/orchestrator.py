@@ -98,10 +98,9 @@ def bench_submit_status(work: Path, runs: int) -> dict[str, float]:
 
 def bench_collect(work: Path, runs: int) -> dict[str, float]:
     sys.path.insert(0, str(REPO / "tests" / "unit"))
-    from collect_fixtures import build_synthetic_experiment  # the collect tests' run-dir builder
+    from collect_fixtures import build_many  # the collect tests' run-dir builder
 
-    experiment_dir = work / "collect" / "exp"
-    build_synthetic_experiment(experiment_dir, runs)
+    experiment_dir = build_many(work / "collect", runs)
     from orchestrator.collect import collect
 
     out_dir = work / "results"

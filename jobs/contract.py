@@ -115,6 +115,7 @@ class SyntheticData(Strict):
     n_train: int = Field(400, ge=1)
     n_eval: int = Field(100, ge=1)
     seed: int = 0
+    max_context_words: int | None = Field(None, ge=20, description="keep only contexts this short (fast CPU studies)")
 
 
 class DataConfig(Strict):

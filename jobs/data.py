@@ -111,7 +111,10 @@ def synthetic_files(train: TrainConfig, cache_dir: Path, writer: SyntheticWriter
     """Generate the synthetic data set once per (task, sizes, seed) into the cache."""
     synthetic = train.data.synthetic
     assert synthetic is not None
-    target = cache_dir / "synthetic" / f"{train.task}-{synthetic.n_train}-{synthetic.n_eval}-{synthetic.seed}"
+    name = f"{train.task}-{synthetic.n_train}-{synthetic.n_eval}-{synthetic.seed}"
+    if synthetic.max_context_words is not None:
+        name += f"-w{synthetic.max_context_words}"
+    target = cache_dir / "synthetic" / name
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S):
         if not target.is_dir():

@@ -202,15 +202,32 @@ def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
-def write_squad_v2(path_dir: Path | str, n_train: int, n_eval: int, seed: int) -> tuple[Path, Path, Path]:
+def _fitting(n: int, seed: int, split: str, max_context_words: int | None) -> list[dict[str, Any]]:
+    """``n`` examples, only those whose context has at most ``max_context_words`` words."""
+    if max_context_words is None:
+        return generate_squad_v2(n, seed, split=split)
+    factor = 2
+    while True:
+        pool = generate_squad_v2(factor * n, seed, split=split)
+        kept = [e for e in pool if len(e["context"].split()) <= max_context_words]
+        if len(kept) >= n or factor >= 64:
+            if len(kept) < n:
+                raise ValueError(f"data.synthetic.max_context_words {max_context_words} is too small: "
+                                 f"only {len(kept)} of {factor * n} generated contexts fit")
+            return kept[:n]
+        factor *= 2
+
+
+def write_squad_v2(path_dir: Path | str, n_train: int, n_eval: int, seed: int,
+                   max_context_words: int | None = None) -> tuple[Path, Path, Path]:
     """Write the train and eval splits (flat JSON Lines) and the eval split in the official
     nested format; return (train_path, eval_path, eval_official_path)."""
     out = Path(path_dir)
-    evaluation = generate_squad_v2(n_eval, seed, split="eval")
+    evaluation = _fitting(n_eval, seed, "eval", max_context_words)
     official = out / "squad_v2_eval_official.json"
     write_text_atomic(official, json.dumps(to_official(evaluation), ensure_ascii=False) + "\n")
     return (
-        _write_jsonl(out / "squad_v2_train.jsonl", generate_squad_v2(n_train, seed, split="train")),
+        _write_jsonl(out / "squad_v2_train.jsonl", _fitting(n_train, seed, "train", max_context_words)),
         _write_jsonl(out / "squad_v2_eval.jsonl", evaluation),
         official,
     )

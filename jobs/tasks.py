@@ -115,7 +115,8 @@ class SquadV2Task(Task):
     feature_module = qa_features
 
     def write_synthetic(self, folder: Path, data: SyntheticData) -> tuple[Path, Path]:
-        train_path, eval_path, _ = synthetic.write_squad_v2(folder, data.n_train, data.n_eval, data.seed)
+        train_path, eval_path, _ = synthetic.write_squad_v2(folder, data.n_train, data.n_eval, data.seed,
+                                                            data.max_context_words)
         return train_path, eval_path
 
     def tokenize(self, examples: datasets.Dataset, tokenizer: Any, train: TrainConfig, training: bool) -> datasets.Dataset:

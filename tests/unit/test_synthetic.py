@@ -139,3 +139,18 @@ def test_write_sst2_and_cli(tmp_path: Path) -> None:
     expected = ["squad_v2_train.jsonl", "squad_v2_eval.jsonl", "squad_v2_eval_official.json"]
     assert [path.name for path in paths] == expected
     assert len(paths[0].read_text().splitlines()) == 12
+
+
+def test_max_context_words_keeps_only_short_contexts(tmp_path) -> None:
+    import json
+
+    from jobs.synthetic import write_squad_v2
+
+    train_path, eval_path, _ = write_squad_v2(tmp_path, 50, 20, seed=3, max_context_words=60)
+    for path, count in ((train_path, 50), (eval_path, 20)):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        assert len(rows) == count
+        assert all(len(r["context"].split()) <= 60 for r in rows)
+        for row in rows:  # answers still point at their text
+            for text, start in zip(row["answers"]["text"], row["answers"]["answer_start"]):
+                assert row["context"][start:start + len(text)] == text
