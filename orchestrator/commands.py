@@ -72,7 +72,7 @@ def wait_until_ended(experiment: store.Experiment, interval_s: float,
         if line != last:
             print(line, file=sys.stderr, flush=True)
             last = line
-        if ended == len(rows):
+        if rows and ended == len(rows):
             print(status.render(rows, note))
             return rows
         time.sleep(interval_s)

@@ -12,7 +12,6 @@ Layout of ``<root>/<experiment>/``::
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from typing import Any
 
 import filelock
 
-from jobs.contract import RunDir, read_json, write_json_atomic
+from jobs.contract import RunDir, read_json, write_bytes_atomic, write_json_atomic
 from orchestrator.errors import RuntimeUserError, UserError
 
 MANIFEST = "manifest.json"
@@ -71,8 +70,10 @@ class Experiment:
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Atomic replace, keeping the previous version as manifest.json.bak."""
         manifest["updated_at"] = time.time()
-        if self.manifest_path.exists():
-            os.replace(self.manifest_path, str(self.manifest_path) + ".bak")
+        try:  # the backup is a copy: manifest.json itself must exist at every moment for readers
+            write_bytes_atomic(Path(str(self.manifest_path) + ".bak"), self.manifest_path.read_bytes())
+        except FileNotFoundError:
+            pass
         write_json_atomic(self.manifest_path, manifest)
 
 

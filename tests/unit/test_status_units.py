@@ -87,3 +87,28 @@ def test_warnings_are_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     RunDir(experiment.runs_dir / run_id).write_result({"metrics": {"f1": 26.9}, "warnings": ["HasAns_f1 collapsed"]})
     text = status.render(status.gather(experiment)[0], None)
     assert "completed (warn)" in text and "HasAns_f1 collapsed" in text
+
+
+def test_manifest_never_missing_while_it_is_rewritten(tmp_path: Path) -> None:
+    """A reader must never find manifest.json absent between the backup and the new version
+    (a --wait loop once saw an empty experiment that way and stopped early)."""
+    import threading
+
+    experiment = make_experiment(tmp_path, {"a": "1"})
+    stop = threading.Event()
+    missing: list[int] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            if not experiment.manifest_path.exists():
+                missing.append(1)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    manifest = experiment.read_manifest()
+    for _ in range(300):
+        experiment.write_manifest(manifest)
+    stop.set()
+    thread.join()
+    assert not missing
+    assert (tmp_path / "exp" / "manifest.json.bak").is_file()
