@@ -1,0 +1,37 @@
+"""Run-directory files: atomic, with the user's umask, never outside the experiment."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from jobs.contract import read_jsonl, write_json_atomic
+from orchestrator.errors import UserError
+from orchestrator.store import Experiment
+
+
+def test_files_get_the_users_umask(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        write_json_atomic(tmp_path / "run" / "result.json", {"f1": 1.0})
+        (tmp_path / "d").mkdir()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "run" / "result.json").stat().st_mode) == 0o640
+    assert not list((tmp_path / "run").glob(".*.tmp")), "no temp file left behind"
+
+
+def test_run_ids_cannot_leave_the_experiment(tmp_path: Path) -> None:
+    experiment = Experiment(tmp_path / "exp")
+    for bad in ("../outside", "a/../../b", "/etc"):
+        with pytest.raises(UserError, match="would leave the experiment directory"):
+            experiment.run_dir(bad)
+
+
+def test_torn_jsonl_line_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    assert read_jsonl(path) == [{"step": 1, "loss": 2.0}]
