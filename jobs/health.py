@@ -37,7 +37,7 @@ def check_health(spec: RunSpec, run_dir: RunDir, body: dict[str, Any]) -> list[s
         ratio = value / baseline
         if ratio < spec.train.health.min_f1_ratio_to_baseline:
             warnings.append(f"{key} {value:.2f} collapsed against baseline {spec.baseline_run_id} ({baseline:.2f}): "
-                            f"{ratio:.0%} of it; check padding/bucketing label alignment and the learning rate")
+                            f"{ratio:.0%} of it; check label alignment (padding, bucketing), the learning rate and the number of steps")
     elif key == "HasAns_f1" and value < spec.train.health.min_hasans_f1:
         warnings.append(f"HasAns_f1 is {value:.2f}: the model answers no answerable question")
     return warnings
