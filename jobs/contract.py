@@ -461,6 +461,12 @@ RESULT_KEYS = {
     "job_id": "SLURM or local job id",
     "node": "hostname",
     "git_commit": "str or null",
+    "run_name": "str",
+    "wall_time_s": "the worker's wall time for this attempt",
+    "methods": "list of the methods applied (lora, qlora, bitfit, freeze)",
+    "data": "train_features, eval_features, eval_examples, feature_cache_hits",
+    "profile": "paths of kernels.csv and trace.json when profile: true",
+    "finished_training_at": "unix time training ended (before evaluation)",
 }
 
 
