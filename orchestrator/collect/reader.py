@@ -16,14 +16,15 @@ import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.contract import SPEC_FILE, write_bytes_atomic
+from jobs.contract import RESULT_KEYS, SPEC_FILE, write_bytes_atomic
 from orchestrator.collect.parallel import can_fork, cpu_count, map_forked, spare_cpu
 from orchestrator.collect.parse import RUN_FILES, RunRecord, read_run
 
 INDEX_FILE = ".collect-index"
 PARALLEL_READ_MIN_RUNS = 1000  # below this, forking costs more than it saves
 MAX_READ_PROCESSES = 4
-INDEX_VERSION = 1
+# Parsed runs depend on the contract's known keys: a new contract re-reads every run.
+INDEX_VERSION = "2:" + hashlib.sha256(",".join(sorted(RESULT_KEYS)).encode()).hexdigest()[:8]
 RUNS_DIR = "runs"
 
 Signature = tuple[tuple[str, int, int], ...]

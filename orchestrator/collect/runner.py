@@ -18,7 +18,7 @@ import filelock
 
 from jobs.contract import write_text_atomic
 from orchestrator.collect.manifest import MANIFEST_FILE
-from orchestrator.collect.reader import INDEX_FILE, RUNS_DIR, digest, load_index, refresh, save_index, scan
+from orchestrator.collect.reader import INDEX_FILE, INDEX_VERSION, RUNS_DIR, digest, load_index, refresh, save_index, scan
 from orchestrator.collect.report import ALL_FORMATS, CollectReport
 from orchestrator.errors import RuntimeUserError, UserError
 
@@ -57,7 +57,7 @@ def _collect_locked(experiment_dir: Path, out_dir: Path, formats: frozenset[str]
     runs_dir = experiment_dir / RUNS_DIR
     scanned = scan(runs_dir)
     key = digest(scanned.signatures, _stat(experiment_dir / MANIFEST_FILE), sorted(formats), gpu_memory_mib,
-                 str(experiment_dir.resolve()), OUTPUT_VERSION)
+                 str(experiment_dir.resolve()), OUTPUT_VERSION, INDEX_VERSION)
     state = _load_state(out_dir)
     if state.get("digest") == key and all((out_dir / rel).exists() for rel in state.get("written", [])):
         cached = CollectReport.from_dict(state["report"])
