@@ -67,26 +67,53 @@ def heartbeat(cwd: Path, run: dict) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _elapsed_s(job_id: str) -> int:
+    text = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%M"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    parts = [int(p) for p in text.replace("-", ":").split(":")]
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + part
+    return seconds
+
+
 def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Path, slurm_cluster: None) -> None:
+    """A real time limit, placed where the run has made progress: once LIMIT has trained a while, its
+    TimeLimit is cut so that SLURM's --signal warning (USR2, 60 s before the limit) comes mid-training.
+    Timing no longer depends on how fast this machine is. After the requeue the limit is restored."""
     study = make_study(tmp_path, """
-        LIMIT: {max_steps: 1200, save_steps: 10000, logging_steps: 20, resources: {time_min: 1}}
-        FULL: {max_steps: 1200, save_steps: 10000, logging_steps: 20}
+        LIMIT: {max_steps: 5000, save_steps: 100000, logging_steps: 50, resources: {signal_delay_s: 60}}
+        FULL: {max_steps: 5000, save_steps: 100000, logging_steps: 50, resources: {signal_delay_s: 60}}
         """, "timeout")
     orchestrate(study, "submit", "matrix.yaml")
-    done = wait_until(study, lambda r: all(x["ended"] for x in r.values()), 600, "both runs to end")
+    current = wait_until(study, lambda r: (heartbeat(study, r["LIMIT"]).get("step") or 0) > 100, 300, "step > 100")
+    job_id = current["LIMIT"]["job_id"]
+    limit_min = (_elapsed_s(job_id) + 120 + 59) // 60  # the warning comes 60-90 s from now, the limit after
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={limit_min}"], check=True)
+    wait_until(study, lambda r: heartbeat(study, r["LIMIT"]).get("state") == "checkpointing", 300, "the USR2 save")
+    deadline = time.time() + 120
+    while time.time() < deadline:  # requeued: pending again; give the next attempt room to finish
+        if subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=20"], capture_output=True).returncode == 0:
+            state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout
+            if "PENDING" in state:
+                break
+        time.sleep(2)
+    done = wait_until(study, lambda r: all(x["ended"] for x in r.values()), 900, "both runs to end")
     assert {x["state"] for x in done.values()} == {"completed"}, done
     limited, full = result(study, done["LIMIT"]), result(study, done["FULL"])
-    assert limited["train"]["steps"] == full["train"]["steps"] == 1200
+    assert limited["train"]["steps"] == full["train"]["steps"] == 5000
     assert limited["train"].get("resumed_from_step"), "the time-limited run must have resumed from a checkpoint"
     assert full["train"].get("resumed_from_step") in (None, 0)
     for key in ("f1", "exact", "HasAns_f1"):
         assert limited["metrics"][key] == pytest.approx(full["metrics"][key], abs=2.0), key
     # the training curve continues where it stopped: the loss logged at the last step agrees
     last = {name: [m for m in map(json.loads, (run_dir(study, done[name]) / "metrics.jsonl").read_text().splitlines())
-                   if m.get("step") == 1200 and "loss" in m][-1]["loss"] for name in ("LIMIT", "FULL")}
+                   if m.get("step") == 5000 and "loss" in m][-1]["loss"] for name in ("LIMIT", "FULL")}
     assert last["LIMIT"] == pytest.approx(last["FULL"], rel=0.05, abs=0.05), last
     attempts = (run_dir(study, done["LIMIT"]) / "attempts.jsonl").read_text().splitlines()
     assert sum('"finish"' in line for line in attempts) == 1 and sum('"start"' in line for line in attempts) >= 2
+    log = (run_dir(study, done["LIMIT"]) / "worker.log").read_text()
+    assert "received SIGUSR2" in log and "this job is timed-out" not in log.split("received SIGUSR2")[0]
 
 
 def test_scontrol_requeue_resumes_from_periodic_checkpoint(tmp_path: Path, slurm_cluster: None) -> None:

@@ -34,6 +34,9 @@ def test_parallel_read_equals_serial_read(tmp_path: Path, monkeypatch: pytest.Mo
     serial, count = reader.refresh(runs_dir, scanned, {})
     monkeypatch.setattr(reader, "PARALLEL_READ_MIN_RUNS", 1)
     monkeypatch.setattr(reader, "spare_cpu", lambda: True)
+    # an earlier test in the same process may have left a helper thread alive, which makes
+    # can_fork() say no at run time; the platform check is needs_fork's job
+    monkeypatch.setattr(reader, "can_fork", lambda: True)
     calls: list[int] = []
     real_map = reader.map_forked
     monkeypatch.setattr(reader, "map_forked", lambda *args: calls.append(1) or real_map(*args))
