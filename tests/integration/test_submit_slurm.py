@@ -127,3 +127,54 @@ def test_cancel_and_pending_states(study: Path) -> None:
         time.sleep(2)
     assert all(r["state"] == "cancelled" for r in a1), a1
     assert all(r["state"] == "not submitted" for r in rows if not r["run_name"].startswith("A1"))
+
+
+def test_submit_from_inside_a_slurm_job_gets_its_own_allocation(study: Path) -> None:
+    """`orchestrate submit` run by a batch job (a driver job, a pipeline step): the outer job's SLURM_*
+    variables must not leak into the new jobs. The outer job asks --mem-per-cpu; the runs ask --mem. If
+    SLURM_MEM_PER_CPU leaked, the runs' srun would refuse both at once and the runs would fail."""
+    import os
+    import subprocess
+    import sys
+
+    text = (study / "matrix.yaml").read_text().replace("seed: [1, 2]", "seed: [1]")
+    (study / "matrix.yaml").write_text(text)
+    out = study / "outer.out"
+    wrap = (f"{sys.executable} -m orchestrator.cli submit matrix.yaml --only A1 && "
+            "echo OUTER_JOB_ID=$SLURM_JOB_ID")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    outer = subprocess.run(["sbatch", "--parsable", "--partition=cpu", "--mem-per-cpu=300", "--cpus-per-task=1",
+                            "--time=5", f"--chdir={study}", f"--output={out}", "--wrap", wrap],
+                           env=env, capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    deadline = time.time() + 180
+    while time.time() < deadline and "OUTER_JOB_ID=" not in (out.read_text() if out.exists() else ""):
+        time.sleep(2)
+    log = out.read_text() if out.exists() else ""
+    assert f"OUTER_JOB_ID={outer}" in log and "1 new" in log, log
+    rows = {r["run_name"]: r for r in wait_for_end(study)}
+    run = rows["A1-seed1"]
+    assert run["state"] == "completed", (run, orchestrate(study, "status").stdout)
+    assert not run["job_id"].startswith(outer + "_") and run["job_id"] != outer
+    run_dir = next((study / "scratch").glob(f"*/runs/{run['run_id']}"))
+    seen = json.loads((run_dir / "env.json").read_text())["env"]
+    assert "SLURM_MEM_PER_CPU" not in seen and outer not in seen.values(), "the run saw the outer job's variables"
+
+
+def test_submit_warns_before_passing_max_submit_jobs(study: Path) -> None:
+    """The association's MaxSubmitJobs, read from the real slurmdbd: a submit that would pass it says so
+    (this cluster does not enforce limits, so the jobs still go in and are cancelled here)."""
+    import getpass
+    import subprocess
+
+    user = getpass.getuser()
+    subprocess.run(["sacctmgr", "-i", "modify", "user", user, "set", "MaxSubmitJobs=3"], check=True, capture_output=True)
+    try:
+        first = orchestrate(study, "submit", "matrix.yaml", "--only", "A1,A2")
+        assert "exceed MaxSubmitJobs=3" in first.stdout + first.stderr, first.stdout + first.stderr
+    finally:
+        subprocess.run(["sacctmgr", "-i", "modify", "user", user, "set", "MaxSubmitJobs=-1"], check=True,
+                       capture_output=True)
+        orchestrate(study, "cancel", check=False)
+    second = orchestrate(study, "submit", "matrix.yaml", "--only", "BAD")
+    assert "MaxSubmitJobs" not in second.stdout + second.stderr
+    orchestrate(study, "cancel", check=False)
