@@ -48,7 +48,7 @@ FAILURE_FILE = "failure.json"
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "worker.log"
 
-HEARTBEAT_STATES = ("starting", "loading", "training", "evaluating", "checkpointing", "done", "failed")
+HEARTBEAT_STATES = ("starting", "loading", "training", "evaluating", "checkpointing", "waiting", "done", "failed")
 FAILURE_REASONS = ("cuda_oom", "nan_loss", "timeout", "preempted", "node_failure", "cancelled", "exception")
 
 # Names of environment variables whose values must never be written anywhere.

@@ -87,7 +87,10 @@ def run(run_dir_path: str) -> dict[str, Any]:
             if preemption.requested():
                 raise preemption.Preempted("signal arrived after training")
         except preemption.Preempted:
-            _requeue(run_dir, ids)
+            if preemption.requeue_requested():
+                _requeue(run_dir, ids)
+            else:
+                _await_scheduler(run_dir, ids)
     except BaseException as exc:
         if isinstance(exc, SystemExit) and (exc.code in (0, None) or preemption.requested()):
             raise  # submitit's requeue exits this way: the job comes back, it has not failed
@@ -141,6 +144,28 @@ def _requeue(run_dir: RunDir, ids: dict[str, Any]) -> None:
     except Exception as exc:  # submitit refuses: too many timeouts, or not requeueable
         reason = "timeout" if "timed-out" in str(exc) else "preempted"
         raise _Stopped(reason, str(exc)) from exc
+
+
+TERM_WAIT_S = 900.0  # after a SIGTERM save: longer than any usual GraceTime or KillWait
+
+
+def _await_scheduler(run_dir: RunDir, ids: dict[str, Any]) -> None:
+    """Saved at a step boundary after SIGTERM. Under SLURM, stay alive until SLURM ends the job:
+    a preempted job is requeued only if it is still running when its grace time ends (the requeued
+    job resumes from the save), and a cancelled one is killed. Elsewhere, stop now."""
+    beat = run_dir.read_optional(run_dir.heartbeat_path) or {}
+    step = beat.get("step")
+    if not os.environ.get("SLURM_JOB_ID"):
+        raise _Stopped("cancelled", f"terminated (SIGTERM); saved a checkpoint at step {step}")
+    append_jsonl(run_dir.path / ATTEMPTS_FILE, {"event": "terminated", "time": time.time(), "step": step, **ids})
+    log.warning("saved at step %s after SIGTERM; waiting for SLURM to requeue (preemption) or end the job", step)
+    kept = {key: beat.get(key) for key in ("step", "total_steps", "pid", "hostname")}
+    deadline = time.monotonic() + TERM_WAIT_S
+    while time.monotonic() < deadline:
+        run_dir.write_heartbeat("waiting", **kept, **ids)  # alive, not stalled
+        time.sleep(10.0)
+    raise _Stopped("preempted", f"SIGTERM, saved at step {step}, but SLURM did not end the job within "
+                   f"{TERM_WAIT_S:.0f} s")
 
 
 class _Stopped(Exception):

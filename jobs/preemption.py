@@ -9,6 +9,14 @@ stops; then the worker calls submitit's handler, which requeues the job (the Wor
 ``checkpoint`` resubmits the same run directory) and exits. The requeued job resumes from
 that checkpoint. A signal during evaluation stops it at the next prediction step: the
 requeued job finds training finished in its last checkpoint and evaluates again.
+
+SIGTERM is the other warning. Most clusters preempt with SIGTERM alone (submitit's USR2 comes on
+preemption only where ``preempt_send_user_signal`` is set), ``GraceTime`` seconds before SIGKILL,
+and SLURM requeues the job itself; scancel and ``scontrol requeue`` also send SIGTERM, ``KillWait``
+seconds before SIGKILL. submitit ignores SIGTERM, losing everything since the last periodic save.
+The worker saves at the step boundary as for USR2, but does not requeue (a cancelled job must stay
+cancelled): it waits for SLURM to end the job. A job that exits inside its grace time counts as
+finished and is not requeued (checked on SLURM 22.05).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _REQUESTED = threading.Event()
 _ORIGINAL: dict[str, Any] = {"handler": None}
+_SIGNALS: list[str] = []  # names of the warning signals received, in order
 
 
 class Preempted(Exception):
@@ -34,18 +43,29 @@ def requested() -> bool:
     return _REQUESTED.is_set()
 
 
+def requeue_requested() -> bool:
+    """The warning asks the worker to requeue itself (USR2: time limit, or preemption with a user
+    signal); False when SIGTERM alone came, where SLURM decides what happens next."""
+    return "SIGUSR2" in _SIGNALS
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    log.warning("received %s: saving at the end of this step, then requeueing", signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    then = "then requeueing" if signum == signal.SIGUSR2 else "then waiting for SLURM (preemption, requeue or cancel)"
+    log.warning("received %s: saving at the end of this step, %s", name, then)
+    _SIGNALS.append(name)
     _REQUESTED.set()
 
 
 def install() -> None:
-    """Take over USR2 (keeping submitit's handler to requeue with later)."""
+    """Take over USR2 (keeping submitit's handler to requeue with later) and SIGTERM."""
     _REQUESTED.clear()
+    _SIGNALS.clear()
     previous = signal.getsignal(signal.SIGUSR2)
     if previous is not _on_signal:
         _ORIGINAL["handler"] = previous
     signal.signal(signal.SIGUSR2, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
 
 
 def requeue() -> None:

@@ -91,12 +91,31 @@ def _query_slurm(array_ids: list[str], job_ids: list[str]) -> tuple[dict[str, Sc
             source = "squeue"
         except (slurm.SlurmError, OSError) as exc2:
             return {}, f"sacct and squeue unavailable ({_short(exc2)}); states from the run directories only"
+    if source == "sacct":
+        raw.update(_requeued_after(raw, job_ids))
     return {
         job_id: SchedState(state=info.state, source=source, node=info.node or "", elapsed_s=info.elapsed_s,
                            reason=info.reason or "", exit_code="" if info.exit_code is None else str(info.exit_code),
                            raw=info.raw_state)
         for job_id, info in raw.items()
     }, note
+
+
+REQUEUED_BY_SLURM = frozenset({"preempted", "node_fail"})
+
+
+def _requeued_after(raw: dict[str, slurm.JobState], job_ids: list[str]) -> dict[str, slurm.JobState]:
+    """SLURM requeues a preempted (or node-failed) job itself, but accounting shows PREEMPTED until the
+    new record arrives. For those few jobs only, the controller says whether they are queued again."""
+    wanted = set(job_ids)
+    doubtful = [job_id for job_id, info in raw.items() if info.state in REQUEUED_BY_SLURM and job_id in wanted]
+    if not doubtful:
+        return {}
+    try:
+        queued = slurm.squeue_states(doubtful)
+    except (slurm.SlurmError, OSError):
+        return {}
+    return {job_id: info for job_id, info in queued.items() if info.state in ACTIVE and job_id in raw}
 
 
 def _short(exc: BaseException) -> str:

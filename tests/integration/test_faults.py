@@ -1,4 +1,4 @@
-"""Faults injected for real against the local SLURM cluster: time limit, scontrol requeue,
+"""Faults injected for real against the local SLURM cluster: time limit, preemption, scontrol requeue,
 a killed and a hung worker, NaN loss, orchestrate killed mid-submit, concurrent submits,
 accounting down. Each checks the end state: every run finished once, results complete."""
 
@@ -120,11 +120,37 @@ def test_scontrol_requeue_resumes_from_periodic_checkpoint(tmp_path: Path, slurm
     study = make_study(tmp_path, "R: {max_steps: 600, save_steps: 50}\n", "requeue")
     orchestrate(study, "submit", "matrix.yaml")
     current = wait_until(study, lambda r: (heartbeat(study, r["R"]).get("step") or 0) > 120, 240, "step > 120")
+    step_at_requeue = heartbeat(study, current["R"])["step"]
     subprocess.run(["scontrol", "requeue", current["R"]["job_id"]], check=True)
     done = wait_until(study, lambda r: r["R"]["ended"], 600, "the requeued run to end")
     assert done["R"]["state"] == "completed", done
     final = result(study, done["R"])
-    assert final["train"]["steps"] == 600 and (final["train"].get("resumed_from_step") or 0) >= 50
+    # requeue sends SIGTERM (KillWait before SIGKILL): the worker saves there, past the periodic save
+    assert final["train"]["steps"] == 600 and (final["train"].get("resumed_from_step") or 0) >= step_at_requeue
+
+
+def test_preemption_saves_in_the_grace_time_and_resumes(tmp_path: Path, slurm_cluster: None) -> None:
+    """Real preemption: a job in the higher-tier 'urgent' partition needs the whole node, so SLURM requeues
+    the run. As on most clusters, the only warning is SIGTERM, GraceTime (60 s) before SIGKILL. There is no
+    periodic checkpoint (save_steps is past the end): the resumed step can only come from the save made
+    in the grace time."""
+    study = make_study(tmp_path, "P: {max_steps: 3000, save_steps: 100000, logging_steps: 50}\n", "preempt")
+    orchestrate(study, "submit", "matrix.yaml")
+    current = wait_until(study, lambda r: (heartbeat(study, r["P"]).get("step") or 0) > 100, 300, "step > 100")
+    urgent = subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--exclusive", "--time=2",
+                             "--output=/dev/null", "--wrap", "sleep 5"],
+                            capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    done = wait_until(study, lambda r: r["P"]["ended"], 900, "the preempted run to end")
+    assert done["P"]["state"] == "completed", done
+    final = result(study, done["P"])
+    assert final["train"]["steps"] == 3000
+    assert (final["train"].get("resumed_from_step") or 0) > 100, final["train"]
+    attempts = (run_dir(study, done["P"]) / "attempts.jsonl").read_text().splitlines()
+    assert sum('"start"' in line for line in attempts) == 2 and sum('"finish"' in line for line in attempts) == 1
+    assert "received SIGTERM" in (run_dir(study, done["P"]) / "worker.log").read_text()
+    states = subprocess.run(["sacct", "-X", "-n", "-P", "-D", "-j", f"{current['P']['job_id']},{urgent}", "-o",
+                             "JobID,State"], capture_output=True, text=True, check=True).stdout
+    assert "PREEMPTED" in states and f"{urgent}|COMPLETED" in states, states
 
 
 def test_killed_and_hung_workers_then_retry_failed(tmp_path: Path, slurm_cluster: None) -> None:

@@ -151,9 +151,14 @@ JobAcctGatherType=jobacct_gather/linux
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobCompType=jobcomp/none
+# Preemption, as on a shared partition: a job in 'urgent' requeues the t4/cpu jobs it needs room from.
+# As on most clusters (no preempt_send_user_signal), only SIGTERM warns, GraceTime seconds before SIGKILL.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 NodeName=$HOST CPUs=$NPROC RealMemory=$REAL_MEMORY_MIB Gres=gpu:t4:2 State=UNKNOWN
-PartitionName=t4 Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=$OVERSUBSCRIBE
-PartitionName=cpu Nodes=$HOST Default=NO MaxTime=INFINITE State=UP OverSubscribe=$OVERSUBSCRIBE
+PartitionName=t4 Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=$OVERSUBSCRIBE PriorityTier=1 GraceTime=60
+PartitionName=cpu Nodes=$HOST Default=NO MaxTime=INFINITE State=UP OverSubscribe=$OVERSUBSCRIBE PriorityTier=1 GraceTime=60
+PartitionName=urgent Nodes=$HOST Default=NO MaxTime=INFINITE State=UP OverSubscribe=EXCLUSIVE PriorityTier=10 PreemptMode=OFF
 "
 # Without File= the node registers 0 GPUs and is set INVAL/DRAIN; plain empty files are enough.
 GRES_CONF="NodeName=$HOST Name=gpu Type=t4 File=$WORK_DIR/fakegpu[0-1]

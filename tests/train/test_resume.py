@@ -76,3 +76,36 @@ def test_a_partial_checkpoint_is_skipped_and_removed(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path) == complete
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-3"]
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_sigterm_saves_at_the_step_boundary_then_stops(tiny: Callable[..., TrainConfig], spec_for: Any,
+                                                        run_dir_for: Any) -> None:
+    """A real SIGTERM to a running worker (no SLURM here): it saves a complete checkpoint at the end of
+    the current step, stops, and says so in failure.json; the next attempt resumes from that step."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train = tiny(max_steps=100000, save_steps=100000, logging_steps=1000)
+    run_dir = run_dir_for("term")
+    run_dir.write_spec(spec_for(train, "term"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_"))}
+    worker = subprocess.Popen([sys.executable, "-m", "jobs.entrypoint", str(run_dir.path)], env=env,
+                              cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and ((run_dir.read_optional(run_dir.heartbeat_path) or {}).get("step") or 0) < 5:
+            assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=120) == 1
+    finally:
+        worker.kill()
+    failure = json.loads(run_dir.failure_path.read_text())
+    assert failure["reason"] == "cancelled" and "SIGTERM" in failure["message"], failure
+    saved = latest_checkpoint(run_dir.checkpoint_dir)
+    assert saved is not None and saved.name == f"checkpoint-{failure['message'].rsplit('step ', 1)[1]}"
+    assert int(saved.name.split("-")[1]) >= 5
+    assert "received SIGTERM" in run_dir.log_path.read_text()

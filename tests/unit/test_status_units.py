@@ -112,3 +112,24 @@ def test_manifest_never_missing_while_it_is_rewritten(tmp_path: Path) -> None:
     thread.join()
     assert not missing
     assert (tmp_path / "exp" / "manifest.json.bak").is_file()
+
+
+def test_preempted_in_accounting_but_queued_again_is_not_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM requeues a preempted job itself; until the new record reaches accounting, sacct says
+    PREEMPTED. Only those jobs are checked with squeue: queued again is pending, gone is preempted."""
+    experiment = make_experiment(tmp_path, {"back": "30_0", "gone": "30_1", "ok": "30_2"})
+    calls: list[list[str]] = []
+    fake_sacct(monkeypatch, {"30_0": "preempted", "30_1": "preempted", "30_2": "running"}, calls)
+    asked: list[list[str]] = []
+
+    def squeue_states(job_ids: list[str]) -> dict[str, slurm.JobState]:
+        asked.append(sorted(job_ids))
+        return {"30_0": slurm.JobState("30_0", "pending", "PENDING", None, 0, None, None, None, "BeginTime"),
+                "30_1": slurm.JobState("30_1", "preempted", "PREEMPTED", 0, 9, "n", None, None, None)}
+
+    monkeypatch.setattr(slurm, "squeue_states", squeue_states)
+    rows = rows_by_name(experiment)
+    assert asked == [["30_0", "30_1"]]
+    assert rows["back"].state == "pending" and not rows["back"].ended and rows["back"].reason == "BeginTime"
+    assert rows["gone"].state == "preempted" and rows["gone"].ended
+    assert rows["ok"].state == "running"
