@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-_REQUESTED = threading.Event()
 _ORIGINAL: dict[str, Any] = {"handler": None}
 _SIGNALS: list[str] = []  # names of the warning signals received, in order
 
@@ -40,7 +38,7 @@ class Preempted(Exception):
 
 
 def requested() -> bool:
-    return _REQUESTED.is_set()
+    return bool(_SIGNALS)
 
 
 def requeue_requested() -> bool:
@@ -54,12 +52,10 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     then = "then requeueing" if signum == signal.SIGUSR2 else "then waiting for SLURM (preemption, requeue or cancel)"
     log.warning("received %s: saving at the end of this step, %s", name, then)
     _SIGNALS.append(name)
-    _REQUESTED.set()
 
 
 def install() -> None:
     """Take over USR2 (keeping submitit's handler to requeue with later) and SIGTERM."""
-    _REQUESTED.clear()
     _SIGNALS.clear()
     previous = signal.getsignal(signal.SIGUSR2)
     if previous is not _on_signal:

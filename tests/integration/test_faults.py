@@ -17,6 +17,7 @@ import pytest
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
+from orchestrator import slurm
 from tests.integration.tiny import REPO, TINY_DEFAULTS, orchestrate
 
 PROFILE = """
@@ -68,13 +69,7 @@ def heartbeat(cwd: Path, run: dict) -> dict:
 
 
 def _elapsed_s(job_id: str) -> int:
-    text = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%M"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    parts = [int(p) for p in text.replace("-", ":").split(":")]
-    seconds = 0
-    for part in parts:
-        seconds = seconds * 60 + part
-    return seconds
+    return slurm.squeue_states([job_id])[job_id].elapsed_s or 0
 
 
 def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Path, slurm_cluster: None) -> None:
@@ -93,10 +88,10 @@ def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Pat
     wait_until(study, lambda r: heartbeat(study, r["LIMIT"]).get("state") == "checkpointing", 300, "the USR2 save")
     deadline = time.time() + 120
     while time.time() < deadline:  # requeued: pending again; give the next attempt room to finish
-        if subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=20"], capture_output=True).returncode == 0:
-            state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout
-            if "PENDING" in state:
-                break
+        restored = subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=20"], capture_output=True,
+                                  check=False)
+        if restored.returncode == 0 and slurm.squeue_states([job_id])[job_id].state == "pending":
+            break
         time.sleep(2)
     done = wait_until(study, lambda r: all(x["ended"] for x in r.values()), 900, "both runs to end")
     assert {x["state"] for x in done.values()} == {"completed"}, done
