@@ -49,7 +49,13 @@ CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "worker.log"
 
 HEARTBEAT_STATES = ("starting", "loading", "training", "evaluating", "checkpointing", "waiting", "done", "failed")
-FAILURE_REASONS = ("cuda_oom", "nan_loss", "timeout", "preempted", "node_failure", "cancelled", "exception")
+# Set by the local queue in each job's environment: the GPUs it found on the machine and how
+# (orchestrator/localgpu.py), so that a no_gpu failure can say what the queue saw.
+LOCAL_GPUS_VARIABLE = "ORCHESTRATE_LOCAL_GPUS"
+
+# Keys of a heartbeat that identify the attempt writing it: kept when the heartbeat is rewritten.
+HEARTBEAT_IDENTITY_KEYS = ("job_id", "attempt", "pid", "hostname")
+FAILURE_REASONS = ("cuda_oom", "no_gpu", "nan_loss", "timeout", "preempted", "node_failure", "cancelled", "exception")
 
 # Names of environment variables whose values must never be written anywhere.
 SECRET_NAME_PATTERN = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
@@ -277,6 +283,9 @@ class RunSpec(Strict):
     description: str = ""
     train: TrainConfig
     resources: Resources
+    # Whether resources.gpus means CUDA devices: false where the cluster profile declares the partition's GPUs
+    # as not CUDA (cuda: false); None (older specs) means "yes when gpus >= 1". Not part of the config hash.
+    cuda_required: bool | None = None
 
 
 def canonical_json(obj: Any) -> str:
@@ -422,9 +431,13 @@ class RunDir:
         write_json_atomic(self.spec_path, spec.model_dump(mode="json"))
 
     def write_heartbeat(self, state: str, **fields: Any) -> None:
+        """Replace heartbeat.json; the attempt's identity (job id, attempt, pid, host) is carried over
+        from the current heartbeat unless ``fields`` give it anew."""
         if state not in HEARTBEAT_STATES:
             raise ValueError(f"unknown heartbeat state {state!r}")
-        write_json_atomic(self.heartbeat_path, {"state": state, "updated_at": time.time(), **fields})
+        previous = self.read_optional(self.heartbeat_path) or {}
+        carried = {key: previous[key] for key in HEARTBEAT_IDENTITY_KEYS if key in previous}
+        write_json_atomic(self.heartbeat_path, {**carried, "state": state, "updated_at": time.time(), **fields})
 
     def read_optional(self, path: Path) -> dict[str, Any] | None:
         """A JSON file, or None when absent or unreadable (torn, corrupt)."""

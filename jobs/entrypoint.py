@@ -39,11 +39,14 @@ class WorkerFailed(RuntimeError):
 
 
 def job_ids() -> dict[str, str | None]:
+    """This attempt's own job id and SLURM restart count. A local run (submitit's local executor, also when
+    started from inside a SLURM allocation) is ``local-<pid>``: the allocation's ids are not its own."""
     env = os.environ
+    if env.get("SUBMITIT_EXECUTOR") == "local":
+        local_id = env.get("SUBMITIT_LOCAL_JOB_ID")
+        return {"job_id": f"local-{local_id}" if local_id else None, "attempt": "0"}
     array_job, array_task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
     job_id = f"{array_job}_{array_task}" if array_job and array_task else env.get("SLURM_JOB_ID")
-    if job_id is None and env.get("SUBMITIT_LOCAL_JOB_ID"):
-        job_id = f"local-{env['SUBMITIT_LOCAL_JOB_ID']}"
     restarts = env.get("SLURM_RESTART_COUNT", "0")
     return {"job_id": job_id, "attempt": restarts}
 
@@ -155,7 +158,7 @@ def _await_scheduler(run_dir: RunDir, ids: dict[str, Any]) -> None:
     job resumes from the save), and a cancelled one is killed. Elsewhere, stop now."""
     beat = run_dir.read_optional(run_dir.heartbeat_path) or {}
     step = beat.get("step")
-    if not os.environ.get("SLURM_JOB_ID"):
+    if not preemption.under_slurm():
         raise _Stopped("cancelled", f"terminated (SIGTERM); saved a checkpoint at step {step}")
     append_jsonl(run_dir.path / ATTEMPTS_FILE, {"event": "terminated", "time": time.time(), "step": step, **ids})
     log.warning("saved at step %s after SIGTERM; waiting for SLURM to requeue (preemption) or end the job", step)

@@ -65,8 +65,12 @@ def gpu_info() -> dict[str, Any]:
 
 
 def capture() -> dict[str, Any]:
+    """env.json's content. A local run (``SUBMITIT_EXECUTOR=local``) records no ``SLURM_*`` variable: those
+    of an enclosing allocation (the local queue started inside ``srun --pty``) are not its own."""
     commit, dirty = git_commit()
-    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    local = os.environ.get("SUBMITIT_EXECUTOR") == "local"
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith(ENV_PREFIXES) and not (local and k.startswith("SLURM_"))}
     return {
         "git_commit": commit,
         "git_dirty": dirty,

@@ -50,12 +50,16 @@ def _is_nan(exc: BaseException) -> bool:
 
 
 def classify_exception(exc: BaseException) -> tuple[str, str]:
-    """``(reason, hint)`` for a failed run: ``cuda_oom``, ``nan_loss`` or ``exception``.
+    """``(reason, hint)`` for a failed run: ``no_gpu``, ``cuda_oom``, ``nan_loss`` or ``exception``.
 
     Timeouts, preemption and cancellation are signals, not exceptions: the entry
     point classifies those itself.
     """
     chain = _chain(exc)
+    if any(type(item).__name__ == "NoGPUError" for item in chain):
+        from jobs.gpu import NO_GPU_HINT
+
+        return "no_gpu", NO_GPU_HINT
     if any(_is_oom(item) for item in chain):
         return "cuda_oom", OOM_HINT
     if any(_is_nan(item) for item in chain):

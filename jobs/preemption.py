@@ -22,6 +22,7 @@ finished and is not requeued (checked on SLURM 22.05).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Callable
 from types import FrameType
@@ -62,6 +63,43 @@ def install() -> None:
         _ORIGINAL["handler"] = previous
     signal.signal(signal.SIGUSR2, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+
+
+def under_slurm() -> bool:
+    """SLURM owns this process: it runs in a SLURM job, not in the local queue started from inside one
+    (``orchestrate submit`` with ``cluster: local`` in an ``srun --pty`` shell inherits the allocation's
+    ``SLURM_*`` variables; submitit's local executor marks its jobs with ``SUBMITIT_EXECUTOR=local``)."""
+    return bool(os.environ.get("SLURM_JOB_ID")) and os.environ.get("SUBMITIT_EXECUTOR") != "local"
+
+
+class ChildSignals:
+    """``worker_init_fn`` for data-loading processes: the scheduler's warnings are the main process's.
+
+    SLURM delivers a preemption's SIGTERM, ``scancel``'s and ``scontrol requeue``'s SIGTERM and the
+    ``--signal`` USR2 to every process of the job step. A DataLoader worker dies of SIGTERM (torch's
+    worker handler re-raises it) or of USR2 (default action), and the main process then fails with
+    "DataLoader worker ... is killed by signal" before it can save. The workers ignore both; they
+    still end with the main process (torch's workers watch their parent) and with SIGKILL.
+    Picklable, so it also works with the spawn and forkserver start methods.
+    """
+
+    def __init__(self, inner: Callable[[int], Any] | None = None) -> None:
+        self.inner = inner
+
+    def __call__(self, worker_id: int) -> None:
+        for signum in (signal.SIGTERM, signal.SIGUSR2):
+            signal.signal(signum, signal.SIG_IGN)
+        if self.inner is not None:
+            self.inner(worker_id)
+
+
+def shield_loader(loader: Any) -> Any:
+    """Make ``loader``'s worker processes (if any) ignore the scheduler's warning signals; returns it.
+    accelerate's prepared loaders wrap the torch DataLoader that starts the workers (``base_dataloader``)."""
+    target = loader.__dict__.get("base_dataloader", loader)
+    if getattr(target, "num_workers", 0) > 0 and not isinstance(getattr(target, "worker_init_fn", None), ChildSignals):
+        target.worker_init_fn = ChildSignals(target.worker_init_fn)
+    return loader
 
 
 def requeue() -> None:

@@ -30,6 +30,7 @@ from transformers.trainer_utils import seed_worker
 
 from jobs.callbacks import FiniteLossGuard
 from jobs.flat_optim import FlatAdamW, flat_groups_possible
+from jobs.preemption import ChildSignals, shield_loader
 from jobs.profiler import TokenCounter
 from jobs.qa_features import BucketBatchSampler
 
@@ -61,7 +62,7 @@ class SpecTrainer(Trainer):
     def get_train_dataloader(self) -> DataLoader:
         """The Trainer's loader, or one over length-bucketed batches of feature indices."""
         if self.bucket_lengths is None:
-            return super().get_train_dataloader()
+            return shield_loader(super().get_train_dataloader())
         if self.train_dataset is None or len(self.bucket_lengths) != len(self.train_dataset):  # type: ignore[arg-type]
             raise ValueError("bucket_lengths must give one length a training feature")
         args = self.args
@@ -75,9 +76,15 @@ class SpecTrainer(Trainer):
             pin_memory=args.dataloader_pin_memory,
             persistent_workers=args.dataloader_persistent_workers and workers > 0,
             prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
-            worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
+            worker_init_fn=ChildSignals(partial(seed_worker, num_workers=workers, rank=args.process_index)),
         )
-        return self.accelerator.prepare(loader)
+        return shield_loader(self.accelerator.prepare(loader))
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> DataLoader:
+        return shield_loader(super().get_eval_dataloader(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset: Any) -> DataLoader:
+        return shield_loader(super().get_test_dataloader(test_dataset))
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         """:class:`~jobs.flat_optim.FlatAdamW` for ``adamw_fused`` (same decay groups as the Trainer's)."""

@@ -31,6 +31,7 @@ from jobs import preemption
 from jobs.callbacks import FiniteLossGuard, LossGuardCallback, RunDirCallback
 from jobs.contract import RunDir, RunSpec, TrainConfig
 from jobs.data import resolve_cache_dir
+from jobs.gpu import require_cuda
 from jobs.methods import apply_methods, method_names
 from jobs.model import load_model, load_tokenizer, parameter_counts, present_modules
 from jobs.profiler import KernelProfiler, StepProfiler, TokenCounter
@@ -170,6 +171,7 @@ def run_training(
     """
     train = spec.train
     task = TASKS[train.task]
+    require_cuda(spec)  # before any tokenising: a GPU run never falls back to the CPU
     set_seed(train.seed)
     run_dir.write_heartbeat("loading", step=0)
     tokenizer = load_tokenizer(train)

@@ -145,6 +145,7 @@ def submit_chunk(experiment: Experiment, manifest: dict[str, Any], matrix: Matri
                  array_job_id=(job_ids[0] or "").split("_")[0] or None, submitted_at=time.time())
     if kind == "local":
         entry["parallelism"] = min(matrix.profile.local_parallelism, chunk[0].resources.array_parallelism)
+        entry["runs_per_gpu"] = matrix.profile.local_runs_per_gpu
         preamble = profiles.render_preamble(matrix.profile, chunk[0].resources, {"experiment": matrix.experiment})
         entry["setup"] = profiles.split_preamble(preamble)[1]
         experiment.write_manifest(manifest)

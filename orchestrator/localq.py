@@ -4,7 +4,8 @@
     python -m orchestrator.localq EXPERIMENT_DIR TOKEN
 
 Each started job's process id is recorded in the manifest (under the experiment lock), so
-``status`` and ``cancel`` work the same as with SLURM.
+``status`` and ``cancel`` work the same as with SLURM. Each job gets the GPUs it asks for
+(``orchestrator/localgpu.py`` gives the rule), recorded in its attempt as ``gpus``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from orchestrator import localgpu
 
 POLL_S = 1.0
 
@@ -40,6 +43,8 @@ class _Runner:
         self.token = token
         self.stopping = False
         self.running: dict[str, Any] = {}  # run_id -> submitit LocalJob
+        self.found = ""  # how the machine's GPUs were found (localgpu.discover)
+        self.pool = localgpu.GpuPool([])
 
     def _update(self, run_id: str | None, **fields: Any) -> dict[str, Any]:
         with self.experiment.locked():
@@ -63,33 +68,56 @@ class _Runner:
                 out.append(run_id)
         return out
 
-    def _launch(self, run_id: str, setup: list[str], timeout_min: int) -> None:
+    def _launch(self, run_id: str, setup: list[str], timeout_min: int, devices: list[str]) -> None:
         import submitit
 
         from jobs.entrypoint import Worker
 
         executor = submitit.LocalExecutor(folder=self.experiment.submitit_dir / self.token / "%j")
-        executor.update_parameters(timeout_min=timeout_min, setup=setup)
+        # submitit would hide every GPU (gpus_per_node=0): the job's devices are set in its shell instead,
+        # which also carries non-integer entries (GPU-/MIG- UUIDs) that submitit's visible_gpus refuses
+        gpu_lines = localgpu.job_environment_lines(devices, self.found)
+        executor.update_parameters(timeout_min=timeout_min, setup=[*setup, *gpu_lines])
         job = executor.submit(Worker(), str(self.experiment.run_dir(run_id).path))
         self.running[run_id] = job
         self._update(run_id, state="started", job_id=f"local-{job.job_id}", pid=int(job.job_id),
-                     started_at=time.time(), log=str(job.paths.stderr))
+                     started_at=time.time(), log=str(job.paths.stderr), gpus=",".join(devices))
+
+    def _next(self, queue: list[str], gpus: dict[str, int]) -> tuple[str, list[str]] | None:
+        """The first queued run whose GPUs are free (a waiting GPU run does not hold back a CPU run)."""
+        for run_id in queue:
+            devices = self.pool.take(run_id, gpus[run_id])
+            if devices is not None:
+                queue.remove(run_id)
+                return run_id, devices
+        return None
 
     def run(self) -> None:
-        manifest = self._update(None, runner_pid=os.getpid(), runner_state="running")
+        for name in localgpu.scheduler_job_variables(dict(os.environ)):
+            del os.environ[name]  # started inside a SLURM allocation: its ids are not the runs' own
+        devices, self.found = localgpu.discover()
+        manifest = self._update(None, runner_pid=os.getpid(), runner_state="running", gpus_found=devices,
+                                gpus_found_by=self.found)
         entry = manifest["submissions"][self.token]
         parallelism = int(entry.get("parallelism", 1))
+        self.pool = localgpu.GpuPool(devices, runs_per_gpu=int(entry.get("runs_per_gpu", 1)))
         setup = list(entry.get("setup", []))
         queue = self._queued(manifest)
-        timeouts = {r: int(_spec_time(self.experiment, r)) for r in queue}
+        specs = {r: _spec_resources(self.experiment, r) for r in queue}
         while (queue or self.running) and not self.stopping:
             while queue and len(self.running) < parallelism and not self.stopping:
-                run_id = queue.pop(0)
+                chosen = self._next(queue, {r: specs[r][1] for r in queue})
+                if chosen is None:
+                    break  # every queued run waits for a GPU
+                run_id, run_devices = chosen
                 if run_id in self._queued(self.experiment.read_manifest()):  # not cancelled meanwhile
-                    self._launch(run_id, setup, timeouts[run_id])
+                    self._launch(run_id, setup, specs[run_id][0], run_devices)
+                else:
+                    self.pool.release(run_id)
             for run_id, job in list(self.running.items()):
                 if job.done():
                     del self.running[run_id]
+                    self.pool.release(run_id)
                     self._update(run_id, state="ended", ended_at=time.time())
             time.sleep(POLL_S)
         if self.stopping:
@@ -104,11 +132,13 @@ class _Runner:
             self._update(run_id, state="cancelled")
 
 
-def _spec_time(experiment: Any, run_id: str) -> int:
+def _spec_resources(experiment: Any, run_id: str) -> tuple[int, int]:
+    """(time limit in minutes, GPUs asked for) of a run."""
     try:
-        return experiment.run_dir(run_id).read_spec().resources.time_min
+        resources = experiment.run_dir(run_id).read_spec().resources
     except Exception:  # noqa: BLE001 - a broken spec is reported by the worker itself
-        return 60
+        return 60, 0
+    return resources.time_min, resources.gpus
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -373,7 +373,15 @@ def _build_spec(raw: dict[str, Any], profile: profiles.Profile, name: str, body:
         experiment=str(raw["experiment"]), run_name=run_name, base_name=name, run_id=f"{run_name}-{digest}",
         series=_series_of(name, body), config_hash=digest, grid_values=combo,
         description=str(body.get("description", "")), train=train, resources=resources,
+        cuda_required=_gpus_are_cuda(profile, resources),
     )
+
+
+def _gpus_are_cuda(profile: profiles.Profile, resources: Resources) -> bool:
+    """Whether the run's ``gpus`` are CUDA devices the worker must find (jobs/gpu.py): yes unless the
+    profile declares the partition ``cuda: false`` (e.g. a test cluster's gres on fake device files)."""
+    partition = profile.partition(resources.partition)
+    return resources.gpus >= 1 and (partition is None or partition.cuda)
 
 
 def _hardware_problems(profile: profiles.Profile, train: TrainConfig, resources: Resources, where: str) -> Problems:

@@ -1,0 +1,100 @@
+"""The worker under real signals, as SLURM delivers them: to every process of the job step.
+
+SLURM sends a preemption's SIGTERM, scancel's and ``scontrol requeue``'s SIGTERM and the ``--signal``
+USR2 warning to all the job step's processes, the data-loading workers included. These tests start
+the real worker in a process group of its own with the default data-loader settings (2 workers) and
+signal the whole group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.contract import RunDir, TrainConfig, read_jsonl
+from jobs.resume import latest_checkpoint
+
+pytestmark = pytest.mark.train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _start(run_dir: RunDir, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "jobs.entrypoint", str(run_dir.path)], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _wait_for_step(worker: subprocess.Popen, run_dir: RunDir, step: int) -> None:
+    deadline = time.time() + 240
+    while ((run_dir.read_optional(run_dir.heartbeat_path) or {}).get("step") or 0) < step:
+        assert time.time() < deadline, f"the worker did not reach step {step}"
+        assert worker.poll() is None, worker.stderr.read().decode()[-3000:] if worker.stderr else ""
+        time.sleep(0.2)
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_"))}
+    return {**env, "PYTHONPATH": str(REPO), **extra}
+
+
+@pytest.mark.parametrize(("signum", "reason"), [(signal.SIGTERM, "cancelled"), (signal.SIGUSR2, "preempted")])
+def test_a_signal_to_the_whole_job_spares_the_data_loader_workers(
+    tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_for: Any, signum: int, reason: str
+) -> None:
+    """Default data loading (2 worker processes): the signal reaches them too, and the run still saves
+    at the step boundary and stops with the signal's reason, not 'exception' (DataLoader worker killed)."""
+    train = tiny(max_steps=100000, save_steps=100000, logging_steps=1000, dataloader_workers=2)
+    assert TrainConfig.model_fields["dataloader_workers"].default == 2  # the path users run
+    run_dir = run_dir_for("group")
+    run_dir.write_spec(spec_for(train, "group"))
+    worker = _start(run_dir, _clean_env())
+    try:
+        _wait_for_step(worker, run_dir, 5)
+        os.killpg(worker.pid, signum)
+        assert worker.wait(timeout=120) == 1
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    failure = json.loads(run_dir.failure_path.read_text())
+    assert failure["reason"] == reason, failure
+    saved = latest_checkpoint(run_dir.checkpoint_dir)
+    assert saved is not None and int(saved.name.split("-")[1]) >= 5, failure
+
+
+def test_a_local_run_inside_a_slurm_allocation_keeps_its_own_identity(
+    tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_for: Any
+) -> None:
+    """The local queue started from an ``srun --pty`` shell: the allocation's SLURM_* variables are in the
+    environment, but the run is submitit's local job. It records its own id only, and on SIGTERM it saves
+    and stops at once instead of waiting for a SLURM requeue that will never come."""
+    train = tiny(max_steps=100000, save_steps=100000, logging_steps=1000)
+    run_dir = run_dir_for("local-in-alloc")
+    run_dir.write_spec(spec_for(train, "local-in-alloc"))
+    env = _clean_env(SLURM_JOB_ID="23", SLURM_JOBID="23", SLURM_STEP_ID="0", SLURM_JOB_PARTITION="cpu",
+                     SLURM_RESTART_COUNT="0", SUBMITIT_EXECUTOR="local", SUBMITIT_LOCAL_JOB_ID="24085")
+    worker = _start(run_dir, env)
+    try:
+        _wait_for_step(worker, run_dir, 3)
+        beat = run_dir.read_optional(run_dir.heartbeat_path) or {}
+        signalled = time.monotonic()
+        os.killpg(worker.pid, signal.SIGTERM)
+        assert worker.wait(timeout=120) == 1
+        assert time.monotonic() - signalled < 60, "a local run must not wait for SLURM"
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    assert beat.get("job_id") == "local-24085", beat
+    failure = json.loads(run_dir.failure_path.read_text())
+    assert failure["reason"] == "cancelled" and failure["job_id"] == "local-24085", failure
+    assert {line.get("job_id") for line in read_jsonl(run_dir.path / "attempts.jsonl")} == {"local-24085"}
+    env_json = json.loads(run_dir.env_path.read_text())
+    assert env_json["slurm"] == {} and not any(key.startswith("SLURM_") for key in env_json["env"]), env_json
