@@ -15,6 +15,7 @@ optimizers, a quantised base model.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -27,6 +28,12 @@ VISIBLE_DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "S
 NO_GPU_HINT = ("give the job a GPU: on SLURM a GPU partition with resources.gpus >= 1 (check `sinfo -o '%P %G'`); "
                "with the local executor a machine where `nvidia-smi -L` lists a GPU and CUDA_VISIBLE_DEVICES is not "
                "empty; a CUDA build of torch. Or ask for none: resources.gpus: 0, precision: fp32, optimizer: adamw")
+
+
+logger = logging.getLogger(__name__)
+
+# Opt-in for the CPU tests of the GPU-only knobs' logic (8-bit optimizer, quantisation, autocast): recorded.
+CPU_OPT_IN = "ORCHESTRATE_GPU_KNOBS_ON_CPU"
 
 
 class NoGPUError(RuntimeError):
@@ -69,16 +76,22 @@ def cuda_state() -> dict[str, Any]:
     return state
 
 
-def require_cuda(spec: RunSpec, state: dict[str, Any] | None = None) -> None:
+def require_cuda(spec: RunSpec, state: dict[str, Any] | None = None) -> list[str]:
     """Raise :class:`NoGPUError` when ``spec`` needs CUDA (:func:`cuda_needs`) and this process has none,
-    or fewer devices than ``resources.gpus``."""
+    or fewer devices than ``resources.gpus``. Returns the warnings for result.json: one when the GPU-only
+    knobs run on the CPU on purpose (``ORCHESTRATE_GPU_KNOBS_ON_CPU=1``, for testing their logic on a
+    machine without a GPU; never for a run that asked for ``gpus >= 1``)."""
     needs = cuda_needs(spec)
     if not needs:
-        return
+        return []
     state = cuda_state() if state is None else state
     wanted = spec.resources.gpus if any(n.startswith("resources.gpus") for n in needs) else 1
     if state["available"] and state["device_count"] >= wanted:
-        return
+        return []
+    if os.environ.get(CPU_OPT_IN) == "1" and not any(n.startswith("resources.gpus") for n in needs):
+        message = f"GPU-only settings ran on the CPU on purpose ({CPU_OPT_IN}=1): {', '.join(needs)}"
+        logger.warning(message)
+        return [message]
     if state["torch_cuda"] is None:
         seen = "this torch is a CPU build (torch.version.cuda is None)"
     elif state["error"]:

@@ -102,6 +102,26 @@ def shield_loader(loader: Any) -> Any:
     return loader
 
 
+def start_compile_workers() -> None:
+    """Start torch.compile's (inductor's) compile-worker processes with SIGTERM and USR2 blocked, so they
+    never see the scheduler's warnings: a compile worker killed by the job-wide SIGTERM mid-compilation
+    fails the step before the save. A blocked signal mask is inherited across fork and exec (a handler is
+    not), by the pool's sidecar process and the workers it forks; this process's mask is restored at once,
+    and a signal that came meanwhile is delivered then. No-op where inductor compiles in-process."""
+    try:
+        from torch._inductor.async_compile import AsyncCompile
+    except ImportError:
+        return
+    warnings_mask = {signal.SIGTERM, signal.SIGUSR2}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, warnings_mask)
+    try:
+        AsyncCompile.warm_pool()
+    except Exception as exc:  # noqa: BLE001 - an internal API: without the pool inductor compiles in-process
+        log.warning("could not start the compile workers with the warning signals blocked: %s", exc)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def requeue() -> None:
     """Hand over to submitit: it calls Worker.checkpoint, requeues the job and exits."""
     handler: Callable[[int, FrameType | None], Any] | None = _ORIGINAL["handler"]

@@ -88,6 +88,8 @@ def build_session(
     callbacks.extend(extra_callbacks)
     lengths = train_features["length"] if train.bucketing else None
     compile_mode = train.compile.mode if train.compile is not None and train.compile.enabled else None
+    if compile_mode is not None:
+        preemption.start_compile_workers()  # before the Trainer compiles: the pool must not die of SIGTERM
     trainer = SpecTrainer(
         model=model,
         args=build_training_arguments(train, run_dir.checkpoint_dir),
@@ -171,7 +173,7 @@ def run_training(
     """
     train = spec.train
     task = TASKS[train.task]
-    require_cuda(spec)  # before any tokenising: a GPU run never falls back to the CPU
+    device_warnings = require_cuda(spec)  # before any tokenising: a GPU run never falls back to the CPU
     set_seed(train.seed)
     run_dir.write_heartbeat("loading", step=0)
     tokenizer = load_tokenizer(train)
@@ -180,6 +182,7 @@ def run_training(
     model = build_model(train, task)
     session = build_session(train, run_dir, model, tokenizer, task, data.train_features,
                             extra_callbacks=[*extra_callbacks, preemption.make_callback()])
+    session.warnings.extend(device_warnings)
     train_section = train_session(session)
     if preemption.requested():  # saved at a step boundary: the worker requeues, evaluation waits
         raise preemption.Preempted(f"stopped at step {session.trainer.state.global_step} for a requeue")

@@ -27,6 +27,13 @@ pytest.importorskip("datasets")
 from jobs.contract import Resources, RunDir, RunSpec, TrainConfig
 
 
+@pytest.fixture(autouse=True)
+def gpu_knobs_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU-only knobs (8-bit optimizer, quantised base, autocast) are tested here for their logic on the
+    CPU, on purpose: the worker would otherwise refuse them with no_gpu (each such result carries a warning)."""
+    monkeypatch.setenv("ORCHESTRATE_GPU_KNOBS_ON_CPU", "1")
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     """The packaged sentence-transformers/all-MiniLM-L6-v2 (a 6-layer uncased BERT)."""

@@ -98,3 +98,56 @@ def test_a_local_run_inside_a_slurm_allocation_keeps_its_own_identity(
     assert {line.get("job_id") for line in read_jsonl(run_dir.path / "attempts.jsonl")} == {"local-24085"}
     env_json = json.loads(run_dir.env_path.read_text())
     assert env_json["slurm"] == {} and not any(key.startswith("SLURM_") for key in env_json["env"]), env_json
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _blocked(pid: int) -> set[int]:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            mask = int(line.split()[1], 16)
+            return {signum for signum in range(1, 64) if mask & (1 << (signum - 1))}
+    return set()
+
+
+def test_compile_workers_never_see_the_warnings_and_the_save_happens(
+    tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_for: Any
+) -> None:
+    """torch.compile (inductor) starts compile-worker processes; SIGTERM to the whole job must not kill them
+    (it would fail a compilation in flight): they run with SIGTERM and USR2 blocked, and the run saves."""
+    train = tiny(max_steps=100000, save_steps=100000, logging_steps=1000, compile={"enabled": True},
+                 padding="dynamic")
+    run_dir = run_dir_for("compiled")
+    run_dir.write_spec(spec_for(train, "compiled"))
+    worker = _start(run_dir, _clean_env())
+    try:
+        _wait_for_step(worker, run_dir, 3)
+        compile_workers = [pid for pid in _descendants(worker.pid)
+                           if b"compile_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert compile_workers, "inductor started no compile-worker process"
+        for pid in compile_workers:
+            assert {signal.SIGTERM, signal.SIGUSR2} <= _blocked(pid), pid
+        assert not {signal.SIGTERM, signal.SIGUSR2} & _blocked(worker.pid)  # the main process still hears them
+        os.killpg(worker.pid, signal.SIGTERM)
+        assert worker.wait(timeout=180) == 1
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    failure = json.loads(run_dir.failure_path.read_text())
+    assert failure["reason"] == "cancelled", failure
+    assert latest_checkpoint(run_dir.checkpoint_dir) is not None

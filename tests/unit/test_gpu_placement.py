@@ -34,9 +34,19 @@ def test_a_gpu_run_without_cuda_fails_naming_what_needs_it_and_the_visible_devic
     assert reason == "no_gpu" and "nvidia-smi" in hint
 
 
+def test_the_cpu_opt_in_covers_knobs_only_and_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCHESTRATE_GPU_KNOBS_ON_CPU", "1")
+    warnings = require_cuda(_spec(gpus=0, optimizer="adamw_8bit"), NO_CUDA)
+    assert warnings == ["GPU-only settings ran on the CPU on purpose (ORCHESTRATE_GPU_KNOBS_ON_CPU=1): "
+                        "optimizer: adamw_8bit"]
+    with pytest.raises(NoGPUError):  # a run that asked for a GPU never runs on the CPU
+        require_cuda(_spec(gpus=1, optimizer="adamw_8bit"), NO_CUDA)
+
+
 @pytest.mark.parametrize("knobs", [{"precision": "bf16"}, {"optimizer": "adamw_fused"}, {"optimizer": "adamw_8bit"},
                                    {"quantization": {"bits": 4}, "lora": {"r": 4}}])
-def test_gpu_only_knobs_need_cuda_even_with_no_gpus_asked(knobs: dict) -> None:
+def test_gpu_only_knobs_need_cuda_even_with_no_gpus_asked(knobs: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ORCHESTRATE_GPU_KNOBS_ON_CPU", raising=False)
     with pytest.raises(NoGPUError):
         require_cuda(_spec(gpus=0, **knobs), NO_CUDA)
 
