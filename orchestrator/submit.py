@@ -22,7 +22,7 @@ from jobs.contract import RunDir, RunSpec
 from orchestrator import executors, slurm
 from orchestrator.errors import RuntimeUserError, UserError
 from orchestrator.jobstate import scheduler_states
-from orchestrator.matrix import Matrix
+from orchestrator.matrix import Matrix, check_root_writable
 from orchestrator.store import Experiment
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def plan(matrix: Matrix, specs: list[RunSpec], manifest: dict[str, Any], experim
 def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_failed: bool = False,
            force: frozenset[str] = frozenset(), cwd: Path) -> Outcome:
     """Write specs and submit the new runs, one job array per resource group."""
+    check_root_writable(matrix)
     experiment = Experiment(matrix.experiment_dir)
     with experiment.locked():
         manifest = experiment.read_manifest()

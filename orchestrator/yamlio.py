@@ -76,16 +76,17 @@ def _read_text(path: Path) -> str:
     except OSError as exc:
         raise MatrixError(str(path), [("", f"cannot read: {exc.strerror or exc}")]) from None
     if len(payload) > MAX_BYTES:
-        raise MatrixError(str(path), [("", f"the file is larger than {MAX_BYTES // 1024} KiB: refused "
-                                       "(a matrix is a short YAML file; use grid axes instead of long lists)")])
+        message = (f"the file is larger than {MAX_BYTES // 1024} KiB: refused "
+                   "(a matrix is a short YAML file; use grid axes instead of long lists)")
+        raise MatrixError(str(path), [("", message)])
     nul = payload.find(b"\0")
     if nul >= 0:
         raise MatrixError(str(path), [("", f"binary data (a NUL byte at offset {nul}): not a YAML text file")])
     try:
         return payload.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MatrixError(str(path), [("", f"not UTF-8 text (byte 0x{payload[exc.start]:02x} at offset "
-                                       f"{exc.start}): save the file as UTF-8")]) from None
+        message = f"not UTF-8 text (byte 0x{payload[exc.start]:02x} at offset {exc.start}): save the file as UTF-8"
+        raise MatrixError(str(path), [("", message)]) from None
 
 
 def _check_bounds(text: str) -> None:
