@@ -102,7 +102,7 @@ def load_matrix(path: Path | str) -> Matrix:
         # Every stage runs even when an earlier one found problems: one report, all problems.
         specs = _expand_all(_usable(raw, problems), profile, problems)
         problems += preflight.problems(specs, profile.hf_home)
-    if problems:
+    if problems or profile is None:  # no profile means a problem was reported
         raise MatrixError(source, problems)
     executor = raw.get("executor") or profile.executor
     return Matrix(
@@ -125,6 +125,11 @@ def _usable(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
     for key in ("defaults", "resources", "grid"):
         if key in refused and not isinstance(raw.get(key), dict):
             usable[key] = {}
+    runs = {}
+    for name, body in raw["runs"].items():
+        body = body if isinstance(body, dict) else {}
+        runs[name] = {k: v for k, v in body.items() if k not in ("grid", "resources") or v is None or isinstance(v, dict)}
+    usable["runs"] = runs
     return usable
 
 

@@ -203,8 +203,10 @@ def data_problems(train: TrainConfig, where: str) -> Problems:
     return found
 
 
-def file_problem(value: str, needed: Sequence[str]) -> str | None:
-    """Why a local data file cannot serve the task, or None."""
+@functools.lru_cache(maxsize=256)
+def file_problem(value: str, needed: tuple[str, ...]) -> str | None:
+    """Why a local data file cannot serve the task, or None (read once per submit: the
+    runs of a grid share their files)."""
     path = Path(os.path.expanduser(os.path.expandvars(value)))
     if not path.exists():
         return f"not found (looked at {path.absolute()}); fix the path (an absolute path is safest: the job runs on another node)"
