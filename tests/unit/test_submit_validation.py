@@ -367,3 +367,20 @@ def test_profile_paths_quoted_and_expanded_on_the_node(tmp_path: Path, capsys: p
     assert 'eval "$(conda shell.bash hook)"\nconda activate "${HOME}/envs/x y"' in out
     assert 'export HF_HOME="${SCRATCH}/hf"' in out and 'export HF_DATASETS_CACHE="${SCRATCH}/hf/datasets"' in out
     assert "'$HOME" not in out
+
+
+def test_force_matches_run_names_by_the_same_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.store import empty_manifest
+    from orchestrator.submit import plan
+
+    code, _, err = submit(tmp_path, "grid: {seed: [1, 2]}\nruns:\n  A4-b: {precision: fp16}\n  A4: {precision: fp16}\n", capsys)
+    assert code == 0, err
+    matrix = load_matrix(tmp_path / "m.yaml")
+    experiment = Experiment(matrix.experiment_dir)
+    for spec in matrix.runs:  # every run done
+        write_json_atomic(experiment.run_dir(spec.run_id).result_path, {"f1": 1.0})
+    manifest = empty_manifest(matrix.experiment)
+    chosen = plan(matrix, list(matrix.runs), manifest, experiment, force=frozenset({"A4-b"}))
+    assert sorted(s.run_name for s in chosen.new) == ["A4-b-seed1", "A4-b-seed2"]
+    chosen = plan(matrix, list(matrix.runs), manifest, experiment, force=frozenset({"A4-*1,A4-seed2"}))
+    assert sorted(s.run_name for s in chosen.new) == ["A4-b-seed1", "A4-seed1", "A4-seed2"]
