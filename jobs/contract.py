@@ -65,9 +65,12 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 
 
 class Strict(BaseModel):
-    """Frozen, closed model: unknown keys are errors, nothing is mutated after parsing."""
+    """Frozen, closed, strictly typed model: unknown keys are errors, nothing is mutated
+    after parsing, and nothing is coerced (``batch_size: true`` is not 1, ``"3"`` is not 3;
+    a whole number is accepted where a float is wanted). ``3e-5`` reaches us as a float:
+    ``orchestrator.yamlio`` reads it so deliberately, although YAML 1.1 calls it a string."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True)
 
 
 # --------------------------------------------------------------------------- knobs
@@ -81,17 +84,30 @@ class CompileConfig(Strict):
     mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
 
 
+ALL_LINEAR = "all-linear"  # peft's shorthand: every linear layer except the output head
+
+
 class LoraConfig(Strict):
     r: int = Field(8, ge=1, le=1024)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
+    # Leaf module names (``query``, DistilBERT's ``q_lin``), dotted suffixes, or ``all-linear``.
     target_modules: tuple[str, ...] = ("query", "value")
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _as_tuple(cls, value: Any) -> Any:
+        if value == ALL_LINEAR:
+            return (ALL_LINEAR,)
+        return tuple(value) if isinstance(value, list) else value
 
     @field_validator("target_modules")
     @classmethod
     def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("must name at least one module, e.g. [query, value]")
+        if ALL_LINEAR in value and len(value) > 1:
+            raise ValueError(f"{ALL_LINEAR} already covers every linear layer: write target_modules: {ALL_LINEAR}")
         return value
 
 
@@ -322,7 +338,8 @@ def check_compat(train: TrainConfig, device: DeviceInfo, gpus: int) -> list[str]
     if train.quantization is not None:
         if not has_cuda:
             problems.append("quantization (QLoRA / 8-bit base) needs CUDA: ask for gpus >= 1 on a GPU partition")
-        elif train.quantization.compute_dtype == "bf16" and not device.bf16:
+        elif train.quantization.bits == 4 and train.quantization.compute_dtype == "bf16" and not device.bf16:
+            # compute_dtype is bnb_4bit_compute_dtype: 8-bit loading (LLM.int8) does not use it
             problems.append(f"quantization.compute_dtype bf16 is not supported on {device.gpu_name}; use fp16")
     if train.optimizer == "adamw_fused" and not has_cuda:
         problems.append("optimizer adamw_fused needs CUDA; use adamw")

@@ -13,13 +13,13 @@ frozen layers stay frozen whatever was unfrozen before.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model, prepare_model_for_kbit_training
 
-from jobs.contract import TrainConfig
+from jobs.contract import ALL_LINEAR, TrainConfig
 
 Method = Callable[[torch.nn.Module, TrainConfig, Sequence[str]], torch.nn.Module]
 
@@ -39,14 +39,34 @@ def method_names(train: TrainConfig) -> list[str]:
     return names
 
 
+def unmatched_targets(module_names: Iterable[str], targets: Sequence[str]) -> list[str]:
+    """Those of ``targets`` that name no module, by peft's rule for a list of names: a
+    target matches a module whose dotted name equals it or ends with ``.target``.
+    ``all-linear`` always matches. Example: (["bert.encoder.layer.0.attention.self.query"],
+    ["query", "valu"]) -> ["valu"]."""
+    names = list(module_names)
+    return [t for t in targets if t != ALL_LINEAR and not any(n == t or n.endswith("." + t) for n in names)]
+
+
 def apply_lora(model: torch.nn.Module, train: TrainConfig, heads: Sequence[str]) -> torch.nn.Module:
-    """LoRA adapters on ``lora.target_modules``; the new task head stays fully trainable."""
+    """LoRA adapters on ``lora.target_modules``; the new task head stays fully trainable.
+
+    Raises ValueError naming every target that matches no module (peft itself only fails
+    when none matches, and would silently adapt fewer layers than asked)."""
     assert train.lora is not None  # guarded by method_names
+    targets = train.lora.target_modules
+    unmatched = unmatched_targets((name for name, _ in model.named_modules()), targets)
+    if unmatched:
+        leaves = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if isinstance(module, (torch.nn.Linear, torch.nn.Embedding))})
+        raise ValueError(f"lora.target_modules: {', '.join(map(repr, unmatched))} match no module of "
+                         f"{train.model_name_or_path}; its linear and embedding layers: {', '.join(leaves)} "
+                         f"(or target_modules: {ALL_LINEAR})")
     config = PeftLoraConfig(
         r=train.lora.r,
         lora_alpha=train.lora.alpha,  # type: ignore[arg-type]  # peft annotates int, takes any number
         lora_dropout=train.lora.dropout,
-        target_modules=list(train.lora.target_modules),
+        target_modules=ALL_LINEAR if targets == (ALL_LINEAR,) else list(targets),
         modules_to_save=list(heads),
     )
     return get_peft_model(model, config)

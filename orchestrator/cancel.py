@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import signal
 import time
@@ -11,6 +10,7 @@ from typing import Any
 from orchestrator import slurm
 from orchestrator.errors import UserError
 from orchestrator.jobstate import pid_alive, scheduler_states
+from orchestrator.matrix import matches, name_patterns
 from orchestrator.store import Experiment, latest_attempt
 
 
@@ -18,7 +18,7 @@ def cancel(experiment: Experiment, patterns: list[str]) -> list[str]:
     """Cancel the active jobs of the runs matching ``patterns`` (all if empty); return run names."""
     with experiment.locked():
         manifest = experiment.read_manifest()
-        run_ids = _select(manifest, patterns)
+        run_ids = _select(experiment, manifest, name_patterns(patterns))
         states, _ = scheduler_states(manifest, run_ids)
         active = [r for r in run_ids if r in states and states[r].active]
         slurm_ids = [str(latest_attempt(manifest, r)["job_id"]) for r in active
@@ -41,12 +41,20 @@ def _cancel_local(manifest: dict[str, Any], attempt: dict[str, Any]) -> None:
     attempt["ended_at"] = time.time()
 
 
-def _select(manifest: dict[str, Any], patterns: list[str]) -> list[str]:
+def _select(experiment: Experiment, manifest: dict[str, Any], patterns: list[str]) -> list[str]:
+    """The current runs matching ``patterns`` by the rule ``submit --only`` uses."""
     current = manifest.get("current_runs", {})
     if not patterns:
         return list(current.values())
-    chosen = [run_id for name, run_id in current.items()
-              if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name.split("-")[0], p) for p in patterns)]
+    chosen = [run_id for name, run_id in current.items() if matches(name, _base_name(experiment, run_id, name), patterns)]
     if not chosen:
         raise UserError(f"no run matches {' '.join(patterns)}; runs are {', '.join(sorted(current))}")
     return chosen
+
+
+def _base_name(experiment: Experiment, run_id: str, run_name: str) -> str:
+    """The run's matrix entry, from its spec.json (a base name may itself contain '-')."""
+    try:
+        return experiment.run_dir(run_id).read_spec().base_name
+    except (OSError, ValueError):
+        return run_name  # no readable spec: the full name still matches

@@ -20,10 +20,13 @@ Nothing is written here: this module only reads and validates.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import itertools
 import os
 import re
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +34,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from jobs.contract import SAFE_NAME, Resources, RunSpec, TrainConfig, check_compat, config_hash
-from orchestrator import profiles
+from orchestrator import preflight, profiles
 from orchestrator.errors import MatrixError, UserError
-from orchestrator.schema_keys import has_path, leaf_paths, nested_model, suggest, unknown_keys
+from orchestrator.schema_keys import has_path, known_only, leaf_paths, nested_model, suggest, unknown_keys
 from orchestrator.yamlio import load_yaml
 
 TOP_KEYS = ("experiment", "description", "root", "cluster", "executor", "baseline", "max_runs",
@@ -42,6 +45,7 @@ RUN_KEYS = ("extends", "series", "grid", "resources", "description")
 EXECUTORS = ("auto", "slurm", "local")
 DEFAULT_MAX_RUNS = 5000
 Problems = list[tuple[str, str]]
+EMPTY_GRID = "grid: {} adds no axis and clears nothing: write grid: null to drop the inherited axes, or remove the key"
 
 
 @dataclass(frozen=True)
@@ -80,19 +84,25 @@ def load_matrix(path: Path | str) -> Matrix:
         raise MatrixError(source, [("", "the matrix must be a mapping with keys " + ", ".join(TOP_KEYS))])
     problems = _top_level_problems(raw)
     experiment = raw.get("experiment")
+    profile: profiles.Profile | None = None
     try:
         profile = profiles.load_profile(str(raw.get("cluster", "local")), path.parent)
+    except MatrixError as exc:  # the profile file itself is broken: its problems, with its path
+        problems += [(f"cluster profile {exc.source}" + (f": {where}" if where else ""), message)
+                     for where, message in exc.problems]
     except UserError as exc:
         problems.append(("cluster", str(exc).split(": ", 1)[-1]))
-        profile = None
     runs_raw = raw.get("runs")
-    if profile is None or not isinstance(runs_raw, dict) or not runs_raw or any(p[0] in ("experiment", "root", "max_runs") for p in problems):
+    if not isinstance(runs_raw, dict) or not runs_raw:
         raise MatrixError(source, problems)
     structure = _run_entry_problems(runs_raw) + _baseline_problems(raw.get("baseline"), runs_raw)
     problems += structure
-    if not any(p[0].endswith(".extends") for p in structure):
-        specs = _expand_all(raw, profile, problems)
-    if problems:
+    specs: list[RunSpec] = []
+    if profile is not None and not any(p[0].endswith(".extends") for p in structure):
+        # Every stage runs even when an earlier one found problems: one report, all problems.
+        specs = _expand_all(_usable(raw, problems), profile, problems)
+        problems += preflight.problems(specs, profile.hf_home)
+    if problems or profile is None:  # no profile means a problem was reported
         raise MatrixError(source, problems)
     executor = raw.get("executor") or profile.executor
     return Matrix(
@@ -101,6 +111,26 @@ def load_matrix(path: Path | str) -> Matrix:
         baseline=raw.get("baseline"), runs=tuple(specs),
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
     )
+
+
+def _usable(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
+    """``raw`` with stand-ins where a top-level value was refused (reported already), so
+    that the runs can still be expanded and checked."""
+    usable = dict(raw)
+    refused = {p[0] for p in problems}
+    if "experiment" in refused:
+        usable["experiment"] = "experiment"
+    if "max_runs" in refused:
+        usable["max_runs"] = DEFAULT_MAX_RUNS
+    for key in ("defaults", "resources", "grid"):
+        if key in refused and not isinstance(raw.get(key), dict):
+            usable[key] = {}
+    runs = {}
+    for name, body in raw["runs"].items():
+        body = body if isinstance(body, dict) else {}
+        runs[name] = {k: v for k, v in body.items() if k not in ("grid", "resources") or v is None or isinstance(v, dict)}
+    usable["runs"] = runs
+    return usable
 
 
 def _top_level_problems(raw: dict[str, Any]) -> Problems:
@@ -150,8 +180,7 @@ def _run_entry_problems(runs: dict[str, Any]) -> Problems:
         if not isinstance(body, dict):
             problems.append((where, "must be a mapping of settings (or empty)"))
             continue
-        train_keys = {k: v for k, v in body.items() if k not in RUN_KEYS}
-        problems += unknown_keys(TrainConfig, train_keys, where)
+        problems += unknown_keys(TrainConfig, body, where, also=RUN_KEYS)
         problems += unknown_keys(Resources, body.get("resources") or {}, f"{where}.resources")
         parent = body.get("extends")
         if parent is not None and parent not in runs:
@@ -254,11 +283,50 @@ def _pydantic_problems(exc: ValidationError, origin: dict[str, str], fallback: s
     return problems
 
 
-def _grid_axes(global_grid: dict[str, Any], chain_grids: list[tuple[str, dict[str, Any]]]) -> tuple[list[tuple[str, list[Any], str]], Problems]:
-    axes: dict[str, tuple[list[Any], str]] = {}
+def _leaf_levels(layers: list[dict[str, Any]]) -> dict[str, int]:
+    """dotted path -> index of the last layer that sets it to a value (not a section)."""
+    levels: dict[str, int] = {}
+
+    def walk(data: dict[str, Any], path: str, level: int) -> None:
+        for key, value in data.items():
+            child = f"{path}.{key}" if path else str(key)
+            if isinstance(value, dict):
+                walk(value, child, level)  # an empty section (lora: {}) switches on, sets nothing
+            else:
+                levels[child] = level
+
+    for level, data in enumerate(layers):
+        walk(data, "", level)
+    return levels
+
+
+def _grid_axes(raw: dict[str, Any], chain: list[str]) -> tuple[list[tuple[str, list[Any], str]], Problems]:
+    """The grid axes of the last run of ``chain`` (ancestors first), by the inheritance rule:
+
+    * a run inherits the top-level ``grid`` and its ancestors' grids; a nearer grid's axis
+      replaces a farther one's; ``grid: null`` on a run clears everything inherited;
+    * a setting written on a descendant of the grid's run wins over the inherited axis:
+      the axis is dropped for that run. Settings at the grid's own level lose to it
+      (``defaults`` to the top-level grid; a run's ``lora: {r: 8}`` to its own
+      ``grid: {lora.r: [4, 16]}``, which needs the section switched on);
+    * ``grid: {}`` is refused as ambiguous: write ``grid: null`` to clear.
+    """
+    runs: dict[str, Any] = raw["runs"]
+    bodies = [runs[n] or {} for n in chain]
+    # Levels: defaults 0, the top-level grid 1, then run i (root ancestor first) 2 + i.
+    levels = _leaf_levels([raw.get("defaults") or {}, {}] + [{k: v for k, v in b.items() if k not in RUN_KEYS} for b in bodies])
+    axes: dict[str, tuple[list[Any], str, int]] = {}
     problems: Problems = []
-    for prefix, grid in [("grid", global_grid)] + chain_grids:
-        for axis, values in grid.items():
+    grids = [("grid", raw.get("grid") or {}, 1, False)]
+    grids += [(f"runs.{n}.grid", b.get("grid"), 2 + i, "grid" in b) for i, (n, b) in enumerate(zip(chain, bodies))]
+    for prefix, grid, level, present in grids:
+        if present and grid is None:
+            axes.clear()
+            continue
+        if present and grid == {}:
+            problems.append((prefix, EMPTY_GRID))
+            continue
+        for axis, values in (grid or {}).items():
             where = f"{prefix}.{axis}"
             if not has_path(TrainConfig, str(axis)):
                 problems.append((where, f"unknown axis{suggest(str(axis), leaf_paths(TrainConfig))}"))
@@ -267,8 +335,15 @@ def _grid_axes(global_grid: dict[str, Any], chain_grids: list[tuple[str, dict[st
             elif not values:
                 problems.append((where, "empty axis: give at least one value (an empty axis would expand to no runs)"))
             else:
-                axes[str(axis)] = (values, where)
-    return [(axis, values, where) for axis, (values, where) in axes.items()], problems
+                axes[str(axis)] = (values, where, level)
+    kept = [(axis, values, where) for axis, (values, where, level) in axes.items() if not _overridden(axis, level, levels)]
+    return kept, problems
+
+
+def _overridden(axis: str, axis_level: int, levels: dict[str, int]) -> bool:
+    """Whether a layer nearer than the axis's sets ``axis`` (or switches off a section above it)."""
+    parts = axis.split(".")
+    return any(levels.get(".".join(parts[:end]), -1) > axis_level for end in range(1, len(parts) + 1))
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> bool:
@@ -306,9 +381,7 @@ def _expand_all(raw: dict[str, Any], profile: profiles.Profile, problems: Proble
     planned = 0
     expansions: list[tuple[str, list[dict[str, Any]]]] = []
     for name in runs:
-        chain = _chain(runs, name)
-        bodies = [runs[n] or {} for n in chain]
-        axes, axis_problems = _grid_axes(raw.get("grid") or {}, [(f"runs.{n}.grid", b.get("grid") or {}) for n, b in zip(chain, bodies)])
+        axes, axis_problems = _grid_axes(raw, _chain(runs, name))
         problems += axis_problems
         combos = [dict(zip([a for a, _, _ in axes], values)) for values in itertools.product(*[v for _, v, _ in axes])] if not axis_problems else []
         planned += len(combos)
@@ -346,8 +419,9 @@ def _expand_run(raw: dict[str, Any], profile: profiles.Profile, name: str,
 
 
 def _validate(model: Any, data: dict[str, Any], origin: dict[str, str], fallback: str, problems: Problems) -> Any:
+    """``model`` from ``data`` minus its unknown keys (reported where they were typed)."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(known_only(model, data))
     except ValidationError as exc:
         problems += _pydantic_problems(exc, origin, fallback)
         return None
@@ -426,18 +500,42 @@ def _attach_baseline(specs: list[RunSpec], baseline: str | None) -> None:
             specs[index] = spec.model_copy(update={"baseline_run_id": match.run_id})
 
 
+def check_root_writable(matrix: Matrix) -> None:
+    """Create the experiment directory, or raise a one-line UserError saying why not (at
+    submit, not at validation: a dry run on a laptop may name a cluster's root)."""
+    target = matrix.experiment_dir
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"root: cannot write {target}: {exc.strerror or exc}"
+                        + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(target) else "")
+                        + "; choose a root you can write, e.g. root: ${SCRATCH}/orchestrate") from None
+
+
 def _resolve_root(root: str) -> Path:
     return Path(os.path.expanduser(os.path.expandvars(root))).resolve()
 
 
-def select(specs: tuple[RunSpec, ...], only: str | None) -> list[RunSpec]:
-    """``--only A1,B*``: run names or base names, shell-style patterns."""
+def name_patterns(words: Sequence[str]) -> list[str]:
+    """Run-name patterns from command-line words: each word may hold several, comma-separated."""
+    return [p.strip() for word in words for p in word.split(",") if p.strip()]
+
+
+def matches(run_name: str, base_name: str, patterns: Sequence[str]) -> bool:
+    """The one rule by which every command matches run names: a pattern (shell-style,
+    case-sensitive) matches a run if it matches the run's full name (``A4-b-seed1``) or
+    its matrix entry (``A4-b``)."""
+    return any(fnmatch.fnmatchcase(run_name, p) or fnmatch.fnmatchcase(base_name, p) for p in patterns)
+
+
+def select(specs: Sequence[RunSpec], only: str | None) -> list[RunSpec]:
+    """``--only A1,B*``: run names or base names, shell-style patterns (see :func:`matches`)."""
     if not only:
         return list(specs)
-    import fnmatch
-
-    patterns = [p.strip() for p in only.split(",") if p.strip()]
-    chosen = [s for s in specs if any(fnmatch.fnmatchcase(s.run_name, p) or fnmatch.fnmatchcase(s.base_name, p) for p in patterns)]
+    patterns = name_patterns([only])
+    chosen = [s for s in specs if matches(s.run_name, s.base_name, patterns)]
     if not chosen:
         raise UserError(f"--only {only!r} matches no run; runs are {', '.join(sorted({s.base_name for s in specs}))}")
     return chosen

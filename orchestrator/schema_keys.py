@@ -14,10 +14,51 @@ from typing import Any
 
 from pydantic import BaseModel
 
+# Names from HF TrainingArguments, peft and common training scripts -> ours. They are
+# refused with the exact replacement rather than accepted: one spelling a knob keeps run
+# ids, tables and grid axes unambiguous. Keyed by the section they are written in.
+ALIASES: dict[str, dict[str, str]] = {
+    "TrainConfig": {
+        "lr": "learning_rate", "learning_rate_init": "learning_rate",
+        "per_device_train_batch_size": "batch_size", "train_batch_size": "batch_size",
+        "per_device_eval_batch_size": "eval_batch_size",
+        "num_train_epochs": "epochs", "num_epochs": "epochs", "epoch": "epochs",
+        "lr_scheduler_type": "lr_scheduler", "warmup_ratio": "warmup", "warmup_steps": "warmup",
+        "max_length": "max_seq_length", "max_seq_len": "max_seq_length", "stride": "doc_stride",
+        "model": "model_name_or_path", "model_name": "model_name_or_path",
+        "optim": "optimizer", "seed_value": "seed", "gradient_accumulation": "gradient_accumulation_steps",
+        "dataloader_num_workers": "dataloader_workers", "attn_implementation": "attention",
+        "torch_compile": "compile", "extend": "extends", "parent": "extends",
+        "rank": "lora.r", "lora_r": "lora.r", "lora_rank": "lora.r", "lora_alpha": "lora.alpha",
+        "lora_dropout": "lora.dropout", "target_modules": "lora.target_modules",
+    },
+    "LoraConfig": {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+                   "target": "target_modules", "modules": "target_modules"},
+    "Resources": {"gres": "gpus", "gpus_per_node": "gpus", "cpus": "cpus_per_task",
+                  "mem": "mem_gb", "memory": "mem_gb", "time": "time_min", "time_limit": "time_min"},
+}
+_PRECISION_FLAGS = ("fp16", "bf16")
+
 
 def suggest(word: str, choices: list[str]) -> str:
-    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    """`` (did you mean 'x'?)`` for the closest choice, or a prefix of one (``extend``)."""
+    prefixed = sorted(c for c in choices if len(word) >= 3 and c.startswith(word))
+    match = prefixed[:1] or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def alias_hint(model: type[BaseModel], key: str, value: Any) -> str | None:
+    """The exact replacement for a key known under another name, e.g. ``lr`` or ``fp16: true``."""
+    if model.__name__ == "TrainConfig" and key in _PRECISION_FLAGS:
+        return f"write precision: {key}" if value is True else "drop it (precision: fp32 is the default)"
+    target = ALIASES.get(model.__name__, {}).get(key)
+    if target is None:
+        return None
+    shown = value if not isinstance(value, (dict, list)) else "..."
+    if "." in target:
+        section, leaf = target.split(".", 1)
+        return f"write {section}: {{{leaf}: {shown}}} ({key} is another tool's name for {target})"
+    return f"write {target}: {shown} ({key} is another tool's name for it)"
 
 
 def nested_model(model: type[BaseModel], field: str) -> type[BaseModel] | None:
@@ -33,21 +74,38 @@ def nested_model(model: type[BaseModel], field: str) -> type[BaseModel] | None:
     return None
 
 
-def unknown_keys(model: type[BaseModel], data: Any, path: str) -> list[tuple[str, str]]:
-    """Problems for keys of ``data`` that ``model`` does not have, recursively."""
+def unknown_keys(model: type[BaseModel], data: Any, path: str, also: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """Problems for keys of ``data`` that ``model`` does not have, recursively. ``also``:
+    keys allowed beside the model's fields (a run's ``extends``), offered as suggestions too."""
     if not isinstance(data, dict):
         return []
     problems: list[tuple[str, str]] = []
-    fields = list(model.model_fields)
+    fields = list(model.model_fields) + list(also)
     for key, value in data.items():
         key_path = f"{path}.{key}" if path else str(key)
+        if key in also:
+            continue
         if key not in model.model_fields:
-            problems.append((key_path, f"unknown key{suggest(str(key), fields)}"))
+            hint = alias_hint(model, str(key), value)
+            problems.append((key_path, f"unknown key: {hint}" if hint else f"unknown key{suggest(str(key), fields)}"))
             continue
         child = nested_model(model, key)
         if child is not None:
             problems += unknown_keys(child, value, key_path)
     return problems
+
+
+def known_only(model: type[BaseModel], data: Any) -> Any:
+    """``data`` without the keys ``model`` does not have (recursively). Those are reported
+    by :func:`unknown_keys`; dropping them lets validation go on and report the rest."""
+    if not isinstance(data, dict):
+        return data
+    kept = {}
+    for key, value in data.items():
+        if key in model.model_fields:
+            child = nested_model(model, key)
+            kept[key] = known_only(child, value) if child is not None else value
+    return kept
 
 
 def has_path(model: type[BaseModel], dotted: str) -> bool:

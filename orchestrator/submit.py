@@ -22,7 +22,7 @@ from jobs.contract import RunDir, RunSpec
 from orchestrator import executors, slurm
 from orchestrator.errors import RuntimeUserError, UserError
 from orchestrator.jobstate import scheduler_states
-from orchestrator.matrix import Matrix
+from orchestrator.matrix import Matrix, check_root_writable, matches, name_patterns
 from orchestrator.store import Experiment
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def plan(matrix: Matrix, specs: list[RunSpec], manifest: dict[str, Any], experim
     states, result.note = scheduler_states(manifest, [s.run_id for s in specs])
     for spec in specs:
         run_dir = experiment.run_dir(spec.run_id)
-        forced = spec.run_name in force or spec.base_name in force or spec.run_id in force
+        forced = spec.run_id in force or matches(spec.run_name, spec.base_name, name_patterns(sorted(force)))
         state = states.get(spec.run_id)
         if run_dir.result_path.exists() and not forced:
             result.done.append(spec)  # done is done, even while its process is still exiting
@@ -82,6 +82,7 @@ def plan(matrix: Matrix, specs: list[RunSpec], manifest: dict[str, Any], experim
 def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_failed: bool = False,
            force: frozenset[str] = frozenset(), cwd: Path) -> Outcome:
     """Write specs and submit the new runs, one job array per resource group."""
+    check_root_writable(matrix)
     experiment = Experiment(matrix.experiment_dir)
     with experiment.locked():
         manifest = experiment.read_manifest()

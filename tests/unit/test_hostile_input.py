@@ -42,6 +42,9 @@ CORPUS = {
     "bad-float": (GOOD.replace("precision: fp16", "learning_rate: fast"), "defaults.learning_rate: 'fast'"),
     "negative": (GOOD.replace("precision: fp16", "batch_size: -4"), "defaults.batch_size: Input should be greater than or equal to 1"),
     "bf16-on-t4": (GOOD.replace("precision: fp16", "precision: bf16"), "precision bf16 is not supported on Tesla T4"),
+    "run-body-list": (GOOD + "  B1: [1, 2]\n", "runs.B1: must be a mapping of settings"),
+    "run-grid-int": (GOOD + "  B1: {{grid: 4, resources: 3}}\n", "runs.B1.grid: must be a mapping"),
+    "bool-as-number": (GOOD.replace("precision: fp16", "batch_size: true"), "defaults.batch_size: True: Input should be a valid integer"),
     "qlora-on-cpu": (GOOD + "  Q: {{precision: fp32, lora: {{r: 4}}, quantization: {{bits: 4}}, resources: {{partition: cpu, gpus: 0}}}}\n",
                      "quantization (QLoRA / 8-bit base) needs CUDA"),
 }

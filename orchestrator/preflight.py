@@ -1,0 +1,270 @@
+"""Submit-time checks that look beyond the matrix: the model's config, the data, the hub.
+
+What a run would otherwise find out on the compute node, hours later, is checked here
+on the login node, without importing torch or transformers:
+
+* ``lora.target_modules`` against the module names of the model's architecture and
+  ``freeze.layers`` against its layer count, where its ``config.json`` is reachable
+  (``package:`` references, local directories, the Hugging Face cache); elsewhere the
+  worker refuses unmatched targets at once (``jobs.methods.unmatched_targets``);
+* ``data.train_file`` / ``validation_file``: present, readable, and the first record
+  has the task's columns;
+* a hub data set known not to fit the task (``glue/mrpc`` for ``sst2``);
+* SQuAD v2's ``doc_stride`` against the room left after the question (QUESTION_ROOM).
+
+Each problem names the key, the value and the fix; nothing is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, resolve_model_ref
+
+Problems = list[tuple[str, str]]
+
+# Columns the task's loader reads (jobs.tasks); SQuAD v2's ``title`` is optional.
+TASK_COLUMNS = {"squad_v2": ("id", "question", "context", "answers"), "sst2": ("sentence", "label")}
+
+# Hub data sets whose columns are known, by (name, config) as jobs.data loads them.
+HUB_COLUMNS: dict[tuple[str, str | None], tuple[str, ...]] = {
+    ("squad_v2", None): ("id", "title", "context", "question", "answers"),
+    ("squad", None): ("id", "title", "context", "question", "answers"),
+    ("glue", "sst2"): ("sentence", "label", "idx"),
+    ("glue", "cola"): ("sentence", "label", "idx"),
+    ("glue", "mrpc"): ("sentence1", "sentence2", "label", "idx"),
+    ("glue", "qqp"): ("question1", "question2", "label", "idx"),
+    ("glue", "stsb"): ("sentence1", "sentence2", "label", "idx"),
+    ("glue", "mnli"): ("premise", "hypothesis", "label", "idx"),
+    ("glue", "qnli"): ("question", "sentence", "label", "idx"),
+    ("glue", "rte"): ("sentence1", "sentence2", "label", "idx"),
+    ("glue", "wnli"): ("sentence1", "sentence2", "label", "idx"),
+    ("imdb", None): ("text", "label"),
+}
+HUB_FOR_TASK = {"squad_v2": "squad_v2", "sst2": "glue/sst2"}
+
+# Tokens kept free for the question when checking doc_stride: the fast tokenizer needs
+# doc_stride < max_seq_length - question tokens - 3 special tokens ([CLS] q [SEP] c [SEP]),
+# and the longest question is only known from the data. Real data gets a conservative
+# 64 (SQuAD questions are short sentences; outliers run to a few dozen word pieces); the
+# generated questions of data.synthetic are templates of at most a dozen word pieces.
+QUESTION_ROOM = {"synthetic": 20, "real": 64}
+SPECIAL_TOKENS = 3
+
+# Leaf names LoRA can target (linear and embedding layers), by config.json model_type.
+_BERT_LIKE = ("query", "key", "value", "dense", "word_embeddings", "position_embeddings", "token_type_embeddings")
+MODULES_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "bert": _BERT_LIKE,
+    "roberta": _BERT_LIKE + ("out_proj",),
+    "xlm-roberta": _BERT_LIKE + ("out_proj",),
+    "camembert": _BERT_LIKE + ("out_proj",),
+    "electra": _BERT_LIKE + ("embeddings_project", "dense_prediction", "out_proj"),
+    "distilbert": ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2", "word_embeddings", "position_embeddings"),
+    "albert": ("query", "key", "value", "dense", "ffn", "ffn_output", "embedding_hidden_mapping_in",
+               "word_embeddings", "position_embeddings", "token_type_embeddings"),
+    "deberta-v2": ("query_proj", "key_proj", "value_proj", "dense", "word_embeddings", "position_embeddings"),
+    "gpt2": ("c_attn", "c_proj", "c_fc", "wte", "wpe"),
+}
+TASK_HEADS = {"squad_v2": ("qa_outputs",), "sst2": ("classifier", "pre_classifier")}
+LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layers", "n_layer")
+
+
+def problems(specs: Sequence[RunSpec], hf_home: str | None = None) -> Problems:
+    """Every problem of ``specs`` this module can see, each with its key path."""
+    found: Problems = []
+    checked: set[str] = set()
+    for spec in specs:
+        key = spec.base_name + spec.train.model_dump_json()
+        if key in checked:
+            continue
+        checked.add(key)
+        where = f"runs.{spec.base_name}"
+        found += stride_problems(spec.train, where)
+        found += data_problems(spec.train, where)
+        config = model_config(spec.train.model_name_or_path, hf_home)
+        if config is not None:
+            found += model_problems(spec.train, config, where)
+    return found
+
+
+def stride_problems(train: TrainConfig, where: str) -> Problems:
+    """SQuAD v2 windows: the stride must fit the room left after the question."""
+    if train.task != "squad_v2":
+        return []
+    source = "synthetic" if train.data.synthetic is not None else "real"
+    room = QUESTION_ROOM[source]
+    limit = train.max_seq_length - SPECIAL_TOKENS - room  # the tokenizer's max_len for the longest question
+    if train.doc_stride < limit:
+        return []
+    fix = f"raise max_seq_length to at least {train.doc_stride + SPECIAL_TOKENS + room + 1}"
+    if limit > 1:
+        fix = f"lower doc_stride to at most {limit - 1} or {fix}"
+    message = (f"{train.doc_stride} does not fit: the tokenizer needs doc_stride < max_seq_length "
+               f"({train.max_seq_length}) - {SPECIAL_TOKENS} special tokens - the question ({room} tokens kept for "
+               f"{source} data) = {limit}; {fix}")
+    return [(f"{where}.doc_stride", message)]
+
+
+# ------------------------------------------------------------------------- model
+
+
+def model_config(name: str, hf_home: str | None = None) -> dict[str, Any] | None:
+    """The model's config.json as a dict, or None when it is not reachable from here."""
+    path = _config_path(name, hf_home)
+    if path is None:
+        return None
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+@functools.lru_cache(maxsize=64)
+def _config_path(name: str, hf_home: str | None) -> str | None:
+    try:
+        resolved = resolve_model_ref(name)
+    except ValueError:
+        return None  # package not installed on the login node: the worker checks
+    local = Path(os.path.expanduser(resolved))
+    if local.is_dir():
+        return str(local / "config.json") if (local / "config.json").is_file() else None
+    if resolved.count("/") > 1 or resolved.startswith((".", "/", "~")):
+        return None  # a path that does not exist here: maybe on the compute node
+    from huggingface_hub import try_to_load_from_cache  # light: no torch
+
+    caches = [None] + ([os.path.join(os.path.expandvars(hf_home), "hub")] if hf_home else [])
+    for cache in caches:
+        try:
+            found = try_to_load_from_cache(resolved, "config.json", cache_dir=cache)
+        except ValueError:  # not a valid repo id
+            return None
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def model_problems(train: TrainConfig, config: dict[str, Any], where: str) -> Problems:
+    """lora.target_modules and freeze.layers against the model's architecture."""
+    found: Problems = []
+    model_type = str(config.get("model_type", ""))
+    name = train.model_name_or_path
+    known = MODULES_BY_TYPE.get(model_type)
+    if train.lora is not None and known is not None and ALL_LINEAR not in train.lora.target_modules:
+        targets = known + TASK_HEADS.get(train.task, ())
+        unmatched = [t for t in train.lora.target_modules if t.rsplit(".", 1)[-1] not in targets]
+        if unmatched:
+            message = (f"{', '.join(map(repr, unmatched))} match no module of {name} (model_type {model_type}); "
+                       f"its layers: {', '.join(known)}; or write target_modules: {ALL_LINEAR}")
+            found.append((f"{where}.lora.target_modules", message))
+    layers = _layer_count(config, train)
+    if layers is not None and train.freeze.layers > layers:
+        message = f"{train.freeze.layers} exceeds the {layers} layers of {name}: use at most {layers}"
+        found.append((f"{where}.freeze.layers", message))
+    return found
+
+
+def _layer_count(config: dict[str, Any], train: TrainConfig) -> int | None:
+    for key in LAYER_COUNT_KEYS:
+        value = train.model_overrides.get(key, config.get(key))
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+# -------------------------------------------------------------------------- data
+
+
+def data_problems(train: TrainConfig, where: str) -> Problems:
+    """Local files present, readable and with the task's columns; hub data that fits the task."""
+    data = train.data
+    found: Problems = []
+    needed = TASK_COLUMNS[train.task]
+    for key, value in (("train_file", data.train_file), ("validation_file", data.validation_file)):
+        if value is not None:
+            problem = file_problem(value, needed)
+            if problem:
+                found.append((f"{where}.data.{key}", f"{value!r}: {problem}"))
+    if data.name is not None:
+        name, _, config = data.name.partition("/")
+        columns = HUB_COLUMNS.get((name, data.config or config or None))
+        missing = [c for c in needed if columns is not None and c not in columns]
+        if missing:
+            shown = f"{data.name!r}" + (f" (config {data.config!r})" if data.config else "")
+            message = (f"{shown} has columns {', '.join(columns or ())}, not the {', '.join(missing)} task "
+                       f"{train.task} needs: use data.name: {HUB_FOR_TASK[train.task]}, or set task to the data's task")
+            found.append((f"{where}.data.name", message))
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def file_problem(value: str, needed: tuple[str, ...]) -> str | None:
+    """Why a local data file cannot serve the task, or None (read once per submit: the
+    runs of a grid share their files)."""
+    path = Path(os.path.expanduser(os.path.expandvars(value)))
+    if not path.exists():
+        return f"not found (looked at {path.absolute()}); fix the path (an absolute path is safest: the job runs on another node)"
+    if not path.is_file():
+        return "is not a file"
+    try:
+        columns = first_record_columns(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc}); fix its permissions"
+    except ValueError as exc:
+        return f"cannot be parsed: {exc}; give JSON Lines, JSON or CSV"
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        return (f"has no {', '.join(missing)} column (its first record has {', '.join(columns) or 'nothing'}); "
+                f"the task needs {', '.join(needed)}")
+    return None
+
+
+def first_record_columns(path: Path) -> list[str]:
+    """The keys of the file's first record: CSV header, first JSON Lines object, or the
+    official nested SQuAD JSON (``data[].paragraphs[].qas[]``)."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        if path.suffix == ".csv":
+            return next(csv.reader(handle), [])
+        first = ""
+        for line in handle:
+            if line.strip():
+                first = line
+                break
+    if not first:
+        raise ValueError("the file is empty")
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        record = _official_json(path)
+    if not isinstance(record, dict):
+        raise ValueError("the first record is not an object")  # noqa: TRY004  (a data-format problem)
+    if "data" in record and isinstance(record["data"], list):  # official SQuAD file in one line
+        return _official_columns(record)
+    return [str(k) for k in record]
+
+
+def _official_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON Lines, and not one JSON document ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(document, dict):
+        raise ValueError("the JSON document is not an object")  # noqa: TRY004  (a data-format problem)
+    return document
+
+
+def _official_columns(document: dict[str, Any]) -> list[str]:
+    try:
+        article = document["data"][0]
+        paragraph = article["paragraphs"][0]
+        qa = paragraph["qas"][0]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError("a nested SQuAD file needs data[].paragraphs[].qas[]") from None
+    return ["id", "title", "context", "question", "answers"] if {"id", "question"} <= set(qa) and "context" in paragraph else list(qa)
