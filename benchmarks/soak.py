@@ -1,6 +1,7 @@
 """Soak: a 200-run matrix of short real jobs on the local SLURM cluster, with random kills
 (SIGKILL of workers) and requeues (scontrol requeue) while it runs; failed runs are
-resubmitted with --retry-failed until every run is done or the rounds run out.
+resubmitted with --retry-failed until every run is done or the rounds run out. Half the runs
+load data with the default two worker processes (which SLURM's SIGTERM reaches too), half with none.
 
     python benchmarks/soak.py [--runs 200] [--chaos-every 4] [--rounds 5]
 
@@ -49,9 +50,8 @@ def matrix(root: Path, runs: int) -> str:
           max_steps: 40
           save_steps: 10
           logging_steps: 10
-          dataloader_workers: 0
         runs:
-          S: {{grid: {{seed: {list(range(runs))}}}}}
+          S: {{grid: {{seed: {list(range((runs + 1) // 2))}, dataloader_workers: [0, 2]}}}}
         """)
 
 

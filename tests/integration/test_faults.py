@@ -77,7 +77,8 @@ def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Pat
     TimeLimit is cut so that SLURM's --signal warning (USR2, 60 s before the limit) comes mid-training.
     Timing no longer depends on how fast this machine is. After the requeue the limit is restored."""
     study = make_study(tmp_path, """
-        LIMIT: {max_steps: 5000, save_steps: 100000, logging_steps: 50, resources: {signal_delay_s: 60}}
+        LIMIT: {max_steps: 5000, save_steps: 100000, logging_steps: 50, resources: {signal_delay_s: 60},
+                dataloader_workers: 2}
         FULL: {max_steps: 5000, save_steps: 100000, logging_steps: 50, resources: {signal_delay_s: 60}}
         """, "timeout")
     orchestrate(study, "submit", "matrix.yaml")
@@ -111,8 +112,9 @@ def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Pat
     assert "received SIGUSR2" in log and "this job is timed-out" not in log.split("received SIGUSR2")[0]
 
 
-def test_scontrol_requeue_resumes_from_periodic_checkpoint(tmp_path: Path, slurm_cluster: None) -> None:
-    study = make_study(tmp_path, "R: {max_steps: 600, save_steps: 50}\n", "requeue")
+@pytest.mark.parametrize("workers", [0, 2])  # 2: the default; SLURM's SIGTERM reaches the loader workers too
+def test_scontrol_requeue_resumes_from_periodic_checkpoint(tmp_path: Path, slurm_cluster: None, workers: int) -> None:
+    study = make_study(tmp_path, f"R: {{max_steps: 600, save_steps: 50, dataloader_workers: {workers}}}\n", "requeue")
     orchestrate(study, "submit", "matrix.yaml")
     current = wait_until(study, lambda r: (heartbeat(study, r["R"]).get("step") or 0) > 120, 240, "step > 120")
     step_at_requeue = heartbeat(study, current["R"])["step"]
@@ -128,8 +130,9 @@ def test_preemption_saves_in_the_grace_time_and_resumes(tmp_path: Path, slurm_cl
     """Real preemption: a job in the higher-tier 'urgent' partition needs the whole node, so SLURM requeues
     the run. As on most clusters, the only warning is SIGTERM, GraceTime (60 s) before SIGKILL. There is no
     periodic checkpoint (save_steps is past the end): the resumed step can only come from the save made
-    in the grace time."""
-    study = make_study(tmp_path, "P: {max_steps: 3000, save_steps: 100000, logging_steps: 50}\n", "preempt")
+    in the grace time. The default two data-loader worker processes get the SIGTERM too."""
+    study = make_study(tmp_path, "P: {max_steps: 3000, save_steps: 100000, logging_steps: 50, dataloader_workers: 2}\n",
+                       "preempt")
     orchestrate(study, "submit", "matrix.yaml")
     current = wait_until(study, lambda r: (heartbeat(study, r["P"]).get("step") or 0) > 100, 300, "step > 100")
     urgent = subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--exclusive", "--time=2",
