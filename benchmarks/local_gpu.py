@@ -62,7 +62,7 @@ def orchestrate(cwd: Path, *args: str, env: dict[str, str] | None = None) -> sub
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                 **(env or {})}
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=1800, check=False)
 
 
 def study(work: Path, name: str, model: str, steps: int, env: dict[str, str] | None = None) -> list[dict]:

@@ -37,8 +37,8 @@ def test_a_gpu_run_without_cuda_fails_naming_what_needs_it_and_the_visible_devic
 def test_the_cpu_opt_in_covers_knobs_only_and_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCHESTRATE_GPU_KNOBS_ON_CPU", "1")
     warnings = require_cuda(_spec(gpus=0, optimizer="adamw_8bit"), NO_CUDA)
-    assert warnings == ["GPU-only settings ran on the CPU on purpose (ORCHESTRATE_GPU_KNOBS_ON_CPU=1): "
-                        "optimizer: adamw_8bit"]
+    assert warnings == [("GPU-only settings ran on the CPU on purpose (ORCHESTRATE_GPU_KNOBS_ON_CPU=1): "
+                         "optimizer: adamw_8bit")]
     with pytest.raises(NoGPUError):  # a run that asked for a GPU never runs on the CPU
         require_cuda(_spec(gpus=1, optimizer="adamw_8bit"), NO_CUDA)
 
