@@ -68,8 +68,9 @@ def plan(matrix: Matrix, specs: list[RunSpec], manifest: dict[str, Any], experim
         state = states.get(spec.run_id)
         if run_dir.result_path.exists() and not forced:
             result.done.append(spec)  # done is done, even while its process is still exiting
-        elif state is not None and state.active:
-            result.active.append((spec, state.state))
+        elif state is not None and (state.active or state.state == "unknown"):
+            # a job SLURM still knows, or may know, is never submitted twice: not even with --force
+            result.active.append((spec, state.state if state.active else f"unknown ({state.reason})"))
         elif forced:
             result.new.append(spec)
         elif spec.run_id in manifest.get("runs", {}) and manifest["runs"][spec.run_id].get("attempts") and not retry_failed:
