@@ -6,11 +6,13 @@ any run with ``python -m jobs.entrypoint RUN_DIR`` and no result depends on subm
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,9 @@ _SUBMITIT_NAMES = {"partition", "time", "cpus-per-task", "mem", "gres", "account
                    "exclude", "nodelist", "nodes", "ntasks-per-node", "gpus-per-node", "gpus-per-task",
                    "cpus-per-gpu", "mem-per-gpu", "mem-per-cpu", "comment", "mail-type", "mail-user",
                    "dependency", "exclusive", "wckey"}
+# Variables that configure SLURM's client commands on this machine, not a job: where the configuration
+# is (SLURM_CONF), which cluster to talk to, how times print.
+SITE_SLURM_VARIABLES = ("SLURM_CONF", "SLURM_CLUSTERS", "SLURM_TIME_FORMAT")
 
 
 def job_name(experiment: str, token: str) -> str:
@@ -171,13 +176,29 @@ def _record_attempts(manifest: dict[str, Any], chunk: list[RunSpec], job_ids: li
         run["attempts"].append(attempt)
 
 
+@contextlib.contextmanager
+def outside_enclosing_job() -> Iterator[None]:
+    """Hide the variables of the job this submit runs in (a driver job, a pipeline step), so the new
+    jobs do not inherit its allocation: submitit's clean_env drops every SLURM_*, SBATCH_*, SRUN_* and
+    SUBMITIT_* variable. The site's client configuration (SITE_SLURM_VARIABLES) is kept: on a
+    cluster found through SLURM_CONF, sbatch cannot run without it."""
+    site = {name: os.environ[name] for name in SITE_SLURM_VARIABLES if name in os.environ}
+    with submitit.helpers.clean_env():
+        os.environ.update(site)
+        try:
+            yield
+        finally:
+            for name in site:  # clean_env restores its own copy on exit
+                os.environ.pop(name, None)
+
+
 def _submit_slurm(experiment: Experiment, matrix: Matrix, chunk: list[RunSpec], folder: Path, name: str) -> list[str]:
     from jobs.entrypoint import Worker
 
     resources = chunk[0].resources
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues)
     executor.update_parameters(**sbatch_parameters(matrix, resources, name))
-    with submitit.helpers.clean_env():  # a submit from inside a job must not inherit its allocation
+    with outside_enclosing_job():
         with executor.batch():
             jobs = [executor.submit(Worker(), str(experiment.run_dir(s.run_id).path)) for s in chunk]
     slurm.CALLS["sbatch"] += 1

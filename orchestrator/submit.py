@@ -173,9 +173,12 @@ def print_summary(outcome: Outcome, experiment: Experiment, out: Any = None) -> 
     for spec in p.failed:
         print(f"  skip {spec.run_name}: failed before (see `orchestrate status`)", file=out)
     for entry in outcome.submissions:
+        if entry.get("state") == "failed":  # the reason follows as the command's error
+            print(f"  not submitted: {len(entry['run_ids'])} run(s) (submission {entry['token']} failed)", file=out)
+            continue
         ids = entry.get("array_job_id") or ", ".join(entry.get("job_ids", [])[:3])
-        print(f"  submitted {len(entry['run_ids'])} run(s) as {outcome.executor} job {ids} "
-              f"(logs: {entry['folder']})", file=out)
+        where = f"as {outcome.executor} job {ids}" if ids else f"to the {outcome.executor} queue"
+        print(f"  submitted {len(entry['run_ids'])} run(s) {where} (logs: {entry['folder']})", file=out)
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=out)
     if p.note:

@@ -125,3 +125,56 @@ def test_accounting_down_is_neither_lost_nor_resubmitted(tmp_path: Path, slurm_c
     finally:
         subprocess.run(["bash", str(REPO / "tests/slurm/start-cluster.sh")], check=True, capture_output=True)
         orchestrate(study, "cancel", check=False)
+
+
+def in_slurm_conf_only_cluster(conf_dir: Path, *command: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``command`` where SLURM's configuration is found only through SLURM_CONF: a private mount
+    namespace hides /etc/slurm behind an empty tmpfs (other processes still see it), SLURM_CONF names
+    a copy. SLURM's daemons and the jobs they run are outside, unchanged."""
+    env = {**os.environ, "SLURM_CONF": str(conf_dir / "slurm.conf"), "PYTHONPATH": str(REPO),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                           'mount -t tmpfs tmpfs /etc/slurm && exec "$@"', "sh", *command],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_submit_on_a_cluster_found_through_slurm_conf(tmp_path: Path, slurm_cluster: None) -> None:
+    study = make_study(tmp_path, "A: {max_steps: 4}\n", "conf")
+    conf_dir = tmp_path / "site-conf"
+    conf_dir.mkdir()
+    for name in ("slurm.conf", "gres.conf"):
+        shutil.copy(f"/etc/slurm/{name}", conf_dir / name)
+    plain = in_slurm_conf_only_cluster(conf_dir, "sbatch", "--parsable", "-p", "cpu", "--mem=10M", "-o", "/dev/null",
+                                       "--wrap", "true", cwd=study)
+    assert plain.returncode == 0, plain.stderr  # the site's own way works
+    hidden = in_slurm_conf_only_cluster(conf_dir, "env", "-u", "SLURM_CONF", "sbatch", "--wrap", "true", cwd=study)
+    assert "Could not establish a configuration source" in hidden.stderr, hidden  # and is the only way
+
+    cli = (sys.executable, "-m", "orchestrator.cli")
+    submitted = in_slurm_conf_only_cluster(conf_dir, *cli, "submit", "matrix.yaml", cwd=study)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert "1 new" in submitted.stdout and "submitted 1 run(s) as slurm job " in submitted.stdout
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            status = in_slurm_conf_only_cluster(conf_dir, *cli, "status", "--json", cwd=study)
+            run = json.loads(status.stdout)["runs"][0]
+            if run["ended"]:
+                break
+            time.sleep(3)
+        assert run["state"] == "completed" and json.loads(status.stdout)["note"] is None, status.stdout
+    finally:
+        orchestrate(study, "cancel", check=False)
+
+
+def test_a_failed_submission_prints_no_job(tmp_path: Path, slurm_cluster: None) -> None:
+    """sbatch refuses (no configuration at all here): exit 1 with SLURM's reason, and no line claiming a job."""
+    study = make_study(tmp_path, "A: {max_steps: 4}\n", "refused")
+    empty = tmp_path / "no-conf"
+    empty.mkdir()
+    (empty / "slurm.conf").write_text("")
+    failed = in_slurm_conf_only_cluster(empty, sys.executable, "-m", "orchestrator.cli", "submit", "matrix.yaml",
+                                        cwd=study)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "as slurm job" not in failed.stdout and "error: submission" in failed.stderr, failed.stdout + failed.stderr
+    assert "not submitted: 1 run(s)" in failed.stdout, failed.stdout
