@@ -10,7 +10,9 @@ import contextlib
 import getpass
 import logging
 import os
+import shlex
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,22 +89,36 @@ def _minutes(value: str, where: str) -> int:
     return max(1, day_count * 1440 + hours * 60 + minutes + (1 if seconds else 0))
 
 
-def render_script(matrix: Matrix, resources: Resources, count: int, folder: Path) -> str:
-    """The sbatch script submitit will write for an array of ``count`` runs (for --dry-run)."""
-    params = sbatch_parameters(matrix, resources, job_name(matrix.experiment, "<token>"))
-    command = "python -u -m submitit.core._submit " + str(folder)
-    return _make_sbatch_string(command=command, folder=folder, map_count=count if count > 1 else None, **params)
+def submission_command(folder: Path) -> str:
+    """The command each job runs, as submitit builds it: this interpreter (the one orchestrate runs in,
+    e.g. the venv's), never a bare ``python`` that the job's PATH would pick."""
+    return " ".join([interpreter(), "-u -m submitit.core._submit", shlex.quote(str(folder))])
 
 
-def max_array_size(kind: str, profile: profiles.Profile) -> int:
+def interpreter() -> str:
+    return shlex.quote(sys.executable)
+
+
+def render_script(matrix: Matrix, resources: Resources, count: int, folder: Path, name: str | None = None) -> str:
+    """The sbatch script submitit writes for an array (or a job, count 1) of ``count`` runs (--dry-run)."""
+    params = sbatch_parameters(matrix, resources, name or job_name(matrix.experiment, "<token>"))
+    return _make_sbatch_string(command=submission_command(folder), folder=folder,
+                               map_count=count if count > 1 else None, **params)
+
+
+def cluster_limits(kind: str, profile: profiles.Profile) -> tuple[int, list[str]]:
+    """MaxArraySize to split arrays by (array indices stay below it), and a sentence for each limit
+    that could not be checked, so that the caller says so."""
     if profile.max_array_size:
-        return profile.max_array_size
+        return profile.max_array_size, []
     if kind != "slurm":
-        return 10**9
+        return 10**9, []
     try:
-        return slurm.max_array_size(slurm.read_config())
-    except (slurm.SlurmError, OSError):
-        return 1001
+        return slurm.max_array_size(slurm.read_config()), []
+    except (slurm.SlurmError, OSError) as exc:
+        return slurm.DEFAULT_MAX_ARRAY_SIZE, [
+            f"MaxArraySize not checked ({str(exc).splitlines()[0][:120]}): arrays split at SLURM's default, "
+            f"{slurm.DEFAULT_MAX_ARRAY_SIZE}; set max_array_size in the cluster profile if yours differs"]
 
 
 def limit_warnings(kind: str, new_jobs: int) -> list[str]:
@@ -196,7 +212,7 @@ def _submit_slurm(experiment: Experiment, matrix: Matrix, chunk: list[RunSpec], 
     from jobs.entrypoint import Worker
 
     resources = chunk[0].resources
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues)
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues, python=interpreter())
     executor.update_parameters(**sbatch_parameters(matrix, resources, name))
     with outside_enclosing_job():
         with executor.batch():

@@ -48,11 +48,13 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def choose_executor(matrix: Matrix, override: str | None) -> str:
+def choose_executor(matrix: Matrix, override: str | None, dry_run: bool = False) -> str:
+    """slurm or local. A dry run of a SLURM matrix renders its scripts even where sbatch is missing
+    (writing the matrix on a laptop)."""
     wanted = override or matrix.executor
     if wanted == "auto":
         return "slurm" if slurm.slurm_available() else "local"
-    if wanted == "slurm" and not slurm.slurm_available():
+    if wanted == "slurm" and not slurm.slurm_available() and not dry_run:
         raise UserError("executor: slurm, but sbatch is not on the PATH; use executor: local (or auto)")
     return wanted
 
@@ -101,7 +103,9 @@ def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_fa
         if the_plan.new:
             groups = group_runs(the_plan.new)
             outcome.warnings += executors.limit_warnings(executor_kind, len(the_plan.new))
-            for resources_key, chunk in split_groups(groups, executors.max_array_size(executor_kind, matrix.profile)):
+            max_array, unchecked = executors.cluster_limits(executor_kind, matrix.profile)
+            outcome.warnings += unchecked
+            for resources_key, chunk in split_groups(groups, max_array):
                 outcome.submissions.append(
                     executors.submit_chunk(experiment, manifest, matrix, chunk, executor_kind, resources_key))
         prune_submission_folders(experiment, manifest)
