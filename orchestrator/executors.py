@@ -21,7 +21,7 @@ from typing import Any
 import submitit
 from submitit.slurm.slurm import _make_sbatch_string
 
-from jobs.contract import Resources, RunSpec
+from jobs.contract import Resources, RunSpec, write_bytes_atomic
 from orchestrator import localq, profiles, slurm
 from orchestrator.errors import UserError
 from orchestrator.matrix import Matrix
@@ -38,6 +38,7 @@ _SUBMITIT_NAMES = {"partition", "time", "cpus-per-task", "mem", "gres", "account
 # Variables that configure SLURM's client commands on this machine, not a job: where the configuration
 # is (SLURM_CONF), which cluster to talk to, how times print.
 SITE_SLURM_VARIABLES = ("SLURM_CONF", "SLURM_CLUSTERS", "SLURM_TIME_FORMAT")
+SETUP_FILE = "setup.sh"  # the local queue's setup lines, owner-only (they may carry a secret)
 
 
 def job_name(experiment: str, token: str) -> str:
@@ -167,11 +168,34 @@ def submit_chunk(experiment: Experiment, manifest: dict[str, Any], matrix: Matri
     if kind == "local":
         entry["parallelism"] = min(matrix.profile.local_parallelism, chunk[0].resources.array_parallelism)
         preamble = profiles.render_preamble(matrix.profile, chunk[0].resources, {"experiment": matrix.experiment})
-        entry["setup"] = profiles.split_preamble(preamble)[1]
+        entry["setup"] = _private_setup(folder, profiles.split_preamble(preamble)[1])
         experiment.write_manifest(manifest)
         entry["runner_pid"] = localq.start(experiment.path, token)
     experiment.write_manifest(manifest)
     return entry
+
+
+def _private_setup(folder: Path, setup: list[str]) -> list[str]:
+    """The local queue's setup lines as one line that sources them from an owner-only file: the
+    profile's env values (an API key) stay out of the manifest and out of the job's command line."""
+    if not setup:
+        return []
+    path = folder / SETUP_FILE
+    write_bytes_atomic(path, ("\n".join(setup) + "\n").encode("utf-8"), mode=0o600)
+    return [f". {shlex.quote(str(path))}"]
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files created meanwhile are the owner's only: the sbatch script submitit writes carries the
+    profile's env values. The jobs keep the user's own umask: sbatch passes SLURM_UMASK on to them."""
+    previous = os.umask(0o077)
+    os.environ["SLURM_UMASK"] = f"{previous:04o}"
+    try:
+        yield
+    finally:
+        os.umask(previous)
+        os.environ.pop("SLURM_UMASK", None)
 
 
 def _inject_fault(point: str) -> None:
@@ -214,7 +238,7 @@ def _submit_slurm(experiment: Experiment, matrix: Matrix, chunk: list[RunSpec], 
     resources = chunk[0].resources
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues, python=interpreter())
     executor.update_parameters(**sbatch_parameters(matrix, resources, name))
-    with outside_enclosing_job():
+    with outside_enclosing_job(), private_files():
         with executor.batch():
             jobs = [executor.submit(Worker(), str(experiment.run_dir(s.run_id).path)) for s in chunk]
     slurm.CALLS["sbatch"] += 1
