@@ -83,7 +83,7 @@ def scheduler_states(manifest: dict[str, Any], run_ids: list[str]) -> tuple[dict
             elif not controller_answered:
                 states[run_id] = SchedState(state="unknown", source="none",
                                             reason="neither sacct nor squeue knows the job: SLURM could not be asked")
-            elif time.time() - float(attempts[run_id].get("submitted_at", 0)) < ACCOUNTING_LAG_S:
+            elif time.time() - float((attempts[run_id] or {}).get("submitted_at", 0)) < ACCOUNTING_LAG_S:
                 # squeue lists a new job a moment after sbatch: not yet known is not lost
                 states[run_id] = SchedState(state="pending", source="none", reason="submitted, not yet listed")
     return states, note

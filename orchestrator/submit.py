@@ -181,7 +181,7 @@ def print_summary(outcome: Outcome, experiment: Experiment, out: Any = None) -> 
             print(f"  not submitted: {len(entry['run_ids'])} run(s) (submission {entry['token']} failed)", file=out)
             continue
         ids = entry.get("array_job_id") or ", ".join(entry.get("job_ids", [])[:3])
-        where = f"as {outcome.executor} job {ids}" if ids else f"to the {outcome.executor} queue"
+        where = f"as {outcome.executor} job {ids}" if ids else f"as {outcome.executor} jobs"  # local: ids come later
         print(f"  submitted {len(entry['run_ids'])} run(s) {where} (logs: {entry['folder']})", file=out)
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=out)
