@@ -55,6 +55,15 @@ def queued_jobs(experiment: str) -> list[str]:
     return [line.split("|")[0] for line in out.splitlines() if line.split("|")[1].startswith(f"orc.{experiment}.")]
 
 
+def cancel_all(study: Path) -> None:
+    """Cancel the study's jobs, by name too: a test that failed may have left a job `cancel` misses."""
+    orchestrate(study, "cancel", check=False)
+    for path in (study / "scratch").glob("*/manifest.json"):
+        leftover = queued_jobs(json.loads(path.read_text())["experiment"])
+        if leftover:
+            subprocess.run(["scancel", *leftover], check=False)
+
+
 def age_submission(study: Path, seconds: float) -> None:
     """Make the recorded submission look ``seconds`` old: past the grace given to a fresh sbatch."""
     path = manifest_path(study)
@@ -104,7 +113,7 @@ def test_lagging_accounting_is_neither_lost_nor_resubmitted(tmp_path: Path, slur
             assert queued_jobs(experiment) == [job_id]
             assert sacct_rows(job_id) == "", "accounting caught up during the test: it proved nothing"
         finally:
-            orchestrate(study, "cancel", check=False)
+            cancel_all(study)
     assert len(json.loads(manifest_path(study).read_text())["submissions"]) == 1
 
 
@@ -124,7 +133,7 @@ def test_accounting_down_is_neither_lost_nor_resubmitted(tmp_path: Path, slurm_c
         assert queued_jobs(experiment) == [run["job_id"]]
     finally:
         subprocess.run(["bash", str(REPO / "tests/slurm/start-cluster.sh")], check=True, capture_output=True)
-        orchestrate(study, "cancel", check=False)
+        cancel_all(study)
 
 
 def in_slurm_conf_only_cluster(conf_dir: Path, *command: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -164,7 +173,7 @@ def test_submit_on_a_cluster_found_through_slurm_conf(tmp_path: Path, slurm_clus
             time.sleep(3)
         assert run["state"] == "completed" and json.loads(status.stdout)["note"] is None, status.stdout
     finally:
-        orchestrate(study, "cancel", check=False)
+        cancel_all(study)
 
 
 def test_a_failed_submission_prints_no_job(tmp_path: Path, slurm_cluster: None) -> None:
