@@ -351,9 +351,10 @@ def check_compat(train: TrainConfig, device: DeviceInfo, gpus: int) -> list[str]
 # -------------------------------------------------------------------- atomic files
 
 
-def write_bytes_atomic(path: Path, payload: bytes) -> None:
+def write_bytes_atomic(path: Path, payload: bytes, mode: int | None = None) -> None:
     """Write a temp file in the same directory, fsync, rename: readers never see half a file.
-    The file gets the user's umask (mkstemp alone would make it private)."""
+    The file gets ``mode`` (0o600 for a file that carries a secret), by default the user's umask
+    (mkstemp alone would make it private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -362,7 +363,7 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -417,9 +418,31 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+# Names the pattern catches that are known settings, not secrets.
+NOT_SECRET_NAMES = frozenset({"TOKENIZERS_PARALLELISM"})
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a variable's value must never be written to a file (WANDB_API_KEY, HF_TOKEN, ...)."""
+    return bool(SECRET_NAME_PATTERN.search(name)) and name.upper() not in NOT_SECRET_NAMES
+
+
 def redact_env(env: Mapping[str, str]) -> dict[str, str]:
     """Drop every variable whose name looks like a secret."""
-    return {k: v for k, v in env.items() if not SECRET_NAME_PATTERN.search(k)}
+    return {k: v for k, v in env.items() if not is_secret_name(k)}
+
+
+REDACTED = "<redacted>"
+# NAME=value in shell text (not an option such as --wckey=...): the value a quoted string or a word.
+_ASSIGNMENT = re.compile(r"""(?<![-\w])([A-Za-z_][A-Za-z0-9_]*)=('[^']*'|"(?:[^"\\]|\\.)*"|[^\s;&|)]*)""")
+
+
+def redact_assignments(text: str) -> str:
+    """Shell text (e.g. a job script's ``export WANDB_API_KEY=...``) with the value of every assignment
+    to a secret-named variable replaced by REDACTED; everything else unchanged."""
+    return _ASSIGNMENT.sub(
+        lambda match: f"{match.group(1)}={REDACTED}" if is_secret_name(match.group(1)) else match.group(0),
+        text)
 
 
 # ------------------------------------------------------------------------ run dir

@@ -7,10 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator import executors, status, store
+from orchestrator import status, store
 from orchestrator.errors import EXIT_OK, EXIT_RUNTIME, UserError
-from orchestrator.matrix import Matrix, load_matrix, select
-from orchestrator.submit import choose_executor, group_runs, print_summary, raise_if_failed, submit
+from orchestrator.matrix import load_matrix, select
+from orchestrator.submit import choose_executor, print_summary, raise_if_failed, submit
 
 MIN_SLURM_INTERVAL_S = 30.0
 MAX_BACKOFF_S = 300.0
@@ -19,9 +19,11 @@ MAX_BACKOFF_S = 300.0
 def cmd_submit(args: argparse.Namespace, cwd: Path) -> int:
     matrix = load_matrix(args.matrix)
     specs = select(matrix.runs, args.only)
-    kind = choose_executor(matrix, args.executor)
+    kind = choose_executor(matrix, args.executor, dry_run=args.dry_run)
     if args.dry_run:
-        print_dry_run(matrix, specs, kind)
+        from orchestrator.dryrun import print_dry_run
+
+        print_dry_run(matrix, specs, kind, sys.stdout, retry_failed=args.retry_failed, force=frozenset(args.force))
         return EXIT_OK
     store.remember(cwd, matrix.experiment, matrix.experiment_dir)
     outcome = submit(matrix, specs, kind, retry_failed=args.retry_failed, force=frozenset(args.force), cwd=cwd)
@@ -34,26 +36,6 @@ def cmd_submit(args: argparse.Namespace, cwd: Path) -> int:
         bad = [r for r in rows if r.state != "completed"]
         return EXIT_RUNTIME if bad else EXIT_OK
     return EXIT_OK
-
-
-def print_dry_run(matrix: Matrix, specs: list, kind: str) -> None:
-    print(f"experiment {matrix.experiment} ({len(specs)} runs, executor {kind}, cluster {matrix.profile.name})")
-    print(f"run directories under {matrix.experiment_dir / 'runs'}")
-    width = max(len(s.run_name) for s in specs)
-    for spec in specs:
-        print(f"  {spec.run_name.ljust(width)}  {spec.run_id}  series {spec.series}  group {spec.resources.group_key()}")
-    folder = matrix.experiment_dir / "submitit" / "<token>"
-    for key, group in group_runs(specs).items():
-        print(f"\n# resource group {key}: {len(group)} run(s): {', '.join(s.run_name for s in group[:8])}"
-              + (" ..." if len(group) > 8 else ""))
-        if kind == "slurm":
-            print(executors.render_script(matrix, group[0].resources, len(group), folder))
-        else:
-            from orchestrator import profiles
-
-            text = profiles.render_preamble(matrix.profile, group[0].resources, {"experiment": matrix.experiment})
-            print("# local executor: these lines run before each job")
-            print("\n".join(profiles.split_preamble(text)[1]) or "# (none)")
 
 
 def wait_until_ended(experiment: store.Experiment, interval_s: float,

@@ -6,18 +6,22 @@ any run with ``python -m jobs.entrypoint RUN_DIR`` and no result depends on subm
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
+import shlex
 import signal
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import submitit
 from submitit.slurm.slurm import _make_sbatch_string
 
-from jobs.contract import Resources, RunSpec
+from jobs.contract import Resources, RunSpec, write_bytes_atomic
 from orchestrator import localq, profiles, slurm
 from orchestrator.errors import UserError
 from orchestrator.matrix import Matrix
@@ -31,6 +35,10 @@ _SUBMITIT_NAMES = {"partition", "time", "cpus-per-task", "mem", "gres", "account
                    "exclude", "nodelist", "nodes", "ntasks-per-node", "gpus-per-node", "gpus-per-task",
                    "cpus-per-gpu", "mem-per-gpu", "mem-per-cpu", "comment", "mail-type", "mail-user",
                    "dependency", "exclusive", "wckey"}
+# Variables that configure SLURM's client commands on this machine, not a job: where the configuration
+# is (SLURM_CONF), which cluster to talk to, how times print.
+SITE_SLURM_VARIABLES = ("SLURM_CONF", "SLURM_CLUSTERS", "SLURM_TIME_FORMAT")
+SETUP_FILE = "setup.sh"  # the local queue's setup lines, owner-only (they may carry a secret)
 
 
 def job_name(experiment: str, token: str) -> str:
@@ -82,22 +90,36 @@ def _minutes(value: str, where: str) -> int:
     return max(1, day_count * 1440 + hours * 60 + minutes + (1 if seconds else 0))
 
 
-def render_script(matrix: Matrix, resources: Resources, count: int, folder: Path) -> str:
-    """The sbatch script submitit will write for an array of ``count`` runs (for --dry-run)."""
-    params = sbatch_parameters(matrix, resources, job_name(matrix.experiment, "<token>"))
-    command = "python -u -m submitit.core._submit " + str(folder)
-    return _make_sbatch_string(command=command, folder=folder, map_count=count if count > 1 else None, **params)
+def submission_command(folder: Path) -> str:
+    """The command each job runs, as submitit builds it: this interpreter (the one orchestrate runs in,
+    e.g. the venv's), never a bare ``python`` that the job's PATH would pick."""
+    return " ".join([interpreter(), "-u -m submitit.core._submit", shlex.quote(str(folder))])
 
 
-def max_array_size(kind: str, profile: profiles.Profile) -> int:
+def interpreter() -> str:
+    return shlex.quote(sys.executable)
+
+
+def render_script(matrix: Matrix, resources: Resources, count: int, folder: Path, name: str | None = None) -> str:
+    """The sbatch script submitit writes for an array (or a job, count 1) of ``count`` runs (--dry-run)."""
+    params = sbatch_parameters(matrix, resources, name or job_name(matrix.experiment, "<token>"))
+    return _make_sbatch_string(command=submission_command(folder), folder=folder,
+                               map_count=count if count > 1 else None, **params)
+
+
+def cluster_limits(kind: str, profile: profiles.Profile) -> tuple[int, list[str]]:
+    """MaxArraySize to split arrays by (array indices stay below it), and a sentence for each limit
+    that could not be checked, so that the caller says so."""
     if profile.max_array_size:
-        return profile.max_array_size
+        return profile.max_array_size, []
     if kind != "slurm":
-        return 10**9
+        return 10**9, []
     try:
-        return slurm.max_array_size(slurm.read_config())
-    except (slurm.SlurmError, OSError):
-        return 1001
+        return slurm.max_array_size(slurm.read_config()), []
+    except (slurm.SlurmError, OSError) as exc:
+        return slurm.DEFAULT_MAX_ARRAY_SIZE, [
+            f"MaxArraySize not checked ({str(exc).splitlines()[0][:120]}): arrays split at SLURM's default, "
+            f"{slurm.DEFAULT_MAX_ARRAY_SIZE}; set max_array_size in the cluster profile if yours differs"]
 
 
 def limit_warnings(kind: str, new_jobs: int) -> list[str]:
@@ -147,11 +169,34 @@ def submit_chunk(experiment: Experiment, manifest: dict[str, Any], matrix: Matri
         entry["parallelism"] = min(matrix.profile.local_parallelism, chunk[0].resources.array_parallelism)
         entry["runs_per_gpu"] = matrix.profile.local_runs_per_gpu
         preamble = profiles.render_preamble(matrix.profile, chunk[0].resources, {"experiment": matrix.experiment})
-        entry["setup"] = profiles.split_preamble(preamble)[1]
+        entry["setup"] = _private_setup(folder, profiles.split_preamble(preamble)[1])
         experiment.write_manifest(manifest)
         entry["runner_pid"] = localq.start(experiment.path, token)
     experiment.write_manifest(manifest)
     return entry
+
+
+def _private_setup(folder: Path, setup: list[str]) -> list[str]:
+    """The local queue's setup lines as one line that sources them from an owner-only file: the
+    profile's env values (an API key) stay out of the manifest and out of the job's command line."""
+    if not setup:
+        return []
+    path = folder / SETUP_FILE
+    write_bytes_atomic(path, ("\n".join(setup) + "\n").encode("utf-8"), mode=0o600)
+    return [f". {shlex.quote(str(path))}"]
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files created meanwhile are the owner's only: the sbatch script submitit writes carries the
+    profile's env values. The jobs keep the user's own umask: sbatch passes SLURM_UMASK on to them."""
+    previous = os.umask(0o077)
+    os.environ["SLURM_UMASK"] = f"{previous:04o}"
+    try:
+        yield
+    finally:
+        os.umask(previous)
+        os.environ.pop("SLURM_UMASK", None)
 
 
 def _inject_fault(point: str) -> None:
@@ -172,13 +217,29 @@ def _record_attempts(manifest: dict[str, Any], chunk: list[RunSpec], job_ids: li
         run["attempts"].append(attempt)
 
 
+@contextlib.contextmanager
+def outside_enclosing_job() -> Iterator[None]:
+    """Hide the variables of the job this submit runs in (a driver job, a pipeline step), so the new
+    jobs do not inherit its allocation: submitit's clean_env drops every SLURM_*, SBATCH_*, SRUN_* and
+    SUBMITIT_* variable. The site's client configuration (SITE_SLURM_VARIABLES) is kept: on a
+    cluster found through SLURM_CONF, sbatch cannot run without it."""
+    site = {name: os.environ[name] for name in SITE_SLURM_VARIABLES if name in os.environ}
+    with submitit.helpers.clean_env():
+        os.environ.update(site)
+        try:
+            yield
+        finally:
+            for name in site:  # clean_env restores its own copy on exit
+                os.environ.pop(name, None)
+
+
 def _submit_slurm(experiment: Experiment, matrix: Matrix, chunk: list[RunSpec], folder: Path, name: str) -> list[str]:
     from jobs.entrypoint import Worker
 
     resources = chunk[0].resources
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues)
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues, python=interpreter())
     executor.update_parameters(**sbatch_parameters(matrix, resources, name))
-    with submitit.helpers.clean_env():  # a submit from inside a job must not inherit its allocation
+    with outside_enclosing_job(), private_files():
         with executor.batch():
             jobs = [executor.submit(Worker(), str(experiment.run_dir(s.run_id).path)) for s in chunk]
     slurm.CALLS["sbatch"] += 1

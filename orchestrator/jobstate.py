@@ -1,8 +1,8 @@
 """What the scheduler says about the latest attempt of each run, in one query.
 
-SLURM: one ``sacct`` call for every array of the experiment (``squeue`` as the fallback:
-SLURM's own manual warns that sacct/squeue in loops load the controller). Local
-executor: the recorded process ids.
+SLURM: one ``sacct`` call for every array of the experiment, and one ``squeue`` call only for
+the jobs accounting does not list or lists as preempted (SLURM's own manual warns that
+sacct/squeue in loops load the controller). Local executor: the recorded process ids.
 """
 
 from __future__ import annotations
@@ -56,7 +56,12 @@ def _array_id(job_id: str) -> str:
 
 
 def scheduler_states(manifest: dict[str, Any], run_ids: list[str]) -> tuple[dict[str, SchedState], str | None]:
-    """State of each run's latest attempt; the note says when SLURM could not be asked fully."""
+    """State of each run's latest attempt; the note says when SLURM could not be asked fully.
+
+    A SLURM job that neither accounting nor the controller could be asked about is ``unknown``,
+    never absent: absent means SLURM has forgotten the job (status says ``lost``, and
+    ``submit --retry-failed`` may submit the run again).
+    """
     attempts = {run_id: latest_attempt(manifest, run_id) for run_id in run_ids}
     states: dict[str, SchedState] = {}
     slurm_jobs: dict[str, str] = {}
@@ -69,53 +74,54 @@ def scheduler_states(manifest: dict[str, Any], run_ids: list[str]) -> tuple[dict
             slurm_jobs[run_id] = str(attempt["job_id"])
     note = None
     if slurm_jobs:
-        found, note = _query_slurm(sorted({_array_id(j) for j in slurm_jobs.values()}), list(slurm_jobs.values()))
+        found, note, controller_answered = _query_slurm(sorted({_array_id(j) for j in slurm_jobs.values()}),
+                                                        list(slurm_jobs.values()))
         for run_id, job_id in slurm_jobs.items():
             info = found.get(job_id)
             if info is not None:
                 states[run_id] = info
-            elif note is None and time.time() - float(attempts[run_id].get("submitted_at", 0)) < ACCOUNTING_LAG_S:
-                # sacct lists a new job a few seconds after sbatch: not yet known is not lost
-                states[run_id] = SchedState(state="pending", source="none", reason="submitted, not yet in accounting")
+            elif not controller_answered:
+                states[run_id] = SchedState(state="unknown", source="none",
+                                            reason="neither sacct nor squeue knows the job: SLURM could not be asked")
+            elif time.time() - float((attempts[run_id] or {}).get("submitted_at", 0)) < ACCOUNTING_LAG_S:
+                # squeue lists a new job a moment after sbatch: not yet known is not lost
+                states[run_id] = SchedState(state="pending", source="none", reason="submitted, not yet listed")
     return states, note
 
 
-def _query_slurm(array_ids: list[str], job_ids: list[str]) -> tuple[dict[str, SchedState], str | None]:
+def _query_slurm(array_ids: list[str], job_ids: list[str]) -> tuple[dict[str, SchedState], str | None, bool]:
+    """sacct for every job in one call; then squeue, in one call, for the jobs accounting does not
+    list (its records lag behind the controller, or slurmdbd is down) or lists as PREEMPTED.
+    Returns the states, a note when a source failed, and whether the controller answered."""
+    raw: dict[str, tuple[slurm.JobState, str]] = {}
+    note = None
     try:
-        raw = slurm.sacct_states(array_ids)
-        source, note = "sacct", None
+        raw = {job_id: (info, "sacct") for job_id, info in slurm.sacct_states(array_ids).items()}
     except (slurm.SlurmError, OSError) as exc:
         note = f"sacct unavailable ({_short(exc)}); states from squeue and the run directories"
+    doubtful = [j for j in job_ids if j not in raw or raw[j][0].state in REQUEUED_BY_SLURM]
+    controller_answered = True
+    if doubtful:
         try:
-            raw = slurm.squeue_states(job_ids)
-            source = "squeue"
-        except (slurm.SlurmError, OSError) as exc2:
-            return {}, f"sacct and squeue unavailable ({_short(exc2)}); states from the run directories only"
-    if source == "sacct":
-        raw.update(_requeued_after(raw, job_ids))
+            queued = slurm.squeue_states(doubtful)
+        except (slurm.SlurmError, OSError) as exc:
+            queued, controller_answered = {}, False
+            note = (f"sacct and squeue unavailable ({_short(exc)}); states from the run directories only"
+                    if note else f"squeue unavailable ({_short(exc)}); states from sacct and the run directories")
+        for job_id, info in queued.items():
+            # SLURM requeues a preempted (or node-failed) job itself, but accounting shows PREEMPTED until
+            # the new record arrives: the controller says whether it is queued again.
+            if job_id not in raw or info.state in ACTIVE:
+                raw[job_id] = (info, "squeue")
     return {
         job_id: SchedState(state=info.state, source=source, node=info.node or "", elapsed_s=info.elapsed_s,
                            reason=info.reason or "", exit_code="" if info.exit_code is None else str(info.exit_code),
                            raw=info.raw_state)
-        for job_id, info in raw.items()
-    }, note
+        for job_id, (info, source) in raw.items()
+    }, note, controller_answered
 
 
 REQUEUED_BY_SLURM = frozenset({"preempted", "node_fail"})
-
-
-def _requeued_after(raw: dict[str, slurm.JobState], job_ids: list[str]) -> dict[str, slurm.JobState]:
-    """SLURM requeues a preempted (or node-failed) job itself, but accounting shows PREEMPTED until the
-    new record arrives. For those few jobs only, the controller says whether they are queued again."""
-    wanted = set(job_ids)
-    doubtful = [job_id for job_id, info in raw.items() if info.state in REQUEUED_BY_SLURM and job_id in wanted]
-    if not doubtful:
-        return {}
-    try:
-        queued = slurm.squeue_states(doubtful)
-    except (slurm.SlurmError, OSError):
-        return {}
-    return {job_id: info for job_id, info in queued.items() if info.state in ACTIVE and job_id in raw}
 
 
 def _short(exc: BaseException) -> str:

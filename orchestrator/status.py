@@ -82,9 +82,9 @@ def _one(experiment: Experiment, manifest: dict[str, Any], run_id: str, sched: S
         row.reason = _failure_text(failure)
     elif sched is not None:
         row.state, row.reason = _ended_without_result(sched)
-    elif attempt:
+    elif attempt:  # sacct and squeue both answered, and neither lists the job
         row.state, row.reason = "lost", "the scheduler no longer knows the job and the run left no result"
-    if row.state not in ("completed", "pending", "running", "requeued", "not submitted"):
+    if row.state not in ("completed", "pending", "running", "requeued", "not submitted", "unknown"):
         row.log_tail = log_tail(experiment, attempt, run_dir)
     return row
 
@@ -97,6 +97,8 @@ def _failure_text(failure: dict[str, Any]) -> str:
 
 
 def _ended_without_result(sched: SchedState) -> tuple[str, str]:
+    if sched.state == "unknown":  # not ended: SLURM could not be asked, or answered a state we do not know
+        return "unknown", sched.reason or f"SLURM: {sched.raw or 'unknown state'}"
     if sched.state in ("completed", "ended"):
         where = "process" if sched.source == "local" else f"job (exit {sched.exit_code or '0'})"
         return "failed", f"{where} ended without result.json: see the log"

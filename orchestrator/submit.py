@@ -48,11 +48,13 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def choose_executor(matrix: Matrix, override: str | None) -> str:
+def choose_executor(matrix: Matrix, override: str | None, dry_run: bool = False) -> str:
+    """slurm or local. A dry run of a SLURM matrix renders its scripts even where sbatch is missing
+    (writing the matrix on a laptop)."""
     wanted = override or matrix.executor
     if wanted == "auto":
         return "slurm" if slurm.slurm_available() else "local"
-    if wanted == "slurm" and not slurm.slurm_available():
+    if wanted == "slurm" and not slurm.slurm_available() and not dry_run:
         raise UserError("executor: slurm, but sbatch is not on the PATH; use executor: local (or auto)")
     return wanted
 
@@ -68,8 +70,9 @@ def plan(matrix: Matrix, specs: list[RunSpec], manifest: dict[str, Any], experim
         state = states.get(spec.run_id)
         if run_dir.result_path.exists() and not forced:
             result.done.append(spec)  # done is done, even while its process is still exiting
-        elif state is not None and state.active:
-            result.active.append((spec, state.state))
+        elif state is not None and (state.active or state.state == "unknown"):
+            # a job SLURM still knows, or may know, is never submitted twice: not even with --force
+            result.active.append((spec, state.state if state.active else f"unknown ({state.reason})"))
         elif forced:
             result.new.append(spec)
         elif spec.run_id in manifest.get("runs", {}) and manifest["runs"][spec.run_id].get("attempts") and not retry_failed:
@@ -101,7 +104,9 @@ def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_fa
         if the_plan.new:
             groups = group_runs(the_plan.new)
             outcome.warnings += executors.limit_warnings(executor_kind, len(the_plan.new))
-            for resources_key, chunk in split_groups(groups, executors.max_array_size(executor_kind, matrix.profile)):
+            max_array, unchecked = executors.cluster_limits(executor_kind, matrix.profile)
+            outcome.warnings += unchecked
+            for resources_key, chunk in split_groups(groups, max_array):
                 outcome.submissions.append(
                     executors.submit_chunk(experiment, manifest, matrix, chunk, executor_kind, resources_key))
         prune_submission_folders(experiment, manifest)
@@ -173,9 +178,12 @@ def print_summary(outcome: Outcome, experiment: Experiment, out: Any = None) -> 
     for spec in p.failed:
         print(f"  skip {spec.run_name}: failed before (see `orchestrate status`)", file=out)
     for entry in outcome.submissions:
+        if entry.get("state") == "failed":  # the reason follows as the command's error
+            print(f"  not submitted: {len(entry['run_ids'])} run(s) (submission {entry['token']} failed)", file=out)
+            continue
         ids = entry.get("array_job_id") or ", ".join(entry.get("job_ids", [])[:3])
-        print(f"  submitted {len(entry['run_ids'])} run(s) as {outcome.executor} job {ids} "
-              f"(logs: {entry['folder']})", file=out)
+        where = f"as {outcome.executor} job {ids}" if ids else f"as {outcome.executor} jobs"  # local: ids come later
+        print(f"  submitted {len(entry['run_ids'])} run(s) {where} (logs: {entry['folder']})", file=out)
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=out)
     if p.note:

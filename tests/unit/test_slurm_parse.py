@@ -288,3 +288,20 @@ def test_parse_sbatch_directives() -> None:
 def test_parse_sbatch_directives_errors_name_the_line(text: str, message: str) -> None:
     with pytest.raises(slurm.SbatchDirectiveError, match=message):
         slurm.parse_sbatch_directives(text)
+
+
+def test_submit_hides_the_enclosing_job_but_keeps_the_site_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a job: its variables go (they would shape the new jobs' allocation), the client's
+    configuration stays (without SLURM_CONF, sbatch on a SLURM_CONF-only cluster cannot run)."""
+    import os
+
+    from orchestrator.executors import outside_enclosing_job
+
+    outer = {"SLURM_CONF": "/site/slurm.conf", "SLURM_CLUSTERS": "gpu", "SLURM_JOB_ID": "77",
+             "SLURM_MEM_PER_CPU": "300", "SBATCH_PARTITION": "cpu", "SUBMITIT_EXECUTOR": "slurm"}
+    for name, value in outer.items():
+        monkeypatch.setenv(name, value)
+    with outside_enclosing_job():
+        seen = {name: os.environ.get(name) for name in outer}
+    assert seen == {**dict.fromkeys(outer), "SLURM_CONF": "/site/slurm.conf", "SLURM_CLUSTERS": "gpu"}
+    assert {name: os.environ.get(name) for name in outer} == outer  # all back afterwards

@@ -133,3 +133,65 @@ def test_preempted_in_accounting_but_queued_again_is_not_ended(tmp_path: Path, m
     assert rows["back"].state == "pending" and not rows["back"].ended and rows["back"].reason == "BeginTime"
     assert rows["gone"].state == "preempted" and rows["gone"].ended
     assert rows["ok"].state == "running"
+
+
+def _age(experiment: Experiment, seconds: float) -> None:
+    manifest = experiment.read_manifest()
+    for run in manifest["runs"].values():
+        for attempt in run["attempts"]:
+            attempt["submitted_at"] -= seconds
+    experiment.write_manifest(manifest)
+
+
+def test_accounting_lag_asks_squeue_before_saying_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sacct has no row yet for an old submission: the controller is asked, once, for those jobs only.
+    Listed there is pending; unknown to both is lost; squeue failing too is unknown, never lost."""
+    experiment = make_experiment(tmp_path, {"queued": "40_0", "gone": "41", "seen": "42"})
+    _age(experiment, 600)
+    fake_sacct(monkeypatch, {"42": "running"}, [])
+    asked: list[list[str]] = []
+
+    def squeue_states(job_ids: list[str]) -> dict[str, slurm.JobState]:
+        asked.append(sorted(job_ids))
+        return {"40_0": slurm.JobState("40_0", "pending", "PENDING", None, 0, None, None, None, "JobHeldUser")}
+
+    monkeypatch.setattr(slurm, "squeue_states", squeue_states)
+    rows = rows_by_name(experiment)
+    assert asked == [["40_0", "41"]]
+    assert rows["queued"].state == "pending" and rows["queued"].reason == "JobHeldUser" and not rows["queued"].ended
+    assert rows["gone"].state == "lost" and rows["gone"].ended
+    assert rows["seen"].state == "running"
+
+    def down(job_ids: list[str]) -> dict:
+        raise slurm.SlurmError(["squeue"], 1, "slurm_load_jobs error: Unable to contact slurm controller")
+
+    monkeypatch.setattr(slurm, "squeue_states", down)
+    rows, note = status.gather(experiment)
+    by_name = {r.run_name: r for r in rows}
+    assert by_name["queued"].state == by_name["gone"].state == "unknown"
+    assert not by_name["queued"].ended and "could not be asked" in by_name["queued"].reason
+    assert note is not None and note.startswith("squeue unavailable (")
+
+
+def test_plan_never_resubmits_a_job_slurm_may_still_know(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from orchestrator.submit import plan
+
+    experiment = make_experiment(tmp_path, {"queued": "50_0", "unknown": "51", "gone": "52"})
+    _age(experiment, 600)
+    fake_sacct(monkeypatch, {}, [])
+    monkeypatch.setattr(slurm, "squeue_states", lambda ids: {
+        "50_0": slurm.JobState("50_0", "pending", "PENDING", None, 0, None, None, None, "Priority")})
+    manifest = experiment.read_manifest()
+    specs = [SimpleNamespace(run_id=run_id, run_name=name, base_name=name)
+             for name, run_id in manifest["current_runs"].items()]
+    result = plan(None, specs, manifest, experiment, retry_failed=True)  # type: ignore[arg-type]
+    assert [s.run_name for s, _ in result.active] == ["queued"] and sorted(s.run_name for s in result.new) == ["gone", "unknown"]
+
+    def down(job_ids: list[str]) -> dict:
+        raise slurm.SlurmError(["squeue"], 1, "Unable to contact slurm controller")
+
+    monkeypatch.setattr(slurm, "squeue_states", down)
+    result = plan(None, specs, manifest, experiment, retry_failed=True, force=frozenset({"gone"}))  # type: ignore[arg-type]
+    assert not result.new and [state.split(" ")[0] for _, state in result.active] == ["unknown"] * 3

@@ -1,0 +1,78 @@
+"""``submit --dry-run``: what a submit would do, written nowhere.
+
+It prints the scripts the real submission would hand to sbatch: the same chunks (a group larger
+than MaxArraySize is split), the same interpreter, the same directives; only the submission token
+is ``TOKEN``. Values of secret-named variables are shown as ``<redacted>``. Where SLURM cannot be
+asked (sbatch not on the PATH), it says which cluster limits it could not check.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from jobs.contract import RunSpec, redact_assignments
+from orchestrator import executors, profiles, slurm
+from orchestrator.matrix import Matrix
+from orchestrator.store import Experiment
+from orchestrator.submit import group_runs, plan, split_groups
+
+HEADER = "### "  # starts each script's heading line (tests split the output there)
+# Stands for the submission token (time and random hex) in paths and the job name; needs no shell
+# quoting, like the real token, so the scripts differ from the submitted ones only in that word.
+TOKEN = "TOKEN"
+
+
+def print_dry_run(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, *, retry_failed: bool = False,
+                  force: frozenset[str] = frozenset()) -> None:
+    """Print the runs, then each script (SLURM) or setup (local) the submission would use."""
+    print(f"experiment {matrix.experiment} ({len(specs)} runs, executor {kind}, cluster {matrix.profile.name})", file=out)
+    print(f"run directories under {matrix.experiment_dir / 'runs'}", file=out)
+    width = max(len(s.run_name) for s in specs)
+    for spec in specs:
+        print(f"  {spec.run_name.ljust(width)}  {spec.run_id}  series {spec.series}  group {spec.resources.group_key()}",
+              file=out)
+    new = _new_runs(matrix, specs, kind, out, retry_failed, force)
+    if not new:
+        print("nothing to submit", file=out)
+        return
+    notes = _limit_notes(kind, len(new))
+    max_array, unchecked = executors.cluster_limits(kind, matrix.profile)
+    chunks = split_groups(group_runs(new), max_array)
+    folder = matrix.experiment_dir / "submitit" / TOKEN
+    print(f"({TOKEN} below stands for the submission's token, e.g. 20261129-215528-ebfe63)", file=out)
+    for index, (key, chunk) in enumerate(chunks, start=1):
+        names = ", ".join(s.run_name for s in chunk[:8]) + (" ..." if len(chunk) > 8 else "")
+        print(f"\n{HEADER}submission {index} of {len(chunks)}: resource group {key}: {len(chunk)} run(s): {names}",
+              file=out)
+        if kind == "slurm":
+            text = executors.render_script(matrix, chunk[0].resources, len(chunk), folder,
+                                           executors.job_name(matrix.experiment, TOKEN))
+        else:
+            preamble = profiles.render_preamble(matrix.profile, chunk[0].resources, {"experiment": matrix.experiment})
+            setup = profiles.split_preamble(preamble)[1]
+            text = "# local executor: these lines run before each job\n" + ("\n".join(setup) or "# (none)")
+        print(redact_assignments(text), file=out)
+    for note in notes + unchecked:
+        print(f"note: {note}", file=out)
+
+
+def _new_runs(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, retry_failed: bool,
+              force: frozenset[str]) -> list[RunSpec]:
+    """The runs a submit would submit now: for an experiment submitted before, done, active and failed
+    runs are left out as the real submit would (its manifest and SLURM are read, nothing written)."""
+    experiment = Experiment(matrix.experiment_dir)
+    if not experiment.manifest_path.is_file():
+        return specs
+    the_plan = plan(matrix, specs, experiment.read_manifest(), experiment, retry_failed, force)
+    print(f"already submitted: {len(the_plan.done)} done, {len(the_plan.active)} running or pending, "
+          f"{len(the_plan.failed)} failed before (resubmitted only with --retry-failed)", file=out)
+    return the_plan.new
+
+
+def _limit_notes(kind: str, new_jobs: int) -> list[str]:
+    if kind != "slurm":
+        return []
+    if not slurm.slurm_available():
+        return ["MaxSubmitJobs not checked: SLURM's commands are not on the PATH here; "
+                "the real submit warns before passing it"]
+    return executors.limit_warnings(kind, new_jobs)
