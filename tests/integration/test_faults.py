@@ -98,6 +98,7 @@ def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Pat
     limited, full = result(study, done["LIMIT"]), result(study, done["FULL"])
     assert limited["train"]["steps"] == full["train"]["steps"] == 5000
     assert limited["train"].get("resumed_from_step"), "the time-limited run must have resumed from a checkpoint"
+    assert limited["train"]["samples"] == full["train"]["samples"], "each step's samples counted once"
     assert full["train"].get("resumed_from_step") in (None, 0)
     for key in ("f1", "exact", "HasAns_f1"):
         assert limited["metrics"][key] == pytest.approx(full["metrics"][key], abs=2.0), key
