@@ -20,7 +20,12 @@ append-only, one object a line):
 ``result.json``     written last; see RESULT_KEYS. Its presence means the run finished.
 ``failure.json``    {reason (FAILURE_REASONS), message, hint, traceback_tail, failed_at,
                     job_id, attempt}.
-``checkpoints/``    Trainer checkpoints for resume.
+``attempts.jsonl``  audit trail, one object a line: {event: start | finish | terminated,
+                    time, job_id, attempt, ...}, and {event: checkpoint_rejected, checkpoint,
+                    reason} for each checkpoint resume did not trust.
+``checkpoints/``    Trainer checkpoints for resume; each sealed by ``complete.json`` (size and
+                    SHA-256 of every file) and carrying ``accounting.json`` (the run's figures
+                    of the steps so far). See jobs/resume.py and jobs/accounting.py.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ RESULT_FILE = "result.json"
 FAILURE_FILE = "failure.json"
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "worker.log"
+ATTEMPTS_FILE = "attempts.jsonl"
 
 HEARTBEAT_STATES = ("starting", "loading", "training", "evaluating", "checkpointing", "waiting", "done", "failed")
 # Set by the local queue in each job's environment: the GPUs it found on the machine and how
@@ -363,7 +369,7 @@ def write_bytes_atomic(path: Path, payload: bytes, mode: int | None = None) -> N
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
+        os.chmod(tmp, file_mode() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -377,10 +383,31 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def file_mode() -> int:
+    """The mode a plain ``open()`` gives a new file under the current umask (e.g. 0o664 under 002)."""
+    return 0o666 & ~current_umask()
+
+
+def apply_umask(root: Path) -> None:
+    """Give ``root`` and everything under it the modes the umask gives new files and folders.
+
+    For what we just built with tools that create private files or folders (``mkdtemp``'s
+    0700, safetensors' 0600): a teammate of the group must be able to read what a run
+    shares. Executable bits are kept (as 0o777 & ~umask)."""
+    umask = current_umask()
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for path in paths:
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o111
+        os.chmod(path, (0o777 if executable else 0o666) & ~umask)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -463,6 +490,7 @@ class RunDir:
     failure_path = property(lambda self: self.path / FAILURE_FILE)
     checkpoint_dir = property(lambda self: self.path / CHECKPOINT_DIR)
     log_path = property(lambda self: self.path / LOG_FILE)
+    attempts_path = property(lambda self: self.path / ATTEMPTS_FILE)
 
     def read_spec(self) -> RunSpec:
         return RunSpec.model_validate(read_json(self.spec_path))
@@ -503,11 +531,15 @@ RESULT_KEYS = {
     "run_id": "str",
     "config_hash": "str",
     "metrics": "task metrics: exact, f1, HasAns_*, NoAns_*, best_* (squad_v2) or accuracy (sst2)",
-    "train": "runtime_s, samples_per_s, steps_per_s, tokens_per_s, loss, steps, planned_steps, compile_time_s, steady_step_time_s",
+    "train": "runtime_s, samples_per_s, steps_per_s, tokens_per_s, loss, samples, real_tokens, steps, planned_steps, "
+             "resumed_from_step, compile_time_s, steady_step_time_s, steady_samples_per_s, steady_tokens_per_s, "
+             "attempts_timed: the run's across all attempts (null when unmeasured, named in warnings)",
     "eval": "runtime_s, samples_per_s",
     "params": "trainable, total",
-    "memory": "peak_allocated_mib, peak_reserved_mib, step_peak_allocated_mib, step_peak_reserved_mib, device_total_mib, device_name",
-    "energy": "energy_j, avg_power_w (NVML, when available)",
+    "memory": "peak_allocated_mib, peak_reserved_mib, step_peak_allocated_mib, step_peak_reserved_mib (maxima over "
+              "attempts), device_total_mib, device_name",
+    "energy": "energy_j (summed over attempts), avg_power_w (NVML, when available)",
+    "resume": "attempts, requeues, resumed_from_step, rejected_checkpoints [{checkpoint, reason}]",
     "warnings": "list of strings; non-empty means the run is not healthy",
     "healthy": "bool",
     "finished_at": "unix time",

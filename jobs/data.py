@@ -32,7 +32,7 @@ from typing import Any
 import datasets
 from filelock import FileLock
 
-from jobs.contract import RunDir, SyntheticData, TrainConfig, canonical_json
+from jobs.contract import RunDir, SyntheticData, TrainConfig, apply_umask, canonical_json
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ def synthetic_files(train: TrainConfig, cache_dir: Path, writer: SyntheticWriter
             building = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
             try:
                 writer(building, synthetic)
+                apply_umask(building)  # mkdtemp made it 0700: the cache is shared
                 os.replace(building, target)
             finally:
                 shutil.rmtree(building, ignore_errors=True)
@@ -196,6 +197,7 @@ def cached_features(
         try:
             features.save_to_disk(str(building / "data"))
             (building / "data" / "key.json").write_text(canonical_json(key_parts) + "\n", encoding="utf-8")
+            apply_umask(building / "data")
             os.replace(building / "data", target)
         finally:
             shutil.rmtree(building, ignore_errors=True)

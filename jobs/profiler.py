@@ -38,11 +38,21 @@ MIB = 1024 * 1024
 
 
 class TokenCounter:
-    """Samples (host ints) and real tokens (a device tensor: adding needs no sync)."""
+    """Samples (host ints), real tokens and the sum of training losses (device tensors:
+    adding needs no sync)."""
 
     def __init__(self) -> None:
         self.samples = 0
         self._tokens: torch.Tensor | int = 0
+        self._loss_sum: torch.Tensor | float = 0.0
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        """Add one micro-batch's loss as the Trainer adds it to its running training loss."""
+        self._loss_sum = self._loss_sum + loss.detach().float()
+
+    @property
+    def loss_sum(self) -> float:
+        return float(self._loss_sum)
 
     def add(self, inputs: dict[str, Any]) -> None:
         """Count one micro-batch: its rows, and its non-padding tokens."""
@@ -90,8 +100,13 @@ class _EnergyMeter:
             self._start_mj = self._read()
 
     def stop(self) -> None:
-        if self._handle is not None and self._start_mj is not None:
-            self.energy_j = (self._read() - self._start_mj) / 1000.0
+        self.energy_j = self.so_far()
+
+    def so_far(self) -> float | None:
+        """Joules since :meth:`start`, or None without a counter."""
+        if self._handle is None or self._start_mj is None:
+            return None
+        return (self._read() - self._start_mj) / 1000.0
 
 
 class _StepClock:
@@ -195,11 +210,19 @@ class StepProfiler(TrainerCallback):
             result["steady_tokens_per_s"] = (self.counter.tokens - int(tokens0)) / window_s
         return result
 
-    def energy_summary(self) -> dict[str, float]:
-        runtime_s = self._train_end - self._train_start
-        if self.energy.energy_j is None or runtime_s <= 0:
-            return {}
-        return {"energy_j": self.energy.energy_j, "avg_power_w": self.energy.energy_j / runtime_s}
+    def attempt_figures(self) -> dict[str, Any]:
+        """This attempt's figures so far, in :mod:`jobs.accounting`'s shape (mid-run at a
+        save, or after training); ``{"steps": 0}`` when it ran no training step."""
+        if not self.steps:
+            return {"steps": 0}
+        self.clock.finish()
+        ended = self._train_end or time.perf_counter()
+        return {
+            "steps": self.steps, "loss_sum": self.counter.loss_sum, "samples": self.counter.samples,
+            "real_tokens": self.counter.tokens, "runtime_s": ended - self._train_start, "segment": self.timing(),
+            "memory": {**self.memory, **memory_summary(self._peak_before_step)},
+            "energy_j": self.energy.energy_j if self._train_end else self.energy.so_far(),
+        }
 
 
 def memory_summary(peak_before_step: tuple[int, int] = (0, 0)) -> dict[str, Any]:

@@ -11,6 +11,12 @@
   twice and others never; and its batches run in descending length inside each
   mega-batch. Ours is a pure function of (seed, epoch), so a resumed run continues
   the exact same order, and the batch order is shuffled.
+* Each checkpoint is sealed: after the Trainer saves ``checkpoint-N`` (and rotates older
+  ones), ``accounting.json`` (the figures of steps 1..N, from ``checkpoint_accounting``)
+  is written into it, then :func:`jobs.resume.seal_checkpoint` gives every file the
+  user's umask, fsyncs it and writes ``complete.json`` last. Resume trusts only sealed
+  checkpoints. Rotation runs before the seal; with ``save_total_limit: 2`` the previous
+  sealed checkpoint is still there if the job dies in between.
 * Each training step: counts real tokens (on the device, no sync), checks the loss
   is finite (:class:`jobs.callbacks.FiniteLossGuard`); with CUDA graphs (compile
   mode ``reduce-overhead``) marks the step boundary for cudagraph trees; with
@@ -19,20 +25,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer
-from transformers.trainer_utils import seed_worker
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, seed_worker
 
+from jobs.accounting import ACCOUNTING_FILE
 from jobs.callbacks import FiniteLossGuard
+from jobs.contract import write_json_atomic
 from jobs.flat_optim import FlatAdamW, flat_groups_possible
 from jobs.preemption import ChildSignals, shield_loader
 from jobs.profiler import TokenCounter
 from jobs.qa_features import BucketBatchSampler
+from jobs.resume import seal_checkpoint
 
 
 class SpecTrainer(Trainer):
@@ -58,6 +68,18 @@ class SpecTrainer(Trainer):
         self._flops_per_token: int | None = None
         self.flat_optimizer = flat_optimizer
         self._flat: FlatAdamW | None = None
+        # The figures of steps 1..N at a save (jobs.accounting); set by the session.
+        self.checkpoint_accounting: Callable[[], dict[str, Any]] | None = None
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """The Trainer's save, then the run's figures so far, then the seal (written last)."""
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.checkpoint_accounting is not None:
+            write_json_atomic(folder / ACCOUNTING_FILE, self.checkpoint_accounting())
+        seal_checkpoint(folder, self.state.global_step)
 
     def get_train_dataloader(self) -> DataLoader:
         """The Trainer's loader, or one over length-bucketed batches of feature indices."""
@@ -139,6 +161,8 @@ class SpecTrainer(Trainer):
         if self.token_counter is not None:
             self.token_counter.add(inputs)
         loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.token_counter is not None:
+            self.token_counter.add_loss(loss)
         if self.loss_guard is not None:
             self.loss_guard.observe(loss, self.state.global_step + 1)
         return loss

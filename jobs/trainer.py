@@ -5,8 +5,9 @@
 Steps: seed; load the tokenizer; load and tokenise the data (or reuse the study's
 feature cache); load the model (attention, random init, quantisation) and apply the
 methods (LoRA / QLoRA / BitFit / freeze); train with the transformers Trainer
-(resuming from the newest complete checkpoint in ``run_dir/checkpoints``); evaluate;
-return metrics, timings, parameters, memory and energy. Progress goes to the run
+(resuming from the newest sealed, verified checkpoint in ``run_dir/checkpoints``, see
+:mod:`jobs.resume`); evaluate; return metrics, timings, parameters, memory and energy,
+each the run's across all its attempts (:mod:`jobs.accounting`). Progress goes to the run
 directory (heartbeat, metrics.jsonl) through callbacks.
 
 :func:`build_session` is the same path without data loading and evaluation: the GPU
@@ -25,17 +26,16 @@ from typing import Any
 import datasets
 import torch
 from transformers import TrainerCallback, TrainerState, set_seed
-from transformers.trainer_utils import TrainOutput
 
-from jobs import preemption
+from jobs import accounting, preemption
 from jobs.callbacks import FiniteLossGuard, LossGuardCallback, RunDirCallback
-from jobs.contract import RunDir, RunSpec, TrainConfig
+from jobs.contract import RunDir, RunSpec, TrainConfig, append_jsonl, read_jsonl
 from jobs.data import resolve_cache_dir
 from jobs.gpu import require_cuda
 from jobs.methods import apply_methods, method_names
 from jobs.model import load_model, load_tokenizer, parameter_counts, present_modules
 from jobs.profiler import KernelProfiler, StepProfiler, TokenCounter
-from jobs.resume import latest_checkpoint
+from jobs.resume import ResumePoint, find_resume_point
 from jobs.spec_trainer import SpecTrainer
 from jobs.tasks import TASKS, PreparedData, Task
 from jobs.training_args import build_training_arguments
@@ -51,8 +51,16 @@ class Session:
     profiler: StepProfiler
     counter: TokenCounter
     kernel_profiler: KernelProfiler | None = None
-    resumed_from: Path | None = None
+    run_dir: RunDir | None = None  # where rejected checkpoints are recorded (attempts.jsonl)
+    resume_point: ResumePoint = field(default_factory=lambda: ResumePoint(None))
+    prior: dict[str, Any] = field(default_factory=lambda: dict(accounting.EMPTY))  # steps 1..N of earlier attempts
+    memory: dict[str, Any] = field(default_factory=dict)  # across attempts, set by train_session
+    energy: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+    def figures_so_far(self) -> dict[str, Any]:
+        """Earlier attempts' figures plus this one's (what a checkpoint saved now carries)."""
+        return accounting.combine(self.prior, self.profiler.attempt_figures())
 
 
 def build_model(train: TrainConfig, task: Task) -> torch.nn.Module:
@@ -104,41 +112,41 @@ def build_session(
         dynamic_sequence=compile_mode is not None and train.padding == "dynamic",
         flat_optimizer=train.optimizer == "adamw_fused",
     )
-    return Session(trainer, profiler, counter, kernel_profiler)
+    session = Session(trainer, profiler, counter, kernel_profiler, run_dir)
+    trainer.checkpoint_accounting = session.figures_so_far
+    return session
 
 
 def train_session(session: Session, resume: bool = True) -> dict[str, Any]:
-    """Train (resuming when a complete checkpoint exists); the ``train`` section of the result."""
+    """Train (resuming from the newest trusted checkpoint); the ``train`` section of the result,
+    its figures the run's across attempts (``session.memory`` / ``session.energy`` too)."""
     trainer = session.trainer
-    checkpoint = latest_checkpoint(Path(trainer.args.output_dir or ".")) if resume else None
-    session.resumed_from = checkpoint
+    point = find_resume_point(Path(trainer.args.output_dir or ".")) if resume else ResumePoint(None)
+    checkpoint = point.checkpoint
+    session.resume_point, session.prior = point, accounting.load(checkpoint)
+    if session.run_dir is not None:  # recorded now: training may still fail
+        for rejected in point.rejected:
+            append_jsonl(session.run_dir.attempts_path,
+                         {"event": "checkpoint_rejected", "time": time.time(), **rejected.as_record()})
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
-    first_step = _checkpoint_step(checkpoint)
     finished = _finished_state(checkpoint)
     if finished is not None:
         # training ended in an earlier attempt (a requeue came during evaluation): Trainer.train
         # would take one step too many, so load the final weights and evaluate
         trainer._load_from_checkpoint(str(checkpoint))
         trainer.state = finished
-        output = TrainOutput(finished.global_step, _final_loss(finished), {"train_runtime": 0.0})
     else:
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    runtime_s = float(output.metrics.get("train_runtime", 0.0)) or 1e-9
-    steps_run = trainer.state.global_step - first_step
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    figures, session.memory, session.energy, warnings = accounting.summary(
+        session.figures_so_far(), trainer.state.max_steps)
+    session.warnings.extend(warnings)
     section: dict[str, Any] = {
-        "runtime_s": runtime_s,
-        "samples_per_s": session.counter.samples / runtime_s,
-        "steps_per_s": steps_run / runtime_s,
-        "tokens_per_s": session.counter.tokens / runtime_s,
-        "loss": output.training_loss,
+        **figures,
         "steps": trainer.state.global_step,
         "planned_steps": trainer.state.max_steps,
-        "resumed_from_step": first_step if checkpoint is not None else None,
-        "samples": session.counter.samples,
-        "real_tokens": session.counter.tokens,
+        "resumed_from_step": _checkpoint_step(checkpoint) if checkpoint is not None else None,
     }
-    section.update(session.profiler.timing())
     if trainer.state.global_step < trainer.state.max_steps:
         session.warnings.append(f"stopped at step {trainer.state.global_step} of {trainer.state.max_steps}")
     return section
@@ -150,14 +158,6 @@ def _finished_state(checkpoint: Path | None) -> TrainerState | None:
         return None
     state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
     return state if state.max_steps and state.global_step >= state.max_steps else None
-
-
-def _final_loss(state: TrainerState) -> float:
-    for entry in reversed(state.log_history):
-        for key in ("train_loss", "loss"):
-            if key in entry:
-                return float(entry[key])
-    return float("nan")
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int:
@@ -195,14 +195,30 @@ def run_training(
         "eval": {"runtime_s": evaluation.runtime_s, "samples_per_s": evaluation.samples_per_s,
                  "postprocess_s": evaluation.postprocess_s},
         "params": parameter_counts(model),
-        "memory": session.profiler.memory,
-        "energy": session.profiler.energy_summary(),
+        "memory": session.memory,
+        "energy": session.energy,
+        "resume": _resume_section(session, run_dir),
         "warnings": session.warnings,
         "methods": method_names(train),
         "data": {"train_features": len(data.train_features), "eval_features": len(data.eval_features),
                  "eval_examples": len(data.eval_examples), "feature_cache_hits": data.cache_hits},
         "profile": _profile_files(session, run_dir),
         "finished_training_at": time.time(),
+    }
+
+
+def _resume_section(session: Session, run_dir: RunDir) -> dict[str, Any]:
+    """attempts: the worker starts attempts.jsonl records (at least this one); requeues: the
+    starts under a job id an earlier start had (SLURM keeps a requeued job's id; a resubmission
+    gets a new one); rejected_checkpoints: those not trusted when this attempt resumed."""
+    starts = [line for line in read_jsonl(run_dir.attempts_path) if line.get("event") == "start"]
+    job_ids = [line.get("job_id") for line in starts]
+    return {
+        "attempts": max(len(starts), 1),
+        "requeues": sum(1 for index, job in enumerate(job_ids) if job is not None and job in job_ids[:index]),
+        "resumed_from_step": (_checkpoint_step(session.resume_point.checkpoint)
+                              if session.resume_point.checkpoint is not None else None),
+        "rejected_checkpoints": [rejected.as_record() for rejected in session.resume_point.rejected],
     }
 
 

@@ -35,7 +35,13 @@ SPEC_KEYS = frozenset(RunSpec.model_fields)
 # result.json sections, flattened under these prefixes (the result's "train" section
 # becomes "train_result" so it never collides with the spec's "train.<knob>" columns).
 RESULT_SECTIONS = {"metrics": "metrics", "train": "train_result", "eval": "eval", "params": "params",
-                   "memory": "memory", "energy": "energy"}
+                   "memory": "memory", "energy": "energy", "resume": "resume"}
+# Training figures that are never 0 when measured: older workers wrote 0 samples/s and a
+# 1e-9 s runtime for an attempt that only evaluated. Such a value is left out as missing
+# (never a 0x speed-up) and named in the run's problems.
+_POSITIVE_FIGURES = ("train_result.runtime_s", "train_result.samples_per_s", "train_result.steps_per_s",
+                     "train_result.tokens_per_s")
+_SHORTEST_RUNTIME_S = 1e-6
 RESULT_SCALARS = ("healthy", "finished_at", "job_id", "node", "git_commit")
 MAX_CURVE_POINTS = 256
 _SERIES_PREFIX = re.compile(r"^[A-Za-z]+")
@@ -219,6 +225,7 @@ def _result_columns(row: dict[str, Any], result: Mapping[str, Any], problems: li
             problems.append(f"result.json {section} is not an object")
     for key in RESULT_SCALARS:
         row[key] = scalar(result.get(key))
+    _drop_unmeasured(row, problems)
     warnings = result.get("warnings") or []
     warnings = [str(item) for item in warnings] if isinstance(warnings, list) else [str(warnings)]
     train = result.get("train")
@@ -233,6 +240,15 @@ def _result_columns(row: dict[str, Any], result: Mapping[str, Any], problems: li
             flatten_into(row, value, f"extra.{key}")
         else:
             row[sys.intern(f"extra.{key}")] = scalar(value)
+
+
+def _drop_unmeasured(row: dict[str, Any], problems: list[str]) -> None:
+    for column in _POSITIVE_FIGURES:
+        value = row.get(column)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < _SHORTEST_RUNTIME_S:
+            row[column] = None
+            problems.append(f"result.json {column.replace('train_result', 'train')} is {value}: not a measurement "
+                            "(an attempt that trained nothing), left out")
 
 
 def _failure_columns(row: dict[str, Any], failure: Mapping[str, Any]) -> None:

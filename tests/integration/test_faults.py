@@ -99,6 +99,7 @@ def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Pat
     limited, full = result(study, done["LIMIT"]), result(study, done["FULL"])
     assert limited["train"]["steps"] == full["train"]["steps"] == 5000
     assert limited["train"].get("resumed_from_step"), "the time-limited run must have resumed from a checkpoint"
+    assert limited["train"]["samples"] == full["train"]["samples"], "each step's samples counted once"
     assert full["train"].get("resumed_from_step") in (None, 0)
     for key in ("f1", "exact", "HasAns_f1"):
         assert limited["metrics"][key] == pytest.approx(full["metrics"][key], abs=2.0), key
@@ -124,6 +125,10 @@ def test_scontrol_requeue_resumes_from_periodic_checkpoint(tmp_path: Path, slurm
     final = result(study, done["R"])
     # requeue sends SIGTERM (KillWait before SIGKILL): the worker saves there, past the periodic save
     assert final["train"]["steps"] == 600 and (final["train"].get("resumed_from_step") or 0) >= step_at_requeue
+    # the figures are the run's: every step's samples (8 a batch, an epoch's last batch maybe fewer) counted
+    # once, not only those after the requeue (at most 480 steps); the requeue counted (same job id)
+    assert 0.9 * 600 * 8 < final["train"]["samples"] <= 600 * 8 and final["resume"]["attempts"] == 2, final
+    assert final["resume"]["requeues"] == 1 and final["train"]["attempts_timed"] == 2, final["resume"]
 
 
 def test_preemption_saves_in_the_grace_time_and_resumes(tmp_path: Path, slurm_cluster: None) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,13 +87,13 @@ def make_run_dir(root: Path, name: str = "run") -> RunDir:
     return run_dir
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny(tiny_model_dir: str, shared_cache: str) -> Callable[..., TrainConfig]:
     """``tiny(**overrides)``: a tiny TrainConfig sharing the session's feature cache."""
     return lambda **overrides: tiny_config(tiny_model_dir, shared_cache, **overrides)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def spec_for() -> Callable[..., RunSpec]:
     """``spec_for(train, name)``: a RunSpec around ``train``."""
     return make_spec
@@ -101,3 +103,36 @@ def spec_for() -> Callable[..., RunSpec]:
 def run_dir_for(tmp_path: Path) -> Callable[[str], RunDir]:
     """``run_dir_for(name)``: an empty run directory ``<tmp>/test/runs/<name>``."""
     return lambda name="run": make_run_dir(tmp_path, name)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def worker_env() -> dict[str, str]:
+    """This environment without SLURM's or submitit's ids: the worker runs as a bare rerun."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def start_worker(run_dir: RunDir, umask: int | None = None) -> subprocess.Popen[bytes]:
+    """``python -m jobs.entrypoint RUN_DIR`` in its own process (under ``umask`` when given)."""
+    return subprocess.Popen([sys.executable, "-m", "jobs.entrypoint", str(run_dir.path)], env=worker_env(),
+                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            umask=-1 if umask is None else umask)
+
+
+def run_worker(run_dir: RunDir, umask: int | None = None, timeout_s: float = 300) -> tuple[int, str]:
+    """Run the worker to its end: (exit status, the tail of its stderr)."""
+    worker = start_worker(run_dir, umask)
+    try:
+        _, stderr = worker.communicate(timeout=timeout_s)
+    finally:
+        worker.kill()
+    return worker.returncode, stderr.decode(errors="replace")[-3000:]
+
+
+@pytest.fixture(scope="session")
+def worker() -> Any:
+    """``worker.run(run_dir, umask=None)`` -> (status, stderr tail); ``worker.start(run_dir)`` -> Popen."""
+    return type("Worker", (), {"run": staticmethod(run_worker), "start": staticmethod(start_worker)})
