@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from jobs import envinfo, preemption
-from jobs.contract import RunDir, RunSpec, append_jsonl, resolve_model_ref, write_json_atomic
+from jobs.contract import ATTEMPTS_FILE, RunDir, RunSpec, append_jsonl, resolve_model_ref, write_json_atomic
 
 log = logging.getLogger("jobs.entrypoint")
 
-ATTEMPTS_FILE = "attempts.jsonl"  # audit trail: one line when an attempt starts, one when it finishes
 
 # Called (in order) when SLURM warns of the time limit or preemption, before requeueing:
 # the trainer registers "save a checkpoint now" here.
