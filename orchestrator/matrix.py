@@ -95,11 +95,11 @@ def load_matrix(path: Path | str) -> Matrix:
     runs_raw = raw.get("runs")
     if not isinstance(runs_raw, dict) or not runs_raw:
         raise MatrixError(source, problems)
-    structure = _run_entry_problems(runs_raw) + _baseline_problems(raw.get("baseline"), runs_raw)
-    problems += structure
+    problems += _run_entry_problems(runs_raw) + _baseline_problems(raw.get("baseline"), runs_raw)
     specs: list[RunSpec] = []
-    if profile is not None and not any(p[0].endswith(".extends") for p in structure):
+    if profile is not None:
         # Every stage runs even when an earlier one found problems: one report, all problems.
+        # Only the runs whose extends chain cannot be resolved (reported above) sit this out.
         specs = _expand_all(_usable(raw, problems), profile, problems)
         problems += preflight.problems(specs, profile.hf_home)
     if problems or profile is None:  # no profile means a problem was reported
@@ -126,7 +126,10 @@ def _usable(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
         if key in refused and not isinstance(raw.get(key), dict):
             usable[key] = {}
     runs = {}
+    resolvable = _resolvable(raw["runs"])
     for name, body in raw["runs"].items():
+        if name not in resolvable:
+            continue
         body = body if isinstance(body, dict) else {}
         runs[name] = {k: v for k, v in body.items() if k not in ("grid", "resources") or v is None or isinstance(v, dict)}
     usable["runs"] = runs
@@ -142,20 +145,22 @@ def _top_level_problems(raw: dict[str, Any]) -> Problems:
     if experiment is None:
         problems.append(("experiment", "missing: name the experiment, e.g. experiment: squad_v2_t4"))
     elif not isinstance(experiment, str) or not SAFE_NAME.match(experiment):
-        problems.append(("experiment", f"{experiment!r} is not a safe name: use letters, digits and _.+- "
-                         "(starting with a letter or digit, at most 100 characters)"))
+        problems.append(("experiment", f"{_shown(experiment)} is not a safe name: use letters, digits and _.+- "
+                         "(starting with a letter or digit, at most 100 characters)"
+                         + ("" if isinstance(experiment, str) else "; quote it: YAML read it as a number or a date")))
     if raw.get("executor", "auto") not in EXECUTORS:
-        problems.append(("executor", f"{raw.get('executor')!r} is not one of {', '.join(EXECUTORS)}"))
+        problems.append(("executor", f"{_shown(raw.get('executor'))} is not one of {', '.join(EXECUTORS)}"))
     if not isinstance(raw.get("cluster", "local"), str):
         problems.append(("cluster", "must be the name of a profile directory in slurm_templates/"))
     max_runs = raw.get("max_runs", DEFAULT_MAX_RUNS)
     if not isinstance(max_runs, int) or isinstance(max_runs, bool) or max_runs < 1:
-        problems.append(("max_runs", f"{max_runs!r} is not a positive whole number"))
+        problems.append(("max_runs", f"{_shown(max_runs)} is not a positive whole number"))
     root = raw.get("root", "./scratch")
     if not isinstance(root, str) or not root.strip():
         problems.append(("root", "must be a directory path (environment variables like ${SCRATCH} are expanded)"))
     elif "$" in os.path.expandvars(root):
-        problems.append(("root", f"{root!r} uses an environment variable that is not set"))
+        problems.append(("root", f"{_shown(root)} uses an environment variable that is not set: "
+                         "set it (export SCRATCH=...) or write the directory out"))
     for key in ("defaults", "resources", "grid"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             problems.append((key, "must be a mapping"))
@@ -170,9 +175,9 @@ def _top_level_problems(raw: dict[str, Any]) -> Problems:
 def _run_entry_problems(runs: dict[str, Any]) -> Problems:
     problems: Problems = []
     for name, body in runs.items():
-        where = f"runs.{name}"
+        where = f"runs.{name}" if isinstance(name, str) and len(name) <= 100 else f"runs.{_shown(name)}"
         if not isinstance(name, str) or not SAFE_NAME.match(name):
-            problems.append((where, f"{name!r} is not a safe run name: use letters, digits and _.+- "
+            problems.append((where, f"{_shown(name)} is not a safe run name: use letters, digits and _.+- "
                              "(starting with a letter or digit; no '/', spaces or shell characters)"))
             continue
         if body is None:
@@ -183,8 +188,11 @@ def _run_entry_problems(runs: dict[str, Any]) -> Problems:
         problems += unknown_keys(TrainConfig, body, where, also=RUN_KEYS)
         problems += unknown_keys(Resources, body.get("resources") or {}, f"{where}.resources")
         parent = body.get("extends")
-        if parent is not None and parent not in runs:
-            problems.append((f"{where}.extends", f"{parent!r} is not a run{suggest(str(parent), [str(r) for r in runs])}"
+        if parent is not None and not isinstance(parent, str):
+            problems.append((f"{where}.extends", f"{_shown(parent)} is not a run name: write extends: NAME, "
+                             f"one of {', '.join(map(str, runs))}"))
+        elif parent is not None and parent not in runs:
+            problems.append((f"{where}.extends", f"{_shown(parent)} is not a run{suggest(str(parent), [str(r) for r in runs])}"
                              f"; runs are {', '.join(map(str, runs))}"))
         if body.get("series") is not None and not (isinstance(body["series"], str) and SAFE_NAME.match(body["series"])):
             problems.append((f"{where}.series", f"{body['series']!r} is not a safe name"))
@@ -200,7 +208,7 @@ def _cycle_problems(runs: dict[str, Any]) -> Problems:
     for name in runs:
         chain = [name]
         current = name
-        while isinstance(runs.get(current), dict) and runs[current].get("extends") in runs:
+        while isinstance(runs.get(current), dict) and _parent(runs, current) is not None:
             current = runs[current]["extends"]
             if current in chain:
                 cycle = " -> ".join(chain[chain.index(current):] + [current])
@@ -211,18 +219,54 @@ def _cycle_problems(runs: dict[str, Any]) -> Problems:
     return problems
 
 
+def _parent(runs: dict[str, Any], name: Any) -> str | None:
+    """The run ``name`` extends, if that is the name of a run (else None: reported elsewhere)."""
+    body = runs.get(name)
+    parent = body.get("extends") if isinstance(body, dict) else None
+    return parent if isinstance(parent, str) and parent in runs else None
+
+
+def _resolvable(runs: dict[str, Any]) -> set[str]:
+    """Runs whose whole ``extends`` chain can be followed: safe names, bodies that are mappings
+    (or empty), each parent a run, no cycle. The others' problems are reported already; they
+    are left out of expansion so that every other run is still checked."""
+    good: set[str] = set()
+    for name in runs:
+        seen: list[Any] = []
+        current: Any = name
+        while True:
+            body = runs.get(current)
+            if not (isinstance(current, str) and SAFE_NAME.match(current)) or not (body is None or isinstance(body, dict)):
+                break
+            parent = (body or {}).get("extends")
+            if parent is None:
+                good.add(name)
+                break
+            if _parent(runs, current) is None or parent in seen or parent == current:
+                break
+            seen.append(current)
+            current = parent
+    return good
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error message never echoes a huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _baseline_problems(baseline: Any, runs: dict[str, Any]) -> Problems:
-    if baseline is None or baseline in runs:
+    if baseline is None or (isinstance(baseline, str) and baseline in runs):
         return []
-    return [("baseline", f"{baseline!r} is not a run{suggest(str(baseline), [str(r) for r in runs])}; "
+    return [("baseline", f"{_shown(baseline)} is not a run{suggest(str(baseline), [str(r) for r in runs])}; "
              f"runs are {', '.join(map(str, runs))}")]
 
 
 def _chain(runs: dict[str, Any], name: str) -> list[str]:
     """Ancestors first, ``name`` last."""
     chain = [name]
-    while isinstance(runs.get(chain[0]), dict) and runs[chain[0]].get("extends"):
-        chain.insert(0, runs[chain[0]]["extends"])
+    while _parent(runs, chain[0]) is not None and _parent(runs, chain[0]) not in chain:
+        chain.insert(0, str(_parent(runs, chain[0])))
     return chain
 
 
@@ -276,9 +320,9 @@ def _pydantic_problems(exc: ValidationError, origin: dict[str, str], fallback: s
             expected = re.findall(r"'([^']*)'|(\d+)", str(error.get("ctx", {}).get("expected", "")))
             choices = [a or b for a, b in expected]
             message = f"{error['input']!r} is not one of {', '.join(choices)}{suggest(str(error['input']), choices)}"
-        elif error["type"] in ("int_parsing", "float_parsing", "bool_parsing", "int_type", "float_type",
-                               "bool_type", "string_type", "model_type", "dict_type", "tuple_type"):
-            message = f"{error['input']!r}: {message}"
+        elif isinstance(error.get("input"), (str, int, float, bool, list)) or error["input"] is None:
+            # every refused value is named, not only wrong types (batch_size: 0 -> "0: ... >= 1")
+            message = f"{_shown(error['input'])}: {message}"
         problems.append((_where(loc, origin, fallback) if loc else fallback, message))
     return problems
 
@@ -438,6 +482,8 @@ def _build_spec(raw: dict[str, Any], profile: profiles.Profile, name: str, body:
             return None
         origin[axis] = f"grid.{axis}"
     train = _validate(TrainConfig, config, origin, where, problems)
+    if train is None and resources is not None:
+        problems += _stand_in_problems(profile, config, resources, where)
     if train is None or resources is None:
         return None
     problems += _hardware_problems(profile, train, resources, where)
@@ -449,6 +495,27 @@ def _build_spec(raw: dict[str, Any], profile: profiles.Profile, name: str, body:
         description=str(body.get("description", "")), train=train, resources=resources,
         cuda_required=_gpus_are_cuda(profile, resources),
     )
+
+
+def _stand_in_problems(profile: profiles.Profile, config: dict[str, Any], resources: Resources, where: str) -> Problems:
+    """The hardware and submit-time problems of a run whose config was refused (reported
+    already), checked on a stand-in without the refused top-level keys, so that one round
+    reports them all (``batch_size: true`` does not hide ``target_modules: [valu]``).
+    A problem that involves a dropped key is left out: it would be about its default."""
+    known = known_only(TrainConfig, config)
+    try:
+        TrainConfig.model_validate(known)
+        return []
+    except ValidationError as exc:
+        dropped = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+    try:
+        stand_in = TrainConfig.model_validate({k: v for k, v in known.items() if k not in dropped})
+    except ValidationError:
+        return []  # a refusal at the config's own level (which data source...): nothing to stand in for
+    found = _hardware_problems(profile, stand_in, resources, where)
+    found += preflight.train_problems(stand_in, where, profile.hf_home)
+    return [(key, message) for key, message in found
+            if not any(word in key.split(".") or word in message for word in dropped)]
 
 
 def _gpus_are_cuda(profile: profiles.Profile, resources: Resources) -> bool:

@@ -140,7 +140,11 @@ def profile_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _message(error: Any) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{error['input']!r}: {message}" if "type" in error["type"] or "parsing" in error["type"] else message
+    value = error.get("input")
+    if isinstance(value, (dict, list)) and error["type"] not in ("dict_type", "list_type", "string_type"):
+        return message  # a section's error: the section is not one value
+    text = repr(value)
+    return f"{text if len(text) <= 80 else text[:80] + '...'}: {message}"
 
 
 def shell_path(value: Any) -> str:
