@@ -291,11 +291,28 @@ def _origins(data: Any, prefix: str, path: str = "") -> dict[str, str]:
     return out
 
 
+# data: has one source; a layer that names one replaces the inherited source rather than
+# merging into it (defaults' synthetic data and a run's train_file would otherwise be both).
+DATA_SOURCES = (("name", "config"), ("train_file", "validation_file"), ("synthetic",))
+
+
+def _without_other_data_source(merged: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``merged`` without the inherited ``data`` source keys when ``layer`` sets another source."""
+    data, inherited = layer.get("data"), merged.get("data")
+    if not isinstance(data, dict) or not isinstance(inherited, dict):
+        return merged
+    chosen = [group for group in DATA_SOURCES if any(key in data for key in group)]
+    if len(chosen) != 1:
+        return merged  # none named, or two at once: validation reports the latter
+    others = {key for group in DATA_SOURCES if group is not chosen[0] for key in group}
+    return {**merged, "data": {k: v for k, v in inherited.items() if k not in others}}
+
+
 def _merge_layers(layers: list[_Layer]) -> tuple[dict[str, Any], dict[str, str]]:
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for layer in layers:
-        merged = _deep_merge(merged, layer.data)
+        merged = _deep_merge(_without_other_data_source(merged, layer.data), layer.data)
         origin.update(_origins(layer.data, layer.prefix))
     return merged, origin
 
@@ -423,32 +440,35 @@ def _expand_all(raw: dict[str, Any], profile: profiles.Profile, problems: Proble
     runs: dict[str, Any] = raw["runs"]
     max_runs = int(raw.get("max_runs", DEFAULT_MAX_RUNS))
     planned = 0
-    expansions: list[tuple[str, list[dict[str, Any]]]] = []
+    expansions: list[tuple[str, list[dict[str, Any]], dict[str, str]]] = []
     for name in runs:
+        # A refused axis is reported and left out; the run is still expanded over the others,
+        # so that the values of every other axis and the run itself are checked in this round.
         axes, axis_problems = _grid_axes(raw, _chain(runs, name))
         problems += axis_problems
-        combos = [dict(zip([a for a, _, _ in axes], values)) for values in itertools.product(*[v for _, v, _ in axes])] if not axis_problems else []
+        combos = [dict(zip([a for a, _, _ in axes], values)) for values in itertools.product(*[v for _, v, _ in axes])]
         planned += len(combos)
-        expansions.append((name, combos))
+        expansions.append((name, combos, {axis: where for axis, _, where in axes}))
         if planned > max_runs:
             problems.append(("grid", f"the matrix expands to more than {max_runs} runs (max_runs); "
                              "trim the grid axes or raise max_runs deliberately"))
             return []
     specs: list[RunSpec] = []
-    for name, combos in expansions:
-        specs += _expand_run(raw, profile, name, combos, problems)
+    for name, combos, axis_origin in expansions:
+        specs += _expand_run(raw, profile, name, combos, axis_origin, problems)
     _name_clash_problems(specs, problems)
     _attach_baseline(specs, raw.get("baseline"))
     return specs
 
 
 def _expand_run(raw: dict[str, Any], profile: profiles.Profile, name: str,
-                combos: list[dict[str, Any]], problems: Problems) -> list[RunSpec]:
+                combos: list[dict[str, Any]], axis_origin: dict[str, str], problems: Problems) -> list[RunSpec]:
     runs: dict[str, Any] = raw["runs"]
     chain = _chain(runs, name)
     layers = [_Layer(raw.get("defaults") or {}, "defaults")]
     layers += [_Layer({k: v for k, v in (runs[n] or {}).items() if k not in RUN_KEYS}, f"runs.{n}") for n in chain]
     train_dict, origin = _merge_layers(layers)
+    origin.update(axis_origin)
     res_layers = [_Layer(profile.resources, f"cluster profile {profile.name}.resources"), _Layer(raw.get("resources") or {}, "resources")]
     res_layers += [_Layer((runs[n] or {}).get("resources") or {}, f"runs.{n}.resources") for n in chain]
     res_dict, res_origin = _merge_layers(res_layers)
@@ -480,7 +500,6 @@ def _build_spec(raw: dict[str, Any], profile: profiles.Profile, name: str, body:
         if not _set_path(config, axis, value):
             problems.append((where, f"grid axis {axis} needs {axis.rsplit('.', 1)[0]} to be set on this run (it is null)"))
             return None
-        origin[axis] = f"grid.{axis}"
     train = _validate(TrainConfig, config, origin, where, problems)
     if train is None and resources is not None:
         problems += _stand_in_problems(profile, config, resources, where)

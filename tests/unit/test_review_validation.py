@@ -193,3 +193,36 @@ def test_run_only_keys_in_defaults_say_where_they_belong(tmp_path: Path, capsys:
 def test_a_date_as_experiment_name_says_to_quote_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = submit(tmp_path, "runs: {A1: {}}\n", capsys, head=HEAD.replace("experiment: review", "experiment: 2024-01-01"))
     assert code == 2 and "quote it: YAML read it as a number or a date" in err
+
+
+def test_a_refused_grid_axis_does_not_hide_the_other_axes_and_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = submit(tmp_path, """
+        grid: {batch_size: [8, true], seed: 3}
+        runs:
+          A1: {grid: {learning_rate: ["3e-5", 1.0e-4]}}
+          A2: {batch_size: 0}
+    """, capsys)
+    assert code == 2
+    assert "grid.seed: an axis is a list of values" in err
+    assert "grid.batch_size: True: Input should be a valid integer" in err
+    assert "runs.A1.grid.learning_rate: '3e-5': Input should be a valid number" in err  # where it was written
+    assert "runs.A2.batch_size: 0: Input should be greater than or equal to 1" in err
+
+
+def test_a_runs_data_source_replaces_the_inherited_one(tmp_path: Path) -> None:
+    from orchestrator.matrix import load_matrix
+
+    rows = tmp_path / "train.jsonl"
+    rows.write_text('{"id": "1", "question": "q", "context": "c", "answers": {"text": [], "answer_start": []}}\n')
+    path = tmp_path / "m.yaml"
+    path.write_text(textwrap.dedent(HEAD).replace("{root}", str(tmp_path / "s")).replace(
+        "data: {synthetic: {}}", "data: {synthetic: {}, max_train_samples: 10}") + textwrap.dedent(f"""
+        runs:
+          SYN: {{}}
+          FILES: {{data: {{train_file: {rows}, validation_file: {rows}}}, doc_stride: 32}}
+          HUB: {{extends: FILES, data: {{name: rajpurkar/squad_v2}}}}
+    """))
+    data = {spec.run_name: spec.train.data for spec in load_matrix(path).runs}
+    assert data["SYN"].synthetic is not None
+    assert (data["FILES"].train_file, data["FILES"].synthetic, data["FILES"].max_train_samples) == (str(rows), None, 10)
+    assert (data["HUB"].name, data["HUB"].train_file, data["HUB"].validation_file) == ("rajpurkar/squad_v2", None, None)
