@@ -45,6 +45,12 @@ RUN_KEYS = ("extends", "series", "grid", "resources", "description")
 EXECUTORS = ("auto", "slurm", "local")
 DEFAULT_MAX_RUNS = 5000
 Problems = list[tuple[str, str]]
+# Stands in for a cluster profile that could not be loaded (its problems are reported), so
+# that the runs are still checked; the hardware checks are skipped against it.
+UNKNOWN_PROFILE = profiles.Profile(name="(unusable profile)")
+# What a refused resource is measured in, for values written the SLURM way (time=4:00:00, mem=16G).
+UNIT_HINTS = {"time_min": "minutes as a whole number (4:00:00 is time_min: 240)",
+              "mem_gb": "GB as a number (16G is mem_gb: 16)"}
 EMPTY_GRID = "grid: {} adds no axis and clears nothing: write grid: null to drop the inherited axes, or remove the key"
 
 
@@ -96,12 +102,11 @@ def load_matrix(path: Path | str) -> Matrix:
     if not isinstance(runs_raw, dict) or not runs_raw:
         raise MatrixError(source, problems)
     problems += _run_entry_problems(runs_raw) + _baseline_problems(raw.get("baseline"), runs_raw)
-    specs: list[RunSpec] = []
-    if profile is not None:
-        # Every stage runs even when an earlier one found problems: one report, all problems.
-        # Only the runs whose extends chain cannot be resolved (reported above) sit this out.
-        specs = _expand_all(_usable(raw, problems), profile, problems)
-        problems += preflight.problems(specs, profile.hf_home)
+    # Every stage runs even when an earlier one found problems: one report, all problems.
+    # Only the runs whose extends chain cannot be resolved (reported above) sit this out;
+    # without a usable profile the runs are checked against none (no hardware checks).
+    specs = _expand_all(_usable(raw, problems), profile or UNKNOWN_PROFILE, problems)
+    problems += preflight.problems(specs, (profile or UNKNOWN_PROFILE).hf_home)
     if problems or profile is None:  # no profile means a problem was reported
         raise MatrixError(source, problems)
     executor = raw.get("executor") or profile.executor
@@ -149,7 +154,8 @@ def _top_level_problems(raw: dict[str, Any]) -> Problems:
                          "(starting with a letter or digit, at most 100 characters)"
                          + ("" if isinstance(experiment, str) else "; quote it: YAML read it as a number or a date")))
     if raw.get("executor", "auto") not in EXECUTORS:
-        problems.append(("executor", f"{_shown(raw.get('executor'))} is not one of {', '.join(EXECUTORS)}"))
+        problems.append(("executor", f"{_shown(raw.get('executor'))} is not one of {', '.join(EXECUTORS)}"
+                         f"{suggest(str(raw.get('executor')), list(EXECUTORS))}"))
     if not isinstance(raw.get("cluster", "local"), str):
         problems.append(("cluster", "must be the name of a profile directory in slurm_templates/"))
     max_runs = raw.get("max_runs", DEFAULT_MAX_RUNS)
@@ -340,6 +346,8 @@ def _pydantic_problems(exc: ValidationError, origin: dict[str, str], fallback: s
         elif isinstance(error.get("input"), (str, int, float, bool, list)) or error["input"] is None:
             # every refused value is named, not only wrong types (batch_size: 0 -> "0: ... >= 1")
             message = f"{_shown(error['input'])}: {message}"
+            if isinstance(error["input"], str) and loc and str(loc[-1]) in UNIT_HINTS:
+                message += f"; write {UNIT_HINTS[str(loc[-1])]}"
         problems.append((_where(loc, origin, fallback) if loc else fallback, message))
     return problems
 
@@ -545,6 +553,8 @@ def _gpus_are_cuda(profile: profiles.Profile, resources: Resources) -> bool:
 
 
 def _hardware_problems(profile: profiles.Profile, train: TrainConfig, resources: Resources, where: str) -> Problems:
+    if profile is UNKNOWN_PROFILE:
+        return []
     problems: Problems = []
     partition = profile.partition(resources.partition)
     if profile.partitions and partition is None:

@@ -226,3 +226,17 @@ def test_a_runs_data_source_replaces_the_inherited_one(tmp_path: Path) -> None:
     assert data["SYN"].synthetic is not None
     assert (data["FILES"].train_file, data["FILES"].synthetic, data["FILES"].max_train_samples) == (str(rows), None, 10)
     assert (data["HUB"].name, data["HUB"].train_file, data["HUB"].validation_file) == ("rajpurkar/squad_v2", None, None)
+
+
+def test_a_missing_profile_does_not_hide_the_runs_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = submit(tmp_path, """
+        executor: slrum
+        runs:
+          A1: {batch_size: 0, resources: {mem_gb: 16G, time_min: "4:00:00"}}
+    """, capsys, head=HEAD.replace("example-t4", "exmaple-t4").replace("executor: local\n", ""))
+    assert code == 2
+    assert "executor: 'slrum' is not one of auto, slurm, local (did you mean 'slurm'?)" in err
+    assert "cluster: 'exmaple-t4' is not a cluster profile (did you mean 'example-t4'?)" in err
+    assert "runs.A1.batch_size: 0: Input should be greater than or equal to 1" in err
+    assert "runs.A1.resources.mem_gb: '16G': Input should be a valid number; write GB as a number (16G is mem_gb: 16)" in err
+    assert "time_min: 240" in err
