@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import itertools
+import math
 import os
 import re
 import tempfile
@@ -454,13 +455,13 @@ def _expand_all(raw: dict[str, Any], profile: profiles.Profile, problems: Proble
         # so that the values of every other axis and the run itself are checked in this round.
         axes, axis_problems = _grid_axes(raw, _chain(runs, name))
         problems += axis_problems
-        combos = [dict(zip([a for a, _, _ in axes], values)) for values in itertools.product(*[v for _, v, _ in axes])]
-        planned += len(combos)
-        expansions.append((name, combos, {axis: where for axis, _, where in axes}))
+        planned += math.prod(len(values) for _, values, _ in axes)  # counted before any run is built
         if planned > max_runs:
             problems.append(("grid", f"the matrix expands to more than {max_runs} runs (max_runs); "
                              "trim the grid axes or raise max_runs deliberately"))
             return []
+        combos = [dict(zip([a for a, _, _ in axes], values)) for values in itertools.product(*[v for _, v, _ in axes])]
+        expansions.append((name, combos, {axis: where for axis, _, where in axes}))
     specs: list[RunSpec] = []
     for name, combos, axis_origin in expansions:
         specs += _expand_run(raw, profile, name, combos, axis_origin, problems)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import textwrap
 from pathlib import Path
 
@@ -240,3 +241,11 @@ def test_a_missing_profile_does_not_hide_the_runs_problems(tmp_path: Path, capsy
     assert "runs.A1.batch_size: 0: Input should be greater than or equal to 1" in err
     assert "runs.A1.resources.mem_gb: '16G': Input should be a valid number; write GB as a number (16G is mem_gb: 16)" in err
     assert "time_min: 240" in err
+
+
+def test_a_grid_far_beyond_max_runs_is_refused_before_it_is_built(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    axis = ", ".join(str(i + 1) for i in range(3000))  # 3 axes of 3,000 values: 2.7e10 runs, from a 40 KB file
+    started = time.monotonic()
+    code, err = submit(tmp_path, f"grid: {{seed: [{axis}], batch_size: [{axis}], epochs: [{axis}]}}\nruns: {{A1: {{}}}}\n", capsys)
+    assert code == 2 and "grid: the matrix expands to more than 5000 runs (max_runs)" in err
+    assert time.monotonic() - started < 10
