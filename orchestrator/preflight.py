@@ -17,13 +17,16 @@ Each problem names the key, the value and the fix; nothing is written.
 
 from __future__ import annotations
 
+import bz2
 import csv
 import functools
+import gzip
 import json
+import lzma
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, resolve_model_ref
 from orchestrator.schema_keys import suggest
@@ -226,9 +229,11 @@ def file_problem(value: str, needed: tuple[str, ...]) -> str | None:
     try:
         columns = first_record_columns(path)
     except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc}); fix its permissions"
-    except ValueError as exc:
-        return f"cannot be parsed: {exc}; give JSON Lines, JSON or CSV"
+        if exc.errno is not None:  # the file system refused (permissions, I/O)
+            return f"cannot be read ({exc.strerror or exc}); fix its permissions"
+        return f"cannot be decompressed ({exc}); compress it again or give it uncompressed"
+    except (ValueError, EOFError, lzma.LZMAError) as exc:  # UnicodeDecodeError, a cut-off stream
+        return f"cannot be parsed: {exc}; give JSON Lines, JSON or CSV (UTF-8; .gz, .bz2, .xz compressed)"
     missing = [c for c in needed if c not in columns]
     if missing:
         return (f"has no {', '.join(missing)} column (its first record has {', '.join(columns) or 'nothing'}); "
@@ -239,7 +244,7 @@ def file_problem(value: str, needed: tuple[str, ...]) -> str | None:
 def first_record_columns(path: Path) -> list[str]:
     """The keys of the file's first record: CSV header, first JSON Lines object, or the
     official nested SQuAD JSON (``data[].paragraphs[].qas[]``)."""
-    with open(path, encoding="utf-8", newline="") as handle:
+    with _open_text(path) as handle:
         if path.suffix == ".csv":
             return next(csv.reader(handle), [])
         first = ""
@@ -260,9 +265,19 @@ def first_record_columns(path: Path) -> list[str]:
     return [str(k) for k in record]
 
 
+# Compressed files the worker's JSON loader (datasets) reads as they are, by suffix.
+_OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _open_text(path: Path) -> IO[str]:
+    """``path`` as UTF-8 text, decompressed where its suffix says so (``train.jsonl.gz``)."""
+    opener = _OPENERS.get(path.suffix, open)
+    return opener(path, "rt", encoding="utf-8", newline="")  # type: ignore[no-any-return]
+
+
 def _official_json(path: Path) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as handle:
+        with _open_text(path) as handle:
             document = json.load(handle)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON Lines, and not one JSON document ({exc.msg} at line {exc.lineno})") from None

@@ -249,3 +249,15 @@ def test_a_grid_far_beyond_max_runs_is_refused_before_it_is_built(tmp_path: Path
     code, err = submit(tmp_path, f"grid: {{seed: [{axis}], batch_size: [{axis}], epochs: [{axis}]}}\nruns: {{A1: {{}}}}\n", capsys)
     assert code == 2 and "grid: the matrix expands to more than 5000 runs (max_runs)" in err
     assert time.monotonic() - started < 10
+
+
+def test_compressed_data_files_the_worker_reads_are_accepted(tmp_path: Path) -> None:
+    import gzip
+
+    row = b'{"id": "1", "question": "q", "context": "c", "answers": {"text": [], "answer_start": []}}\n'
+    good, fake = tmp_path / "train.jsonl.gz", tmp_path / "fake.jsonl.gz"
+    good.write_bytes(gzip.compress(row))
+    fake.write_bytes(row)  # named .gz, not compressed
+    needed = preflight.TASK_COLUMNS["squad_v2"]
+    assert preflight.file_problem(str(good), needed) is None
+    assert "cannot be decompressed (Not a gzipped file" in str(preflight.file_problem(str(fake), needed))
