@@ -347,7 +347,9 @@ def _pydantic_problems(exc: ValidationError, origin: dict[str, str], fallback: s
         elif isinstance(error.get("input"), (str, int, float, bool, list)) or error["input"] is None:
             # every refused value is named, not only wrong types (batch_size: 0 -> "0: ... >= 1")
             message = f"{_shown(error['input'])}: {message}"
-            if isinstance(error["input"], str) and loc and str(loc[-1]) in UNIT_HINTS:
+            if error["type"] in ("tuple_type", "list_type"):
+                message = f"{_shown(error['input'])}: a list is wanted, e.g. [{error['input']}]"
+            elif isinstance(error["input"], str) and loc and str(loc[-1]) in UNIT_HINTS:
                 message += f"; write {UNIT_HINTS[str(loc[-1])]}"
         problems.append((_where(loc, origin, fallback) if loc else fallback, message))
     return problems

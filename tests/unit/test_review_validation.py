@@ -261,3 +261,8 @@ def test_compressed_data_files_the_worker_reads_are_accepted(tmp_path: Path) -> 
     needed = preflight.TASK_COLUMNS["squad_v2"]
     assert preflight.file_problem(str(good), needed) is None
     assert "cannot be decompressed (Not a gzipped file" in str(preflight.file_problem(str(fake), needed))
+
+
+def test_a_single_name_where_a_list_is_wanted_says_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = submit(tmp_path, "runs: {A1: {lora: {target_modules: query}}}\n", capsys)
+    assert code == 2 and "runs.A1.lora.target_modules: 'query': a list is wanted, e.g. [query]" in err, err
