@@ -48,7 +48,7 @@ DEFAULT_MAX_RUNS = 5000
 Problems = list[tuple[str, str]]
 # Stands in for a cluster profile that could not be loaded (its problems are reported), so
 # that the runs are still checked; the hardware checks are skipped against it.
-UNKNOWN_PROFILE = profiles.Profile(name="(unusable profile)")
+UNKNOWN_PROFILE = profiles.Profile.model_validate({"name": "(unusable profile)"})
 # What a refused resource is measured in, for values written the SLURM way (time=4:00:00, mem=16G).
 UNIT_HINTS = {"time_min": "minutes as a whole number (4:00:00 is time_min: 240)",
               "mem_gb": "GB as a number (16G is mem_gb: 16)"}
