@@ -146,10 +146,33 @@ class SyntheticData(Strict):
     max_context_words: int | None = Field(None, ge=20, description="keep only contexts this short (fast CPU studies)")
 
 
+# Hub data sets with several configurations, so that ``glue/sst2`` is read as data set
+# ``glue``, configuration ``sst2``. Any other ``a/b`` is a hub id (``rajpurkar/squad_v2``);
+# ``owner/name/config`` or ``data.config`` name a configuration of any data set.
+MULTI_CONFIG_DATASETS = frozenset({"glue", "super_glue"})
+
+
+def hub_dataset(name: str, config: str | None = None) -> tuple[str, str | None]:
+    """``data.name`` (+ ``data.config``) -> ``(path, config)`` for ``datasets.load_dataset``.
+
+    ``squad_v2`` -> ``("squad_v2", None)``; ``glue/sst2`` -> ``("glue", "sst2")`` (a data set of
+    MULTI_CONFIG_DATASETS); ``rajpurkar/squad_v2`` -> itself (owner/name); ``nyu-mll/glue/sst2``
+    -> ``("nyu-mll/glue", "sst2")`` (a hub id has one '/', so a second one starts the config).
+    """
+    parts = name.split("/")
+    if config is None and len(parts) == 3:
+        return "/".join(parts[:2]), parts[2]
+    if config is None and len(parts) == 2 and parts[0] in MULTI_CONFIG_DATASETS:
+        return parts[0], parts[1]
+    return name, config
+
+
 class DataConfig(Strict):
     """Where the data comes from: exactly one of a hub name, local files, or synthetic."""
 
-    name: str | None = None  # hub name: "squad_v2", "glue/sst2" (or name + config)
+    # hub name: "squad_v2", an owner/name id ("rajpurkar/squad_v2"), or with a configuration:
+    # "glue/sst2", "owner/name/config", or name + config (see hub_dataset)
+    name: str | None = None
     config: str | None = None
     train_file: str | None = None
     validation_file: str | None = None
@@ -165,6 +188,12 @@ class DataConfig(Strict):
             raise ValueError("set exactly one of data.name (hub), data.train_file (+ validation_file) or data.synthetic")
         if self.train_file is not None and self.validation_file is None:
             raise ValueError("data.train_file needs data.validation_file too")
+        if self.name is not None and self.config is not None and hub_dataset(self.name) != (self.name, None):
+            raise ValueError(f"data.name {self.name!r} already names a configuration: drop data.config "
+                             f"({self.config!r}) or write the data set alone in data.name")
+        if self.name is not None and (not self.name.strip("/") or self.name.count("/") > 2 or "//" in self.name):
+            raise ValueError(f"data.name {self.name!r} is not a hub data set: write name, owner/name, "
+                             "glue/sst2 or owner/name/config")
         return self
 
 

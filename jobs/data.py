@@ -2,7 +2,8 @@
 
 Sources (exactly one, validated by the contract's ``DataConfig``):
 
-* a hub name (``squad_v2``, ``glue/sst2`` or ``name`` + ``config``) through
+* a hub name (``squad_v2``, ``rajpurkar/squad_v2``, ``glue/sst2``, ``owner/name/config`` or
+  ``name`` + ``config``: ``jobs.contract.hub_dataset``) through
   ``datasets.load_dataset`` (``HF_DATASETS_CACHE`` on shared scratch, set by the
   cluster profile);
 * local files in the same format: JSON Lines / JSON (flat rows, or the official
@@ -32,7 +33,7 @@ from typing import Any
 import datasets
 from filelock import FileLock
 
-from jobs.contract import RunDir, SyntheticData, TrainConfig, apply_umask, canonical_json
+from jobs.contract import RunDir, SyntheticData, TrainConfig, apply_umask, canonical_json, hub_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +138,7 @@ def load_splits(train: TrainConfig, cache_dir: Path, features: datasets.Features
     """The raw training and evaluation examples the spec points at (capped by max_*_samples)."""
     data = train.data
     if data.name is not None:
-        name, _, config = data.name.partition("/")
-        loaded = datasets.load_dataset(name, data.config or config or None)
+        loaded = datasets.load_dataset(*hub_dataset(data.name, data.config))
         train_set, eval_set = loaded["train"], loaded["validation"]
         train_id, eval_id = train_set._fingerprint, eval_set._fingerprint
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from orchestrator import commands
 from orchestrator.errors import UserError
 
 log = logging.getLogger("orchestrate")
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help="comma-separated run names or patterns, e.g. A1,B*")
     p.add_argument("--executor", choices=("auto", "slurm", "local"), help="override the matrix's executor")
     p.add_argument("--retry-failed", action="store_true", help="resubmit runs that failed before")
-    p.add_argument("--force", action="append", default=[], metavar="RUN", help="rerun RUN even if done")
+    p.add_argument("--force", action="append", default=[], metavar="PATTERNS",
+                   help="rerun the matching runs even if done (comma-separated names or patterns, as --only)")
     p.add_argument("--wait", action="store_true", help="wait until every submitted run has ended")
     p.add_argument("--interval", type=float, default=30.0, help="seconds between checks with --wait")
 
@@ -68,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `orchestrate submit M.yaml --dry-run | head`: the reader left, not a bug
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

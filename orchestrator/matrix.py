@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import itertools
+import math
 import os
 import re
 import tempfile
@@ -45,6 +46,12 @@ RUN_KEYS = ("extends", "series", "grid", "resources", "description")
 EXECUTORS = ("auto", "slurm", "local")
 DEFAULT_MAX_RUNS = 5000
 Problems = list[tuple[str, str]]
+# Stands in for a cluster profile that could not be loaded (its problems are reported), so
+# that the runs are still checked; the hardware checks are skipped against it.
+UNKNOWN_PROFILE = profiles.Profile.model_validate({"name": "(unusable profile)"})
+# What a refused resource is measured in, for values written the SLURM way (time=4:00:00, mem=16G).
+UNIT_HINTS = {"time_min": "minutes as a whole number (4:00:00 is time_min: 240)",
+              "mem_gb": "GB as a number (16G is mem_gb: 16)"}
 EMPTY_GRID = "grid: {} adds no axis and clears nothing: write grid: null to drop the inherited axes, or remove the key"
 
 
@@ -95,13 +102,12 @@ def load_matrix(path: Path | str) -> Matrix:
     runs_raw = raw.get("runs")
     if not isinstance(runs_raw, dict) or not runs_raw:
         raise MatrixError(source, problems)
-    structure = _run_entry_problems(runs_raw) + _baseline_problems(raw.get("baseline"), runs_raw)
-    problems += structure
-    specs: list[RunSpec] = []
-    if profile is not None and not any(p[0].endswith(".extends") for p in structure):
-        # Every stage runs even when an earlier one found problems: one report, all problems.
-        specs = _expand_all(_usable(raw, problems), profile, problems)
-        problems += preflight.problems(specs, profile.hf_home)
+    problems += _run_entry_problems(runs_raw) + _baseline_problems(raw.get("baseline"), runs_raw)
+    # Every stage runs even when an earlier one found problems: one report, all problems.
+    # Only the runs whose extends chain cannot be resolved (reported above) sit this out;
+    # without a usable profile the runs are checked against none (no hardware checks).
+    specs = _expand_all(_usable(raw, problems), profile or UNKNOWN_PROFILE, problems)
+    problems += preflight.problems(specs, (profile or UNKNOWN_PROFILE).hf_home)
     if problems or profile is None:  # no profile means a problem was reported
         raise MatrixError(source, problems)
     executor = raw.get("executor") or profile.executor
@@ -126,7 +132,10 @@ def _usable(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
         if key in refused and not isinstance(raw.get(key), dict):
             usable[key] = {}
     runs = {}
+    resolvable = _resolvable(raw["runs"])
     for name, body in raw["runs"].items():
+        if name not in resolvable:
+            continue
         body = body if isinstance(body, dict) else {}
         runs[name] = {k: v for k, v in body.items() if k not in ("grid", "resources") or v is None or isinstance(v, dict)}
     usable["runs"] = runs
@@ -142,20 +151,23 @@ def _top_level_problems(raw: dict[str, Any]) -> Problems:
     if experiment is None:
         problems.append(("experiment", "missing: name the experiment, e.g. experiment: squad_v2_t4"))
     elif not isinstance(experiment, str) or not SAFE_NAME.match(experiment):
-        problems.append(("experiment", f"{experiment!r} is not a safe name: use letters, digits and _.+- "
-                         "(starting with a letter or digit, at most 100 characters)"))
+        problems.append(("experiment", f"{_shown(experiment)} is not a safe name: use letters, digits and _.+- "
+                         "(starting with a letter or digit, at most 100 characters)"
+                         + ("" if isinstance(experiment, str) else "; quote it: YAML read it as a number or a date")))
     if raw.get("executor", "auto") not in EXECUTORS:
-        problems.append(("executor", f"{raw.get('executor')!r} is not one of {', '.join(EXECUTORS)}"))
+        problems.append(("executor", f"{_shown(raw.get('executor'))} is not one of {', '.join(EXECUTORS)}"
+                         f"{suggest(str(raw.get('executor')), list(EXECUTORS))}"))
     if not isinstance(raw.get("cluster", "local"), str):
         problems.append(("cluster", "must be the name of a profile directory in slurm_templates/"))
     max_runs = raw.get("max_runs", DEFAULT_MAX_RUNS)
     if not isinstance(max_runs, int) or isinstance(max_runs, bool) or max_runs < 1:
-        problems.append(("max_runs", f"{max_runs!r} is not a positive whole number"))
+        problems.append(("max_runs", f"{_shown(max_runs)} is not a positive whole number"))
     root = raw.get("root", "./scratch")
     if not isinstance(root, str) or not root.strip():
         problems.append(("root", "must be a directory path (environment variables like ${SCRATCH} are expanded)"))
     elif "$" in os.path.expandvars(root):
-        problems.append(("root", f"{root!r} uses an environment variable that is not set"))
+        problems.append(("root", f"{_shown(root)} uses an environment variable that is not set: "
+                         "set it (export SCRATCH=...) or write the directory out"))
     for key in ("defaults", "resources", "grid"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             problems.append((key, "must be a mapping"))
@@ -170,9 +182,9 @@ def _top_level_problems(raw: dict[str, Any]) -> Problems:
 def _run_entry_problems(runs: dict[str, Any]) -> Problems:
     problems: Problems = []
     for name, body in runs.items():
-        where = f"runs.{name}"
+        where = f"runs.{name}" if isinstance(name, str) and len(name) <= 100 else f"runs.{_shown(name)}"
         if not isinstance(name, str) or not SAFE_NAME.match(name):
-            problems.append((where, f"{name!r} is not a safe run name: use letters, digits and _.+- "
+            problems.append((where, f"{_shown(name)} is not a safe run name: use letters, digits and _.+- "
                              "(starting with a letter or digit; no '/', spaces or shell characters)"))
             continue
         if body is None:
@@ -183,8 +195,11 @@ def _run_entry_problems(runs: dict[str, Any]) -> Problems:
         problems += unknown_keys(TrainConfig, body, where, also=RUN_KEYS)
         problems += unknown_keys(Resources, body.get("resources") or {}, f"{where}.resources")
         parent = body.get("extends")
-        if parent is not None and parent not in runs:
-            problems.append((f"{where}.extends", f"{parent!r} is not a run{suggest(str(parent), [str(r) for r in runs])}"
+        if parent is not None and not isinstance(parent, str):
+            problems.append((f"{where}.extends", f"{_shown(parent)} is not a run name: write extends: NAME, "
+                             f"one of {', '.join(map(str, runs))}"))
+        elif parent is not None and parent not in runs:
+            problems.append((f"{where}.extends", f"{_shown(parent)} is not a run{suggest(str(parent), [str(r) for r in runs])}"
                              f"; runs are {', '.join(map(str, runs))}"))
         if body.get("series") is not None and not (isinstance(body["series"], str) and SAFE_NAME.match(body["series"])):
             problems.append((f"{where}.series", f"{body['series']!r} is not a safe name"))
@@ -200,7 +215,7 @@ def _cycle_problems(runs: dict[str, Any]) -> Problems:
     for name in runs:
         chain = [name]
         current = name
-        while isinstance(runs.get(current), dict) and runs[current].get("extends") in runs:
+        while isinstance(runs.get(current), dict) and _parent(runs, current) is not None:
             current = runs[current]["extends"]
             if current in chain:
                 cycle = " -> ".join(chain[chain.index(current):] + [current])
@@ -211,18 +226,54 @@ def _cycle_problems(runs: dict[str, Any]) -> Problems:
     return problems
 
 
+def _parent(runs: dict[str, Any], name: Any) -> str | None:
+    """The run ``name`` extends, if that is the name of a run (else None: reported elsewhere)."""
+    body = runs.get(name)
+    parent = body.get("extends") if isinstance(body, dict) else None
+    return parent if isinstance(parent, str) and parent in runs else None
+
+
+def _resolvable(runs: dict[str, Any]) -> set[str]:
+    """Runs whose whole ``extends`` chain can be followed: safe names, bodies that are mappings
+    (or empty), each parent a run, no cycle. The others' problems are reported already; they
+    are left out of expansion so that every other run is still checked."""
+    good: set[str] = set()
+    for name in runs:
+        seen: list[Any] = []
+        current: Any = name
+        while True:
+            body = runs.get(current)
+            if not (isinstance(current, str) and SAFE_NAME.match(current)) or not (body is None or isinstance(body, dict)):
+                break
+            parent = (body or {}).get("extends")
+            if parent is None:
+                good.add(name)
+                break
+            if _parent(runs, current) is None or parent in seen or parent == current:
+                break
+            seen.append(current)
+            current = parent
+    return good
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error message never echoes a huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _baseline_problems(baseline: Any, runs: dict[str, Any]) -> Problems:
-    if baseline is None or baseline in runs:
+    if baseline is None or (isinstance(baseline, str) and baseline in runs):
         return []
-    return [("baseline", f"{baseline!r} is not a run{suggest(str(baseline), [str(r) for r in runs])}; "
+    return [("baseline", f"{_shown(baseline)} is not a run{suggest(str(baseline), [str(r) for r in runs])}; "
              f"runs are {', '.join(map(str, runs))}")]
 
 
 def _chain(runs: dict[str, Any], name: str) -> list[str]:
     """Ancestors first, ``name`` last."""
     chain = [name]
-    while isinstance(runs.get(chain[0]), dict) and runs[chain[0]].get("extends"):
-        chain.insert(0, runs[chain[0]]["extends"])
+    while _parent(runs, chain[0]) is not None and _parent(runs, chain[0]) not in chain:
+        chain.insert(0, str(_parent(runs, chain[0])))
     return chain
 
 
@@ -247,11 +298,28 @@ def _origins(data: Any, prefix: str, path: str = "") -> dict[str, str]:
     return out
 
 
+# data: has one source; a layer that names one replaces the inherited source rather than
+# merging into it (defaults' synthetic data and a run's train_file would otherwise be both).
+DATA_SOURCES = (("name", "config"), ("train_file", "validation_file"), ("synthetic",))
+
+
+def _without_other_data_source(merged: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``merged`` without the inherited ``data`` source keys when ``layer`` sets another source."""
+    data, inherited = layer.get("data"), merged.get("data")
+    if not isinstance(data, dict) or not isinstance(inherited, dict):
+        return merged
+    chosen = [group for group in DATA_SOURCES if any(key in data for key in group)]
+    if len(chosen) != 1:
+        return merged  # none named, or two at once: validation reports the latter
+    others = {key for group in DATA_SOURCES if group is not chosen[0] for key in group}
+    return {**merged, "data": {k: v for k, v in inherited.items() if k not in others}}
+
+
 def _merge_layers(layers: list[_Layer]) -> tuple[dict[str, Any], dict[str, str]]:
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for layer in layers:
-        merged = _deep_merge(merged, layer.data)
+        merged = _deep_merge(_without_other_data_source(merged, layer.data), layer.data)
         origin.update(_origins(layer.data, layer.prefix))
     return merged, origin
 
@@ -276,9 +344,13 @@ def _pydantic_problems(exc: ValidationError, origin: dict[str, str], fallback: s
             expected = re.findall(r"'([^']*)'|(\d+)", str(error.get("ctx", {}).get("expected", "")))
             choices = [a or b for a, b in expected]
             message = f"{error['input']!r} is not one of {', '.join(choices)}{suggest(str(error['input']), choices)}"
-        elif error["type"] in ("int_parsing", "float_parsing", "bool_parsing", "int_type", "float_type",
-                               "bool_type", "string_type", "model_type", "dict_type", "tuple_type"):
-            message = f"{error['input']!r}: {message}"
+        elif isinstance(error.get("input"), (str, int, float, bool, list)) or error["input"] is None:
+            # every refused value is named, not only wrong types (batch_size: 0 -> "0: ... >= 1")
+            message = f"{_shown(error['input'])}: {message}"
+            if error["type"] in ("tuple_type", "list_type"):
+                message = f"{_shown(error['input'])}: a list is wanted, e.g. [{error['input']}]"
+            elif isinstance(error["input"], str) and loc and str(loc[-1]) in UNIT_HINTS:
+                message += f"; write {UNIT_HINTS[str(loc[-1])]}"
         problems.append((_where(loc, origin, fallback) if loc else fallback, message))
     return problems
 
@@ -379,32 +451,35 @@ def _expand_all(raw: dict[str, Any], profile: profiles.Profile, problems: Proble
     runs: dict[str, Any] = raw["runs"]
     max_runs = int(raw.get("max_runs", DEFAULT_MAX_RUNS))
     planned = 0
-    expansions: list[tuple[str, list[dict[str, Any]]]] = []
+    expansions: list[tuple[str, list[dict[str, Any]], dict[str, str]]] = []
     for name in runs:
+        # A refused axis is reported and left out; the run is still expanded over the others,
+        # so that the values of every other axis and the run itself are checked in this round.
         axes, axis_problems = _grid_axes(raw, _chain(runs, name))
         problems += axis_problems
-        combos = [dict(zip([a for a, _, _ in axes], values)) for values in itertools.product(*[v for _, v, _ in axes])] if not axis_problems else []
-        planned += len(combos)
-        expansions.append((name, combos))
+        planned += math.prod(len(values) for _, values, _ in axes)  # counted before any run is built
         if planned > max_runs:
             problems.append(("grid", f"the matrix expands to more than {max_runs} runs (max_runs); "
                              "trim the grid axes or raise max_runs deliberately"))
             return []
+        combos = [dict(zip([a for a, _, _ in axes], values)) for values in itertools.product(*[v for _, v, _ in axes])]
+        expansions.append((name, combos, {axis: where for axis, _, where in axes}))
     specs: list[RunSpec] = []
-    for name, combos in expansions:
-        specs += _expand_run(raw, profile, name, combos, problems)
+    for name, combos, axis_origin in expansions:
+        specs += _expand_run(raw, profile, name, combos, axis_origin, problems)
     _name_clash_problems(specs, problems)
     _attach_baseline(specs, raw.get("baseline"))
     return specs
 
 
 def _expand_run(raw: dict[str, Any], profile: profiles.Profile, name: str,
-                combos: list[dict[str, Any]], problems: Problems) -> list[RunSpec]:
+                combos: list[dict[str, Any]], axis_origin: dict[str, str], problems: Problems) -> list[RunSpec]:
     runs: dict[str, Any] = raw["runs"]
     chain = _chain(runs, name)
     layers = [_Layer(raw.get("defaults") or {}, "defaults")]
     layers += [_Layer({k: v for k, v in (runs[n] or {}).items() if k not in RUN_KEYS}, f"runs.{n}") for n in chain]
     train_dict, origin = _merge_layers(layers)
+    origin.update(axis_origin)
     res_layers = [_Layer(profile.resources, f"cluster profile {profile.name}.resources"), _Layer(raw.get("resources") or {}, "resources")]
     res_layers += [_Layer((runs[n] or {}).get("resources") or {}, f"runs.{n}.resources") for n in chain]
     res_dict, res_origin = _merge_layers(res_layers)
@@ -436,8 +511,9 @@ def _build_spec(raw: dict[str, Any], profile: profiles.Profile, name: str, body:
         if not _set_path(config, axis, value):
             problems.append((where, f"grid axis {axis} needs {axis.rsplit('.', 1)[0]} to be set on this run (it is null)"))
             return None
-        origin[axis] = f"grid.{axis}"
     train = _validate(TrainConfig, config, origin, where, problems)
+    if train is None and resources is not None:
+        problems += _stand_in_problems(profile, config, resources, where)
     if train is None or resources is None:
         return None
     problems += _hardware_problems(profile, train, resources, where)
@@ -451,6 +527,27 @@ def _build_spec(raw: dict[str, Any], profile: profiles.Profile, name: str, body:
     )
 
 
+def _stand_in_problems(profile: profiles.Profile, config: dict[str, Any], resources: Resources, where: str) -> Problems:
+    """The hardware and submit-time problems of a run whose config was refused (reported
+    already), checked on a stand-in without the refused top-level keys, so that one round
+    reports them all (``batch_size: true`` does not hide ``target_modules: [valu]``).
+    A problem that involves a dropped key is left out: it would be about its default."""
+    known = known_only(TrainConfig, config)
+    try:
+        TrainConfig.model_validate(known)
+        return []
+    except ValidationError as exc:
+        dropped = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+    try:
+        stand_in = TrainConfig.model_validate({k: v for k, v in known.items() if k not in dropped})
+    except ValidationError:
+        return []  # a refusal at the config's own level (which data source...): nothing to stand in for
+    found = _hardware_problems(profile, stand_in, resources, where)
+    found += preflight.train_problems(stand_in, where, profile.hf_home)
+    return [(key, message) for key, message in found
+            if not any(word in key.split(".") or word in message for word in dropped)]
+
+
 def _gpus_are_cuda(profile: profiles.Profile, resources: Resources) -> bool:
     """Whether the run's ``gpus`` are CUDA devices the worker must find (jobs/gpu.py): yes unless the
     profile declares the partition ``cuda: false`` (e.g. a test cluster's gres on fake device files)."""
@@ -459,6 +556,8 @@ def _gpus_are_cuda(profile: profiles.Profile, resources: Resources) -> bool:
 
 
 def _hardware_problems(profile: profiles.Profile, train: TrainConfig, resources: Resources, where: str) -> Problems:
+    if profile is UNKNOWN_PROFILE:
+        return []
     problems: Problems = []
     partition = profile.partition(resources.partition)
     if profile.partitions and partition is None:

@@ -17,15 +17,19 @@ Each problem names the key, the value and the fix; nothing is written.
 
 from __future__ import annotations
 
+import bz2
 import csv
 import functools
+import gzip
 import json
+import lzma
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, resolve_model_ref
+from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, resolve_model_ref
+from orchestrator.schema_keys import suggest
 
 Problems = list[tuple[str, str]]
 
@@ -47,6 +51,9 @@ HUB_COLUMNS: dict[tuple[str, str | None], tuple[str, ...]] = {
     ("glue", "wnli"): ("sentence1", "sentence2", "label", "idx"),
     ("imdb", None): ("text", "label"),
 }
+# Owner-prefixed hub ids of the data sets above (the same files as the short names).
+HUB_OWNERS = {"rajpurkar/squad_v2": "squad_v2", "rajpurkar/squad": "squad", "nyu-mll/glue": "glue",
+              "stanfordnlp/imdb": "imdb"}
 HUB_FOR_TASK = {"squad_v2": "squad_v2", "sst2": "glue/sst2"}
 
 # Tokens kept free for the question when checking doc_stride: the fast tokenizer needs
@@ -84,12 +91,16 @@ def problems(specs: Sequence[RunSpec], hf_home: str | None = None) -> Problems:
         if key in checked:
             continue
         checked.add(key)
-        where = f"runs.{spec.base_name}"
-        found += stride_problems(spec.train, where)
-        found += data_problems(spec.train, where)
-        config = model_config(spec.train.model_name_or_path, hf_home)
-        if config is not None:
-            found += model_problems(spec.train, config, where)
+        found += train_problems(spec.train, f"runs.{spec.base_name}", hf_home)
+    return found
+
+
+def train_problems(train: TrainConfig, where: str, hf_home: str | None = None) -> Problems:
+    """Every problem of one run's training config this module can see, keyed under ``where``."""
+    found = stride_problems(train, where) + data_problems(train, where)
+    config = model_config(train.model_name_or_path, hf_home)
+    if config is not None:
+        found += model_problems(train, config, where)
     return found
 
 
@@ -160,8 +171,11 @@ def model_problems(train: TrainConfig, config: dict[str, Any], where: str) -> Pr
         targets = known + TASK_HEADS.get(train.task, ())
         unmatched = [t for t in train.lora.target_modules if t.rsplit(".", 1)[-1] not in targets]
         if unmatched:
-            message = (f"{', '.join(map(repr, unmatched))} match no module of {name} (model_type {model_type}); "
-                       f"its layers: {', '.join(known)}; or write target_modules: {ALL_LINEAR}")
+            hints = [f"{t!r}{suggest(t.rsplit('.', 1)[-1], list(targets))}" for t in unmatched]
+            hints = [h.replace(" (did you mean", ": did you mean").removesuffix(")") for h in hints if "did you mean" in h]
+            message = (f"{', '.join(map(repr, unmatched))} match no module of {name} (model_type {model_type})"
+                       + (f" ({'; '.join(hints)})" if hints else "")
+                       + f"; its layers: {', '.join(known)}; or write target_modules: {ALL_LINEAR}")
             found.append((f"{where}.lora.target_modules", message))
     layers = _layer_count(config, train)
     if layers is not None and train.freeze.layers > layers:
@@ -192,8 +206,8 @@ def data_problems(train: TrainConfig, where: str) -> Problems:
             if problem:
                 found.append((f"{where}.data.{key}", f"{value!r}: {problem}"))
     if data.name is not None:
-        name, _, config = data.name.partition("/")
-        columns = HUB_COLUMNS.get((name, data.config or config or None))
+        path, config = hub_dataset(data.name, data.config)
+        columns = HUB_COLUMNS.get((HUB_OWNERS.get(path, path), config))
         missing = [c for c in needed if columns is not None and c not in columns]
         if missing:
             shown = f"{data.name!r}" + (f" (config {data.config!r})" if data.config else "")
@@ -215,9 +229,11 @@ def file_problem(value: str, needed: tuple[str, ...]) -> str | None:
     try:
         columns = first_record_columns(path)
     except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc}); fix its permissions"
-    except ValueError as exc:
-        return f"cannot be parsed: {exc}; give JSON Lines, JSON or CSV"
+        if exc.errno is not None:  # the file system refused (permissions, I/O)
+            return f"cannot be read ({exc.strerror or exc}); fix its permissions"
+        return f"cannot be decompressed ({exc}); compress it again or give it uncompressed"
+    except (ValueError, EOFError, lzma.LZMAError) as exc:  # UnicodeDecodeError, a cut-off stream
+        return f"cannot be parsed: {exc}; give JSON Lines, JSON or CSV (UTF-8; .gz, .bz2, .xz compressed)"
     missing = [c for c in needed if c not in columns]
     if missing:
         return (f"has no {', '.join(missing)} column (its first record has {', '.join(columns) or 'nothing'}); "
@@ -228,7 +244,7 @@ def file_problem(value: str, needed: tuple[str, ...]) -> str | None:
 def first_record_columns(path: Path) -> list[str]:
     """The keys of the file's first record: CSV header, first JSON Lines object, or the
     official nested SQuAD JSON (``data[].paragraphs[].qas[]``)."""
-    with open(path, encoding="utf-8", newline="") as handle:
+    with _open_text(path) as handle:
         if path.suffix == ".csv":
             return next(csv.reader(handle), [])
         first = ""
@@ -249,9 +265,19 @@ def first_record_columns(path: Path) -> list[str]:
     return [str(k) for k in record]
 
 
+# Compressed files the worker's JSON loader (datasets) reads as they are, by suffix.
+_OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _open_text(path: Path) -> IO[str]:
+    """``path`` as UTF-8 text, decompressed where its suffix says so (``train.jsonl.gz``)."""
+    opener = _OPENERS.get(path.suffix, open)
+    return opener(path, "rt", encoding="utf-8", newline="")  # type: ignore[no-any-return]
+
+
 def _official_json(path: Path) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as handle:
+        with _open_text(path) as handle:
             document = json.load(handle)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON Lines, and not one JSON document ({exc.msg} at line {exc.lineno})") from None

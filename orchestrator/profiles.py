@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.contract import DeviceInfo, Resources
 from orchestrator.errors import MatrixError, UserError
-from orchestrator.schema_keys import known_only, unknown_keys
+from orchestrator.schema_keys import known_only, suggest, unknown_keys
 from orchestrator.yamlio import load_yaml_with_lines
 
 PROJECT_TEMPLATES = Path(__file__).resolve().parent.parent / "slurm_templates"
@@ -94,7 +94,7 @@ def load_profile(name: str, matrix_dir: Path | None, key: str = "cluster") -> Pr
         if (directory / PROFILE_FILE).is_file():
             return _parse(name, directory)
     choices = ", ".join(available(matrix_dir)) or "none found"
-    raise UserError(f"{key}: {name!r} is not a cluster profile (available: {choices}); "
+    raise UserError(f"{key}: {name!r} is not a cluster profile{suggest(name, available(matrix_dir))} (available: {choices}); "
                     f"add slurm_templates/{name}/{PROFILE_FILE} and {TEMPLATE_FILE}")
 
 
@@ -140,7 +140,11 @@ def profile_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _message(error: Any) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{error['input']!r}: {message}" if "type" in error["type"] or "parsing" in error["type"] else message
+    value = error.get("input")
+    if isinstance(value, (dict, list)) and error["type"] not in ("dict_type", "list_type", "string_type"):
+        return message  # a section's error: the section is not one value
+    text = repr(value)
+    return f"{text if len(text) <= 80 else text[:80] + '...'}: {message}"
 
 
 def shell_path(value: Any) -> str:

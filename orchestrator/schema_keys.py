@@ -38,6 +38,7 @@ ALIASES: dict[str, dict[str, str]] = {
                   "mem": "mem_gb", "memory": "mem_gb", "time": "time_min", "time_limit": "time_min"},
 }
 _PRECISION_FLAGS = ("fp16", "bf16")
+RUN_ONLY = ("extends",)  # alias targets that only a run body may hold
 
 
 def suggest(word: str, choices: list[str]) -> str:
@@ -47,14 +48,20 @@ def suggest(word: str, choices: list[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def alias_hint(model: type[BaseModel], key: str, value: Any) -> str | None:
-    """The exact replacement for a key known under another name, e.g. ``lr`` or ``fp16: true``."""
+def alias_hint(model: type[BaseModel], key: str, value: Any, also: tuple[str, ...] = ("extends",)) -> str | None:
+    """The exact replacement for a key known under another name, e.g. ``lr`` or ``fp16: true``.
+    ``also``: the keys allowed beside the model's fields where ``key`` was written (a run's
+    ``extends``; ``defaults`` have none)."""
     if model.__name__ == "TrainConfig" and key in _PRECISION_FLAGS:
         return f"write precision: {key}" if value is True else "drop it (precision: fp32 is the default)"
     target = ALIASES.get(model.__name__, {}).get(key)
     if target is None:
         return None
     shown = value if not isinstance(value, (dict, list)) else "..."
+    if target in RUN_ONLY:
+        if target not in also:
+            return f"{target} is written on a run (runs.NAME.{target}: {shown}), not here"
+        return f"write {target}: {shown}"
     if "." in target:
         section, leaf = target.split(".", 1)
         return f"write {section}: {{{leaf}: {shown}}} ({key} is another tool's name for {target})"
@@ -86,7 +93,7 @@ def unknown_keys(model: type[BaseModel], data: Any, path: str, also: tuple[str, 
         if key in also:
             continue
         if key not in model.model_fields:
-            hint = alias_hint(model, str(key), value)
+            hint = alias_hint(model, str(key), value, also)
             problems.append((key_path, f"unknown key: {hint}" if hint else f"unknown key{suggest(str(key), fields)}"))
             continue
         child = nested_model(model, key)

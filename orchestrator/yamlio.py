@@ -79,6 +79,8 @@ def _read_text(path: Path) -> str:
         message = (f"the file is larger than {MAX_BYTES // 1024} KiB: refused "
                    "(a matrix is a short YAML file; use grid axes instead of long lists)")
         raise MatrixError(str(path), [("", message)])
+    if payload.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise MatrixError(str(path), [("", "UTF-16 text (a UTF-16 byte-order mark): save the file as UTF-8")])
     nul = payload.find(b"\0")
     if nul >= 0:
         raise MatrixError(str(path), [("", f"binary data (a NUL byte at offset {nul}): not a YAML text file")])

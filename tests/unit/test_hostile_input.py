@@ -40,7 +40,7 @@ CORPUS = {
                   + ",".join(f"{i}.0e-6" for i in range(1, 101)) + "]}}\n", "expands to more than 5000 runs"),
     "unicode-name": (GOOD + "  Ä1: {{}}\n", "is not a safe run name"),
     "bad-float": (GOOD.replace("precision: fp16", "learning_rate: fast"), "defaults.learning_rate: 'fast'"),
-    "negative": (GOOD.replace("precision: fp16", "batch_size: -4"), "defaults.batch_size: Input should be greater than or equal to 1"),
+    "negative": (GOOD.replace("precision: fp16", "batch_size: -4"), "defaults.batch_size: -4: Input should be greater than or equal to 1"),
     "bf16-on-t4": (GOOD.replace("precision: fp16", "precision: bf16"), "precision bf16 is not supported on Tesla T4"),
     "run-body-list": (GOOD + "  B1: [1, 2]\n", "runs.B1: must be a mapping of settings"),
     "run-grid-int": (GOOD + "  B1: {{grid: 4, resources: 3}}\n", "runs.B1.grid: must be a mapping"),
