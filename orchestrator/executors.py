@@ -21,7 +21,7 @@ from typing import Any
 import submitit
 from submitit.slurm.slurm import _make_sbatch_string
 
-from jobs.contract import Resources, RunSpec, write_bytes_atomic
+from jobs.contract import Resources, RunSpec, is_secret_name, write_bytes_atomic
 from orchestrator import localq, profiles, slurm
 from orchestrator.errors import UserError
 from orchestrator.matrix import Matrix
@@ -169,27 +169,36 @@ def submit_chunk(experiment: Experiment, manifest: dict[str, Any], matrix: Matri
         entry["parallelism"] = min(matrix.profile.local_parallelism, chunk[0].resources.array_parallelism)
         entry["runs_per_gpu"] = matrix.profile.local_runs_per_gpu
         preamble = profiles.render_preamble(matrix.profile, chunk[0].resources, {"experiment": matrix.experiment})
-        entry["setup"] = _private_setup(folder, profiles.split_preamble(preamble)[1])
+        entry["setup"] = _private_setup(folder, profiles.split_preamble(preamble)[1], carries_secret(matrix))
         experiment.write_manifest(manifest)
         entry["runner_pid"] = localq.start(experiment.path, token)
     experiment.write_manifest(manifest)
     return entry
 
 
-def _private_setup(folder: Path, setup: list[str]) -> list[str]:
-    """The local queue's setup lines as one line that sources them from an owner-only file: the
-    profile's env values (an API key) stay out of the manifest and out of the job's command line."""
+def _private_setup(folder: Path, setup: list[str], secret: bool) -> list[str]:
+    """The local queue's setup lines as one line that sources them from a file (owner-only when it
+    carries a secret): the profile's env values stay out of the manifest and the job's command line."""
     if not setup:
         return []
     path = folder / SETUP_FILE
-    write_bytes_atomic(path, ("\n".join(setup) + "\n").encode("utf-8"), mode=0o600)
+    write_bytes_atomic(path, ("\n".join(setup) + "\n").encode("utf-8"), mode=0o600 if secret else None)
     return [f". {shlex.quote(str(path))}"]
 
 
+def carries_secret(matrix: Matrix) -> bool:
+    """The job scripts carry a secret-named value (the profile's ``env: {WANDB_API_KEY: ...}``)."""
+    return any(is_secret_name(name) for name in matrix.profile.env)
+
+
 @contextlib.contextmanager
-def private_files() -> Iterator[None]:
-    """Files created meanwhile are the owner's only: the sbatch script submitit writes carries the
-    profile's env values. The jobs keep the user's own umask: sbatch passes SLURM_UMASK on to them."""
+def private_files(active: bool = True) -> Iterator[None]:
+    """Files created meanwhile are the owner's only when ``active``: the sbatch script submitit writes
+    carries the profile's env values, a secret among them. Otherwise (and for the jobs, always) the
+    user's own umask holds: sbatch passes SLURM_UMASK on to the jobs."""
+    if not active:
+        yield
+        return
     previous = os.umask(0o077)
     os.environ["SLURM_UMASK"] = f"{previous:04o}"
     try:
@@ -239,7 +248,7 @@ def _submit_slurm(experiment: Experiment, matrix: Matrix, chunk: list[RunSpec], 
     resources = chunk[0].resources
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues, python=interpreter())
     executor.update_parameters(**sbatch_parameters(matrix, resources, name))
-    with outside_enclosing_job(), private_files():
+    with outside_enclosing_job(), private_files(carries_secret(matrix)):
         with executor.batch():
             jobs = [executor.submit(Worker(), str(experiment.run_dir(s.run_id).path)) for s in chunk]
     slurm.CALLS["sbatch"] += 1
