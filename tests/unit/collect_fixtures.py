@@ -354,3 +354,17 @@ def build_sst2_study(root: Path, seeds: tuple[int, ...] = (1, 2)) -> Path:
             result["metrics"] = {"accuracy": accuracy + 0.002 * (seed - 1)}
             write_json(run_dir / "result.json", result)
     return experiment_dir
+
+
+def analysed(experiment_dir: Path) -> tuple[Any, dict[str, tuple[list[float], list[float]]]]:
+    """(Analysis, loss curves by run id) of an experiment directory, as collect builds them."""
+    from orchestrator.collect.analysis import analyse
+    from orchestrator.collect.frame import build_runs_frame
+    from orchestrator.collect.manifest import read_manifest
+    from orchestrator.collect.reader import refresh, scan
+
+    runs_dir = Path(experiment_dir) / "runs"
+    index, _ = refresh(runs_dir, scan(runs_dir), {})
+    manifest, _ = read_manifest(Path(experiment_dir))
+    frame = build_runs_frame((record for _, record in index.values()), manifest)
+    return analyse(frame.runs, manifest), frame.curves
