@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="all", help="comma-separated: csv,parquet,md,tex,png,svg (default all)")
     p.add_argument("--watch", action="store_true", help="poll until every run has ended")
     p.add_argument("--interval", type=float, default=30.0)
+    p.add_argument("--root", action="append", default=[], metavar="[OWNER=]DIR",
+                   help="also read this experiment directory (a teammate's; never written to); repeatable")
 
     p = sub.add_parser("cancel", help="cancel the experiment's active jobs (or the named runs)")
     p.add_argument("experiment", nargs="?")

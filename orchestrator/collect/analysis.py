@@ -113,6 +113,8 @@ def _config_rows(current: pd.DataFrame) -> pd.DataFrame:
     done = ordered[ordered["status"] == FINISHED].groupby("config_id", sort=False)
     configs["run_ids"] = done["run_id"].agg(list).reindex(configs.index)
     configs["run_dirs"] = grouped["run_dir"].agg(list)
+    if "owner" in ordered:
+        configs["owners"] = grouped["owner"].agg(lambda names: ", ".join(sorted(set(map(str, names)))))
     configs["run_ids"] = [value if isinstance(value, list) else [] for value in configs["run_ids"]]
     keys = sorted(configs.index, key=lambda cid: (natural_key_text(configs.at[cid, "series"]), natural_key_text(cid)))
     return configs.loc[keys]

@@ -91,6 +91,10 @@ def configuration_table(configs: pd.DataFrame) -> Table:
     })
     if data["description"].astype(bool).any():
         display.insert(4, "description", data["description"])
+    owners = _col(configs, "owners").fillna("").astype(str)
+    data["owners"] = owners.values
+    if len({name for text in owners for name in text.split(", ") if name}) > 1:  # runs of several roots
+        display.insert(2, "owners", owners.values)
     return Table("configurations", "Configurations", data, display,
                  note="n: finished runs (seeds) of the configuration.")
 
