@@ -21,7 +21,8 @@ from orchestrator.collect.reader import Index
 from orchestrator.collect.recipes import find_recipes, recipes_markdown, recipes_table
 from orchestrator.collect.roots import Root, merge_roots
 from orchestrator.collect.report import CORRUPT, FAILED, FINISHED, PENDING, RUNNING, CollectReport
-from orchestrator.collect.summary import summary_markdown
+from orchestrator.collect.report_html import report_html
+from orchestrator.collect.summary import collected_stamp, counts_line, summary_markdown, summary_tables
 from orchestrator.collect.tables import build_tables
 
 
@@ -56,10 +57,17 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
     figures, plot_paths, plot_problems = plots.result()
     writer.written += plot_paths
     problems += plot_problems
-    summary = summary_markdown(experiment, analysis, counts, problems, tables, recipe_table, figures)
+    stamp = collected_stamp()
+    summary = summary_markdown(experiment, analysis, counts, problems, tables, recipe_table, figures, stamp)
     if "md" in formats:
         writer.text("recipes.md", recipes_markdown(recipes, reference_text, analysis.primary, experiment))
         writer.text("summary.md", summary)
+    if "html" in formats:
+        pngs = {name: (out_dir / "plots" / f"{name}.png").read_bytes() for name in figures
+                if out_dir / "plots" / f"{name}.png" in plot_paths}
+        shown = summary_tables(tables) + ([recipe_table] if recipe_table is not None else [])
+        writer.text("report.html", report_html(experiment, stamp, counts_line(counts), analysis, problems, shown,
+                                               pngs, curves, experiment_dir, out_dir))
     return CollectReport(
         experiment=experiment, experiment_dir=experiment_dir, out_dir=out_dir, problems=tuple(problems),
         anomalies=tuple(anomaly.text() for anomaly in analysis.anomalies), written=tuple(writer.written),
