@@ -19,9 +19,9 @@ from orchestrator.collect.output import Writer
 from orchestrator.collect.plot_job import start_plots
 from orchestrator.collect.reader import Index
 from orchestrator.collect.recipes import find_recipes, recipes_markdown, recipes_table
-from orchestrator.collect.roots import Root, merge_roots
 from orchestrator.collect.report import CORRUPT, FAILED, FINISHED, PENDING, RUNNING, CollectReport
 from orchestrator.collect.report_html import report_html
+from orchestrator.collect.roots import Root, merge_roots
 from orchestrator.collect.summary import collected_stamp, counts_line, summary_markdown, summary_tables
 from orchestrator.collect.tables import build_tables
 
@@ -30,7 +30,9 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
                       gpu_memory_mib: float | None, problems: list[str]) -> CollectReport:
     """Build the runs table of every root, analyse it, write every output asked for; the report.
     The first root is the experiment's: its manifest names the experiment and baseline."""
-    frames, curves, manifest = [], {}, None
+    frames: list[tuple[Root, pd.DataFrame]] = []
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    manifest = None
     for position, (root, index) in enumerate(zip(roots, indexes)):
         root_manifest, manifest_problems = read_manifest(root.path)
         frame = build_runs_frame((record for _, record in index.values()), root_manifest)

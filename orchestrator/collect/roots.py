@@ -11,6 +11,7 @@ root's), with a problem line when their results differ.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pwd
 from collections.abc import Sequence
@@ -124,7 +125,7 @@ def merge_roots(frames: Sequence[tuple[Root, pd.DataFrame]]) -> tuple[pd.DataFra
 
 
 def _same(a: object, b: object) -> bool:
-    missing = lambda value: value is None or (isinstance(value, float) and value != value)
+    missing = lambda value: value is None or (isinstance(value, float) and math.isnan(value))
     if missing(a) or missing(b):
         return missing(a) and missing(b)
     return bool(a == b)

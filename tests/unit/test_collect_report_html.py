@@ -118,7 +118,7 @@ def test_tables_sort_on_a_click(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_configurations_have_diff_curves_states_and_run_links(page) -> None:  # type: ignore[no-untyped-def]
-    driver, out_dir, _ = page
+    driver, _, _ = page
     info = driver.execute_script("""
         const d = document.querySelector("details[data-config='A4-nb']");
         return {text: d.textContent, svgLines: d.querySelectorAll('svg polyline').length,

@@ -108,7 +108,7 @@ def test_bad_roots_are_all_reported_and_nothing_is_written(tmp_path: Path) -> No
 
 def _can_mount_read_only() -> bool:
     probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind / /mnt && mount -o remount,ro,bind /mnt"],
-                           capture_output=True)
+                           capture_output=True, check=False)
     return probe.returncode == 0
 
 
@@ -124,7 +124,7 @@ def test_collect_with_the_teammate_root_mounted_read_only(tmp_path: Path) -> Non
               f"r = collect(Path(\"{mine}\"), Path(\"{tmp_path / 'results'}\"), frozenset({{\"csv\"}}), "
               f"read_roots=[\"alice={theirs}\"]); "
               f"bad = [p for p in r.problems if \"cannot write\" in p]; print(bad); raise SystemExit(bool(bad))'")
-    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, check=False,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stdout + result.stderr
     runs = pd.read_csv(tmp_path / "results" / "runs.csv").set_index("run_id")
