@@ -129,3 +129,16 @@ def test_collect_with_the_teammate_root_mounted_read_only(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stdout + result.stderr
     runs = pd.read_csv(tmp_path / "results" / "runs.csv").set_index("run_id")
     assert runs.loc[own_run, "owner"] == "alice"
+
+
+def test_the_command_line_takes_roots_and_rejects_a_bad_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.cli import main
+
+    mine = build_seed_study(tmp_path / "me").experiment_dir
+    theirs, _, own_run = teammate_root(tmp_path)
+    out = tmp_path / "results"
+    assert main(["collect", str(mine), "--out", str(out), "--format", "csv", "--root", f"alice={theirs}"]) == 0
+    runs = pd.read_csv(out / "seed-study" / "runs.csv").set_index("run_id")
+    assert runs.loc[own_run, "owner"] == "alice"
+    assert main(["collect", str(mine), "--out", str(out), "--root", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such experiment directory" in capsys.readouterr().err
