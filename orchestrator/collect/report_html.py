@@ -25,6 +25,7 @@ Curves = Mapping[str, tuple[list[float], list[float]]]
 CURVE_WIDTH, CURVE_HEIGHT, CURVE_MARGIN = 420, 170, 34
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 IGNORED_KNOBS = ("train.seed",)
+MAX_SVG_POINTS = 64
 
 
 def report_html(experiment: str, stamp: str, counts_text: str, analysis: Analysis, problems: Sequence[str],
@@ -64,13 +65,14 @@ def _configurations(analysis: Analysis, curves: Curves, experiment_dir: Path, ou
     if configs.empty:
         return []
     current = runs[runs["current"]]
-    knobs = {cid: _knobs(group.iloc[0]) for cid, group in current.groupby("config_id", sort=False)}
+    groups = dict(tuple(current.groupby("config_id", sort=False)))
+    knobs = {cid: _knobs(group.iloc[0]) for cid, group in groups.items()}
     metric = f"metrics.{analysis.primary}" if analysis.primary else None
     out = []
     for config_id in configs.index:
         baseline = configs.at[config_id, "baseline_id"]
         baseline = baseline if isinstance(baseline, str) else None
-        group = current[current["config_id"] == config_id]
+        group = groups.get(config_id, current.iloc[:0])
         run_rows = [{
             "run_id": row["run_id"], "owner": row.get("owner", ""), "seed": cell_text(row.get("seed")),
             "status": row["status"], "anomalies": row.get("anomalies", ""),
@@ -110,7 +112,8 @@ def _href(experiment_dir: Path, run_dir: str, out_dir: Path) -> str:
 def loss_svg(seeds: Sequence[tuple[list[float], list[float]]]) -> str:
     """An inline SVG of every seed's loss against step ("" when there is nothing to draw)."""
     points = [[(s, l) for s, l in zip(steps, losses) if math.isfinite(s) and math.isfinite(l)] for steps, losses in seeds]
-    points = [line for line in points if line]
+    # a small picture needs few points: a study of thousands of runs keeps a page of a few MB
+    points = [line[::max(1, math.ceil(len(line) / MAX_SVG_POINTS))] for line in points if line]
     if not points:
         return ""
     xs = [x for line in points for x, _ in line]
