@@ -26,7 +26,7 @@ from orchestrator.errors import RuntimeUserError, UserError
 LOCK_FILE = ".collect.lock"
 STATE_FILE = ".collect-state.json"
 LOCK_TIMEOUT_S = 600.0
-OUTPUT_VERSION = 1  # bump when the outputs change shape: the next collect rewrites them
+OUTPUT_VERSION = 2  # bump when the outputs change shape: the next collect rewrites them
 
 
 def collect(
