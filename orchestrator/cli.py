@@ -45,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="merge finished runs into tables and plots under results/<experiment>")
     p.add_argument("experiment", nargs="?")
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory (default: ./results)")
-    p.add_argument("--format", default="all", help="comma-separated: csv,parquet,md,tex,png,svg (default all)")
+    p.add_argument("--format", default="all", help="comma-separated: csv,parquet,md,tex,png,svg,html (default all)")
     p.add_argument("--watch", action="store_true", help="poll until every run has ended")
     p.add_argument("--interval", type=float, default=30.0)
+    p.add_argument("--root", action="append", default=[], metavar="[OWNER=]DIR",
+                   help="also read this experiment directory (a teammate's; never written to); repeatable")
 
     p = sub.add_parser("cancel", help="cancel the experiment's active jobs (or the named runs)")
     p.add_argument("experiment", nargs="?")

@@ -100,9 +100,9 @@ def cmd_collect(args: argparse.Namespace, cwd: Path) -> int:
             print(collect.format_progress(report), file=sys.stderr, flush=True)
 
         report = collect.watch(experiment.path, out_dir, interval_s=max(args.interval, 5.0), formats=formats,
-                               is_finished=finished, progress=progress)
+                               read_roots=args.root, is_finished=finished, progress=progress)
     else:
-        report = collect.collect(experiment.path, out_dir, formats=formats)
+        report = collect.collect(experiment.path, out_dir, formats=formats, read_roots=args.root)
     print(report.summary_markdown)
     print(f"\nwritten to {out_dir}", file=sys.stderr)
     return EXIT_OK

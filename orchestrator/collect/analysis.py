@@ -1,5 +1,6 @@
 """From the runs table to one row a configuration: seed statistics, baseline deltas,
-Pareto membership and anomaly flags. Tables, plots and recipes all read this."""
+Pareto membership (anomalous configurations left out), anomaly flags and caveats on
+speed. Tables, plots, the comparison and recipes all read this."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator.collect.anomalies import LABELS, Anomaly, find_anomalies, flags_by_config
+from orchestrator.collect.anomalies import DISQUALIFYING, LABELS, Anomaly, find_anomalies, flags_by_config
+from orchestrator.collect.caveats import speed_caveats
 from orchestrator.collect.describe import describe, method
 from orchestrator.collect.frame import natural_key_text
 from orchestrator.collect.manifest import Manifest
@@ -74,14 +76,19 @@ def analyse(runs: pd.DataFrame, manifest: Manifest | None) -> Analysis:
     configs["baseline_id"] = pd.Series(baseline_ids, dtype=object).reindex(configs.index)
     _deltas(configs, primary)
     metric_column = f"{primary}_mean" if primary else None
-    if metric_column in configs and "train_samples_per_s_mean" in configs:
-        configs["pareto"] = pareto_front(configs["train_samples_per_s_mean"], configs[metric_column])
     means = configs[metric_column] if metric_column in configs else pd.Series(dtype=float)
     baseline_means = {cid: float(means.get(bid, np.nan)) for cid, bid in baseline_ids.items() if bid}
     anomalies = find_anomalies(runs, primary, baseline_means, baseline_ids)
     flags = flags_by_config(anomalies)
     configs["flags"] = [", ".join(flags.get(cid, [])) for cid in configs.index]
     configs["flag_labels"] = [", ".join(LABELS[kind] for kind in flags.get(cid, [])) for cid in configs.index]
+    if metric_column in configs and "train_samples_per_s_mean" in configs:
+        # an anomalous configuration is no trade-off anyone should pick (as in the recipes):
+        # it is left out of the front, and cannot push a healthy one off it
+        trusted = [not set(flags.get(cid, ())) & DISQUALIFYING for cid in configs.index]
+        configs["pareto"] = pareto_front(configs["train_samples_per_s_mean"].where(trusted),
+                                         configs[metric_column].where(trusted))
+    configs["speed_caveat"] = speed_caveats(finished, configs)
     runs = runs.copy()
     by_run: dict[str, list[str]] = {}
     for anomaly in anomalies:
@@ -106,6 +113,8 @@ def _config_rows(current: pd.DataFrame) -> pd.DataFrame:
     done = ordered[ordered["status"] == FINISHED].groupby("config_id", sort=False)
     configs["run_ids"] = done["run_id"].agg(list).reindex(configs.index)
     configs["run_dirs"] = grouped["run_dir"].agg(list)
+    if "owner" in ordered:
+        configs["owners"] = grouped["owner"].agg(lambda names: ", ".join(sorted(set(map(str, names)))))
     configs["run_ids"] = [value if isinstance(value, list) else [] for value in configs["run_ids"]]
     keys = sorted(configs.index, key=lambda cid: (natural_key_text(configs.at[cid, "series"]), natural_key_text(cid)))
     return configs.loc[keys]

@@ -19,7 +19,7 @@ from orchestrator.collect.parse import RunRecord
 
 # Leading columns, in this order; everything else follows grouped by prefix.
 LEAD_COLUMNS = (
-    "config_id", "run_id", "run_name", "base_name", "series", "seed", "status", "current", "stale",
+    "config_id", "run_id", "owner", "run_name", "base_name", "series", "seed", "status", "current", "stale",
     "in_matrix", "run_dir", "job_id", "node", "git_commit", "healthy",
     "warnings", "n_warnings", "failure.reason", "failure.message",
 )
@@ -54,9 +54,13 @@ def build_runs_frame(records: Iterable[RunRecord], manifest: Manifest | None) ->
     _mark_current(runs, manifest, result.problems)
     if manifest is not None:
         _missing_dirs(runs, manifest, result.problems)
-    runs = _drop_empty_parents(runs)
-    result.runs = _sorted(runs[_column_order(runs.columns)])
+    result.runs = ordered(_drop_empty_parents(runs))
     return result
+
+
+def ordered(runs: pd.DataFrame) -> pd.DataFrame:
+    """Columns in the documented order, rows by series, configuration, seed, run id."""
+    return _sorted(runs[_column_order(runs.columns)]) if not runs.empty else runs
 
 
 def _config_ids(runs: pd.DataFrame) -> pd.Series:

@@ -6,47 +6,70 @@ pandas or matplotlib.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from orchestrator.collect.analysis import analyse
-from orchestrator.collect.frame import build_runs_frame
+from orchestrator.collect.frame import build_runs_frame, ordered
 from orchestrator.collect.manifest import read_manifest
 from orchestrator.collect.output import Writer
 from orchestrator.collect.plot_job import start_plots
 from orchestrator.collect.reader import Index
 from orchestrator.collect.recipes import find_recipes, recipes_markdown, recipes_table
 from orchestrator.collect.report import CORRUPT, FAILED, FINISHED, PENDING, RUNNING, CollectReport
-from orchestrator.collect.summary import summary_markdown
+from orchestrator.collect.report_html import report_html
+from orchestrator.collect.roots import Root, merge_roots
+from orchestrator.collect.summary import collected_stamp, counts_line, summary_markdown, summary_tables
 from orchestrator.collect.tables import build_tables
 
 
-def analyse_and_write(experiment_dir: Path, out_dir: Path, formats: frozenset[str], gpu_memory_mib: float | None,
-                      index: Index, problems: list[str]) -> CollectReport:
-    """Build the runs table, analyse it, write every output asked for; the report."""
-    manifest, manifest_problems = read_manifest(experiment_dir)
-    frame = build_runs_frame((record for _, record in index.values()), manifest)
-    analysis = analyse(frame.runs, manifest)
-    problems += manifest_problems + frame.problems + analysis.problems
+def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: Path, formats: frozenset[str],
+                      gpu_memory_mib: float | None, problems: list[str]) -> CollectReport:
+    """Build the runs table of every root, analyse it, write every output asked for; the report.
+    The first root is the experiment's: its manifest names the experiment and baseline."""
+    frames: list[tuple[Root, pd.DataFrame]] = []
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    manifest = None
+    for position, (root, index) in enumerate(zip(roots, indexes)):
+        root_manifest, manifest_problems = read_manifest(root.path)
+        frame = build_runs_frame((record for _, record in index.values()), root_manifest)
+        where = f"{root.path} ({root.owner}): " if root.read_only else ""
+        problems += [where + problem for problem in manifest_problems + frame.problems]
+        frames.append((root, frame.runs))
+        curves = {**frame.curves, **curves}  # an earlier root's copy of a run wins
+        manifest = root_manifest if position == 0 else manifest
+    runs, merge_problems = merge_roots(frames)
+    problems += merge_problems
+    analysis = analyse(ordered(runs), manifest)
+    problems += analysis.problems
+    experiment_dir = roots[0].path
     experiment = (manifest.experiment if manifest and manifest.experiment else None) or experiment_dir.name
-    counts = _counts(frame.runs)
+    counts = _counts(analysis.runs)
     tables = build_tables(analysis)
     recipes, reference_text = find_recipes(analysis, gpu_memory_mib)
     recipe_table = recipes_table(recipes, analysis.primary) if recipes else None
     writer = Writer(out_dir, formats)
-    plots = start_plots(analysis, frame.curves, gpu_memory_mib, out_dir, formats)  # drawn meanwhile, if it can
+    plots = start_plots(analysis, curves, gpu_memory_mib, out_dir, formats)  # drawn meanwhile, if it can
     writer.runs(analysis.runs)
     for table in tables + ([recipe_table] if recipe_table is not None else []):
         writer.table(table)
     figures, plot_paths, plot_problems = plots.result()
     writer.written += plot_paths
     problems += plot_problems
-    summary = summary_markdown(experiment, analysis, counts, problems, tables, recipe_table, figures)
+    stamp = collected_stamp()
+    summary = summary_markdown(experiment, analysis, counts, problems, tables, recipe_table, figures, stamp)
     if "md" in formats:
         writer.text("recipes.md", recipes_markdown(recipes, reference_text, analysis.primary, experiment))
         writer.text("summary.md", summary)
+    if "html" in formats:
+        pngs = {name: (out_dir / "plots" / f"{name}.png").read_bytes() for name in figures
+                if out_dir / "plots" / f"{name}.png" in plot_paths}
+        shown = summary_tables(tables) + ([recipe_table] if recipe_table is not None else [])
+        writer.text("report.html", report_html(experiment, stamp, counts_line(counts), analysis, problems, shown,
+                                               pngs, curves, experiment_dir, out_dir))
     return CollectReport(
         experiment=experiment, experiment_dir=experiment_dir, out_dir=out_dir, problems=tuple(problems),
         anomalies=tuple(anomaly.text() for anomaly in analysis.anomalies), written=tuple(writer.written),

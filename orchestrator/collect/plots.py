@@ -2,7 +2,7 @@
 
 pareto: F1 (or accuracy) against train samples/s, the Pareto front marked;
 vram: peak VRAM a configuration against the GPU memory line; loss_curves: training
-loss from metrics.jsonl, one panel a series; lora_rank: metric against LoRA rank
+loss from metrics.jsonl of every seed, one panel a series; lora_rank: metric against LoRA rank
 for every base configuration swept over ranks. A figure with nothing to show is
 left out. Large studies are thinned so a figure stays readable and fast to draw.
 """
@@ -54,7 +54,8 @@ def _label(primary: str | None) -> str:
 
 
 def pareto_figure(configs: pd.DataFrame, primary: str | None, baseline: str | None) -> Figure | None:
-    """Metric against train samples/s; the front (no config faster and better) in red."""
+    """Metric against train samples/s; the front (no healthy config faster and better) in red,
+    anomalous configurations as grey crosses, off the front."""
     ycol = f"{primary}_mean"
     if configs.empty or ycol not in configs or "train_samples_per_s_mean" not in configs:
         return None
@@ -66,8 +67,11 @@ def pareto_figure(configs: pd.DataFrame, primary: str | None, baseline: str | No
     ax = fig.add_subplot()
     x, y, front = data["train_samples_per_s_mean"], data[ycol], data["pareto"].astype(bool)
     flagged = data["flags"].astype(bool)
+    front &= ~flagged  # analysis already leaves anomalies out of the front; never draw one on it
     ax.scatter(x[~front & ~flagged], y[~front & ~flagged], color="tab:blue", label="configuration", zorder=2)
-    ax.scatter(x[flagged], y[flagged], color="tab:gray", marker="x", label="anomaly", zorder=2)
+    if flagged.any():
+        ax.scatter(x[flagged], y[flagged], color="tab:gray", marker="x", label="anomaly (not on the front)",
+                   zorder=2)
     order = np.argsort(x[front].to_numpy())
     ax.step(x[front].to_numpy()[order], y[front].to_numpy()[order], where="post", color="tab:red", alpha=0.6)
     ax.scatter(x[front], y[front], color="tab:red", label="Pareto front", zorder=3)
@@ -117,27 +121,31 @@ def vram_figure(configs: pd.DataFrame, gpu_memory_mib: float | None) -> Figure |
 
 
 def loss_figure(configs: pd.DataFrame, curves: Curves) -> Figure | None:
-    """Training loss of each configuration's first finished run, one panel a series."""
-    panels: dict[str, list[tuple[str, list[float], list[float]]]] = {}
+    """Training loss of every finished run (every seed: one thin line each, one colour a
+    configuration), one panel a series."""
+    panels: dict[str, list[tuple[str, list[tuple[list[float], list[float]]]]]] = {}
     for config_id, row in configs.iterrows():
         run_ids = row["run_ids"] if isinstance(row["run_ids"], list) else []
-        curve = next((curves[rid] for rid in run_ids if rid in curves and curves[rid][0]), None)
-        if curve is None:
+        seeds = [curves[rid] for rid in run_ids if rid in curves and curves[rid][0]]
+        if not seeds:
             continue
         lines = panels.setdefault(str(row["series"]), [])
         if len(lines) < MAX_CURVES_PER_PANEL:
-            lines.append((str(config_id), curve[0], curve[1]))
+            lines.append((str(config_id), seeds))
     if not panels:
         return None
     names = sorted(panels)[:MAX_PANELS]
     columns = min(2, len(names))
     rows = (len(names) + columns - 1) // columns
-    fig = _figure(6 * columns, 3.6 * rows)
+    fig = _figure(6 * columns, 3.6 * rows + 0.3)
     fig.subplots_adjust(hspace=0.5 / max(1, rows) + 0.3)
+    fig.suptitle("every seed drawn: one thin line a run, one colour a configuration", fontsize=9)
     for position, series in enumerate(names, start=1):
         ax = fig.add_subplot(rows, columns, position)
-        for config_id, steps, losses in panels[series]:
-            ax.plot(steps, losses, label=config_id, linewidth=1.2)
+        for colour, (config_id, seeds) in enumerate(panels[series]):
+            for number, (steps, losses) in enumerate(seeds):
+                ax.plot(steps, losses, color=f"C{colour}", linewidth=0.9, alpha=0.8,
+                        label=f"{config_id} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})" if not number else None)
         ax.set_title(f"series {series}")
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
@@ -168,7 +176,7 @@ def rank_figure(configs: pd.DataFrame, primary: str | None) -> Figure | None:
     ax.set_xticks(ranks_seen, [f"{rank:g}" for rank in ranks_seen])
     ax.minorticks_off()
     ax.set_xlabel("LoRA rank r")
-    ax.set_ylabel(f"{_label(primary)} (mean, 95% CI)")
+    ax.set_ylabel(f"{_label(primary)} (mean; bars: 95% t-CI, n ≥ 3)")
     ax.set_title(f"{_label(primary)} vs LoRA rank")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

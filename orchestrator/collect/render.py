@@ -69,7 +69,7 @@ class Table:
                  rf"\begin{{tabular}}{{{spec or 'l'}}}", r"\toprule",
                  " & ".join(latex_escape(str(name)) for name in columns) + r" \\", r"\midrule"]
         for row in self.display.itertuples(index=False):
-            lines.append(" & ".join(latex_escape(_text(value)) for value in row) + r" \\")
+            lines.append(" & ".join(latex_escape(cell_text(value)) for value in row) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
         return "\n".join(lines)
 
@@ -82,18 +82,19 @@ def latex_escape(text: str) -> str:
     return text.translate(_LATEX_TABLE)
 
 
-def _text(value: Any) -> str:
+def cell_text(value: Any) -> str:
+    """A display cell as text: missing values (None, NaN) as an en dash."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
     return str(value)
 
 
 def _md_cell(value: Any) -> str:
-    return _text(value).replace("|", r"\|").replace("\n", " ")
+    return cell_text(value).replace("|", r"\|").replace("\n", " ")
 
 
 def _is_numeric_text(column: pd.Series) -> bool:
-    values = [_text(value) for value in column if _text(value) != MISSING]
+    values = [cell_text(value) for value in column if cell_text(value) != MISSING]
     return bool(values) and all(_looks_numeric(value) for value in values)
 
 

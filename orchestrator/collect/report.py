@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-ALL_FORMATS: frozenset[str] = frozenset({"csv", "parquet", "md", "tex", "png", "svg"})
+ALL_FORMATS: frozenset[str] = frozenset({"csv", "parquet", "md", "tex", "png", "svg", "html"})
 
 # Run states as collect sees them from the run directory alone (no scheduler).
 FINISHED, FAILED, CORRUPT, RUNNING, PENDING = "finished", "failed", "corrupt", "running", "pending"

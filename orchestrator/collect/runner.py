@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +18,29 @@ import filelock
 
 from jobs.contract import write_text_atomic
 from orchestrator.collect.manifest import MANIFEST_FILE
-from orchestrator.collect.reader import INDEX_FILE, INDEX_VERSION, RUNS_DIR, digest, load_index, refresh, save_index, scan
+from orchestrator.collect.reader import INDEX_VERSION, RUNS_DIR, digest, load_index, refresh, save_index, scan
 from orchestrator.collect.report import ALL_FORMATS, CollectReport
+from orchestrator.collect.roots import Root, resolve_roots
 from orchestrator.errors import RuntimeUserError, UserError
 
 LOCK_FILE = ".collect.lock"
 STATE_FILE = ".collect-state.json"
 LOCK_TIMEOUT_S = 600.0
-OUTPUT_VERSION = 1  # bump when the outputs change shape: the next collect rewrites them
+OUTPUT_VERSION = 2  # bump when the outputs change shape: the next collect rewrites them
 
 
 def collect(
-    experiment_dir: Path, out_dir: Path, formats: frozenset[str] = ALL_FORMATS, gpu_memory_mib: float | None = None
+    experiment_dir: Path, out_dir: Path, formats: frozenset[str] = ALL_FORMATS, gpu_memory_mib: float | None = None,
+    read_roots: Sequence[str | Path] = (),
 ) -> CollectReport:
-    """Merge the run directories of ``experiment_dir`` into tables and plots under ``out_dir``.
+    """Merge the run directories of ``experiment_dir`` (and of each read-only root in
+    ``read_roots``, ``DIR`` or ``OWNER=DIR``: a teammate's experiment directory) into
+    tables and plots under ``out_dir``. Nothing is ever written under a read-only root.
 
     Never fails on bad run directories: each becomes a line of ``report.problems``.
-    Raises ``UserError`` for a missing experiment directory or an unknown format and
-    ``RuntimeUserError`` when another collect holds the lock for ``LOCK_TIMEOUT_S``.
+    Raises ``UserError`` for a missing experiment directory, a bad root or an unknown
+    format, and ``RuntimeUserError`` when another collect holds the lock for
+    ``LOCK_TIMEOUT_S``.
     """
     started = time.perf_counter()
     experiment_dir, out_dir = Path(experiment_dir), Path(out_dir)
@@ -44,20 +49,22 @@ def collect(
         raise UserError(f"unknown format(s) {', '.join(sorted(unknown))}; choose from {', '.join(sorted(ALL_FORMATS))}")
     if not experiment_dir.is_dir():
         raise UserError(f"no experiment directory {experiment_dir}")
+    roots = resolve_roots(experiment_dir, read_roots, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with filelock.FileLock(str(out_dir / LOCK_FILE), timeout=LOCK_TIMEOUT_S):
-            return _collect_locked(experiment_dir, out_dir, frozenset(formats), gpu_memory_mib, started)
+            return _collect_locked(roots, out_dir, frozenset(formats), gpu_memory_mib, started)
     except filelock.Timeout:
         raise RuntimeUserError(f"another collect has held {out_dir / LOCK_FILE} for {LOCK_TIMEOUT_S:.0f} s") from None
 
 
-def _collect_locked(experiment_dir: Path, out_dir: Path, formats: frozenset[str], gpu_memory_mib: float | None,
+def _collect_locked(roots: list[Root], out_dir: Path, formats: frozenset[str], gpu_memory_mib: float | None,
                     started: float) -> CollectReport:
-    runs_dir = experiment_dir / RUNS_DIR
-    scanned = scan(runs_dir)
-    key = digest(scanned.signatures, _stat(experiment_dir / MANIFEST_FILE), sorted(formats), gpu_memory_mib,
-                 str(experiment_dir.resolve()), OUTPUT_VERSION, INDEX_VERSION)
+    scans = [scan(root.path / RUNS_DIR) for root in roots]
+    signatures = {f"{position}/{name}": signature for position, scanned in enumerate(scans)
+                  for name, signature in scanned.signatures.items()}
+    key = digest(signatures, [(_stat(root.path / MANIFEST_FILE), str(root.path.resolve()), root.owner)
+                              for root in roots], sorted(formats), gpu_memory_mib, OUTPUT_VERSION, INDEX_VERSION)
     state = _load_state(out_dir)
     if state.get("digest") == key and all((out_dir / rel).exists() for rel in state.get("written", [])):
         cached = CollectReport.from_dict(state["report"])
@@ -65,14 +72,20 @@ def _collect_locked(experiment_dir: Path, out_dir: Path, formats: frozenset[str]
     from orchestrator.collect.output import remove_stale_outputs
     from orchestrator.collect.pipeline import analyse_and_write
 
-    index_path = experiment_dir / INDEX_FILE
-    index, runs_read = refresh(runs_dir, scanned, load_index(index_path))
-    problems = list(scanned.problems)
-    try:
-        save_index(index_path, index)
-    except OSError as exc:
-        problems.append(f"{INDEX_FILE}: cannot write the index ({exc.strerror}); the next collect reads everything")
-    report = analyse_and_write(experiment_dir, out_dir, formats, gpu_memory_mib, index, problems)
+    problems: list[str] = []
+    indexes, runs_read = [], 0
+    for root, scanned in zip(roots, scans):
+        where = f"{root.path} ({root.owner}): " if root.read_only else ""
+        problems += [where + problem for problem in scanned.problems]
+        index_path = root.index_path(out_dir)
+        index, count = refresh(root.path / RUNS_DIR, scanned, load_index(index_path))
+        indexes.append(index)
+        runs_read += count
+        try:
+            save_index(index_path, index)
+        except OSError as exc:
+            problems.append(f"{index_path}: cannot write the index ({exc.strerror}); the next collect reads everything")
+    report = analyse_and_write(roots, indexes, out_dir, formats, gpu_memory_mib, problems)
     report = report.with_timing(time.perf_counter() - started, runs_read=runs_read, unchanged=False)
     written = [str(path.relative_to(out_dir)) for path in report.written]
     remove_stale_outputs(out_dir, state.get("written", []), report.written)
@@ -103,6 +116,7 @@ def watch(
     interval_s: float = 30.0,
     formats: frozenset[str] = ALL_FORMATS,
     gpu_memory_mib: float | None = None,
+    read_roots: Sequence[str | Path] = (),
     is_finished: Callable[[CollectReport], bool] | None = None,
     progress: Callable[[CollectReport], None] | None = None,
     timeout_s: float | None = None,
@@ -114,7 +128,8 @@ def watch(
     done = is_finished or (lambda report: report.all_ended)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        report = collect(experiment_dir, out_dir, formats=formats, gpu_memory_mib=gpu_memory_mib)
+        report = collect(experiment_dir, out_dir, formats=formats, gpu_memory_mib=gpu_memory_mib,
+                         read_roots=read_roots)
         if progress is not None:
             progress(report)
         if done(report) or (deadline is not None and time.monotonic() >= deadline):

@@ -1,11 +1,18 @@
-"""Statistics over seeds: mean, standard deviation, bootstrap CI, n; Pareto fronts.
+"""Statistics over seeds: mean, standard deviation, CI of the mean, n; Pareto fronts.
 
-The bootstrap is fixed so a table never changes between collects of the same data:
-for a configuration with n finite values, ``BOOTSTRAP_RESAMPLES`` resamples of n
-indices are drawn with ``numpy.random.default_rng(BOOTSTRAP_SEED).integers(0, n,
-size=(BOOTSTRAP_RESAMPLES, n))`` (a fresh generator per configuration), the mean of
-each resample is taken, and the CI is ``numpy.percentile(means, [2.5, 97.5])``.
-With n = 1 there is no spread: std and CI are NaN (shown as blank) and n says 1.
+The CI of a configuration's mean is Student's t interval, ``mean ± t(0.975, n-1) *
+std / sqrt(n)``, given only from ``MIN_CI_N`` = 3 finite values: with n = 2 a
+percentile bootstrap can only return [min, max] (its coverage is far below 95%),
+and a t interval rests on one degree of freedom (t = 12.7: valid only if the seed
+noise is exactly normal, and too wide to read). Below 3 the CI is NaN, and the
+tables say "n<3". With n = 1 there is no spread: std is NaN too.
+
+The bootstrap (``bootstrap_ci``, used for differences against the baseline in
+``compare``) is fixed so a table never changes between collects of the same data:
+``BOOTSTRAP_RESAMPLES`` resamples of n indices are drawn with
+``numpy.random.default_rng(BOOTSTRAP_SEED).integers(0, n, size=(BOOTSTRAP_RESAMPLES,
+n))``, the mean of each resample is taken, and the CI is ``numpy.percentile(means,
+[2.5, 97.5])``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import pandas as pd
 BOOTSTRAP_SEED = 0
 BOOTSTRAP_RESAMPLES = 2000
 CI_PERCENTILES = (2.5, 97.5)
+MIN_CI_N = 3
 
 
 @lru_cache(maxsize=64)
@@ -40,27 +48,16 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     return (float(low), float(high))
 
 
-def bootstrap_cis(groups: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """``bootstrap_ci`` of many groups at once (groups of equal size share one batched
-    computation; the numbers are the same as one call a group)."""
-    low = np.full(len(groups), np.nan)
-    high = np.full(len(groups), np.nan)
-    cleaned = [np.asarray(group, dtype=float) for group in groups]
-    cleaned = [group[np.isfinite(group)] for group in cleaned]
-    by_size: dict[int, list[int]] = {}
-    for position, group in enumerate(cleaned):
-        if group.size >= 2:
-            by_size.setdefault(group.size, []).append(position)
-    for size, members in by_size.items():
-        indices = _resample_indices(size)
-        chunk = max(1, 4_000_000 // (BOOTSTRAP_RESAMPLES * size))  # bound the temporary to ~32 MB
-        for start in range(0, len(members), chunk):
-            part = members[start:start + chunk]
-            matrix = np.stack([cleaned[position] for position in part])
-            means = matrix[:, indices].mean(axis=2)
-            bounds = np.percentile(means, CI_PERCENTILES, axis=1)
-            low[part], high[part] = bounds[0], bounds[1]
-    return low, high
+def t_interval(mean: np.ndarray, std: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """95% Student-t CI of the mean for arrays of (mean, std with ddof=1, count);
+    NaN where n < ``MIN_CI_N``."""
+    from scipy import stats
+
+    count = np.asarray(n, dtype=float)
+    enough = count >= MIN_CI_N
+    quantile = np.where(enough, stats.t.ppf(0.975, np.maximum(count - 1, 1)), np.nan)
+    half = quantile * np.asarray(std, dtype=float) / np.sqrt(np.maximum(count, 1))
+    return np.asarray(mean, dtype=float) - half, np.asarray(mean, dtype=float) + half
 
 
 def aggregate(
@@ -68,7 +65,8 @@ def aggregate(
 ) -> pd.DataFrame:
     """One row a group of ``by``: ``<name>_mean``, ``<name>_std`` (ddof=1), ``<name>_n`` for
     each ``name -> column`` of ``metrics`` present in ``runs``, and ``<name>_ci_low/high``
-    for the names in ``ci_metrics``. Non-finite values are left out of every statistic."""
+    (Student-t, n >= ``MIN_CI_N``) for the names in ``ci_metrics``. Non-finite values are
+    left out of every statistic."""
     present = {name: column for name, column in metrics.items() if column in runs.columns}
     values = runs[[by] + list(present.values())].copy()
     for column in present.values():
@@ -79,17 +77,8 @@ def aggregate(
         stats = grouped[column].agg(["mean", "std", "count"])
         out[f"{name}_mean"], out[f"{name}_std"], out[f"{name}_n"] = stats["mean"], stats["std"], stats["count"]
         if name in ci_metrics:
-            arrays = _group_arrays(values[column].to_numpy(dtype=float), grouped.ngroup().to_numpy(), len(out))
-            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_cis(arrays)
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = t_interval(stats["mean"], stats["std"], stats["count"])
     return out
-
-
-def _group_arrays(values: np.ndarray, codes: np.ndarray, count: int) -> list[np.ndarray]:
-    """The values of each group code 0..count-1, in their original order."""
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(count + 1))
-    ordered = values[order]
-    return [ordered[bounds[i]:bounds[i + 1]] for i in range(count)]
 
 
 def pareto_front(speed: Sequence[float] | np.ndarray, metric: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -11,6 +11,11 @@ from orchestrator.collect.render import Table
 MAX_LISTED = 50
 
 
+def collected_stamp() -> str:
+    """The time of a collect as the summary and report show it."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 def counts_line(counts: dict[str, int]) -> str:
     """``42 runs: 38 finished, 2 failed, 1 unreadable, 1 running, 0 pending``."""
     return (f"{counts['runs_found']} runs: {counts['finished']} finished, {counts['failed']} failed, "
@@ -27,25 +32,28 @@ def _bullets(title: str, items: Sequence[str], empty: str) -> list[str]:
     return lines + [""]
 
 
+def summary_tables(tables: Sequence[Table]) -> list[Table]:
+    """The tables a summary shows: the combined accuracy table repeats the per-series
+    ones when there are several, and a single per-series one repeats the combined."""
+    per_series = [table for table in tables if table.name.startswith("accuracy_speed_")]
+    return [table for table in tables
+            if not (table.name == "accuracy_speed" and len(per_series) > 1)
+            and not (table.name.startswith("accuracy_speed_") and len(per_series) == 1)]
+
+
 def summary_markdown(
     experiment: str, analysis: Analysis, counts: dict[str, int], problems: Sequence[str],
-    tables: Sequence[Table], recipes: Table | None, plots: Sequence[str],
+    tables: Sequence[Table], recipes: Table | None, plots: Sequence[str], stamp: str | None = None,
 ) -> str:
-    """The whole Markdown summary."""
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    """The whole Markdown summary (``stamp``: when collected, now by default)."""
+    stamp = stamp or collected_stamp()
     lines = [f"# Results: {experiment}", "", f"Collected {stamp}. {counts_line(counts)}."]
     if analysis.baseline:
         lines.append(f"Baseline: {analysis.baseline}.")
     lines.append("")
     lines += _bullets("Anomalies", [anomaly.text() for anomaly in analysis.anomalies], "None.")
     lines += _bullets("Problems", list(problems), "None.")
-    per_series = [table for table in tables if table.name.startswith("accuracy_speed_")]
-    for table in tables:
-        # the combined accuracy table repeats the per-series ones when there are several
-        if table.name == "accuracy_speed" and len(per_series) > 1:
-            continue
-        if table.name.startswith("accuracy_speed_") and len(per_series) == 1:
-            continue
+    for table in summary_tables(tables):
         lines.append(table.to_markdown(heading_level=2))
     if recipes is not None:
         lines.append(recipes.to_markdown(heading_level=2))

@@ -2,7 +2,7 @@
 
 configurations, accuracy_speed (all, and one a series: accuracy_speed_<series>),
 peft, memory, vram and failures. Each is a ``render.Table``: CSV columns keep full
-numbers, the Markdown/LaTeX form shows mean ± std over seeds and the 95% CI.
+numbers, the Markdown/LaTeX form shows mean ± std over seeds and the 95% CI (t, n >= 3).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.collect.analysis import Analysis
+from orchestrator.collect.compare import MIN_SEEDS, Comparison, compare_all
 from orchestrator.collect.render import (
     Table,
     fmt_ci,
@@ -27,6 +28,7 @@ from orchestrator.collect.render import (
     fmt_runs,
 )
 from orchestrator.collect.report import CORRUPT, FAILED
+from orchestrator.collect.stats import MIN_CI_N
 
 METRIC_LABELS = {"exact": "EM", "f1": "F1", "accuracy": "accuracy"}
 
@@ -43,6 +45,9 @@ def build_tables(analysis: Analysis) -> list[Table]:
         subset = done[done["series"] == series]
         tables.append(accuracy_speed_table(subset, analysis, f"accuracy_speed_{safe_name(series)}",
                                            f"Accuracy and speed: series {series}"))
+    comparisons = compare_all(analysis)
+    if comparisons:
+        tables.append(comparison_table(comparisons, analysis.primary))
     tables += [peft_table(done, analysis), memory_table(done, analysis), vram_table(done)]
     failures = failure_table(analysis.runs)
     if not failures.data.empty:
@@ -86,6 +91,10 @@ def configuration_table(configs: pd.DataFrame) -> Table:
     })
     if data["description"].astype(bool).any():
         display.insert(4, "description", data["description"])
+    owners = _col(configs, "owners").fillna("").astype(str)
+    data["owners"] = owners.values
+    if len({name for text in owners for name in text.split(", ") if name}) > 1:  # runs of several roots
+        display.insert(2, "owners", owners.values)
     return Table("configurations", "Configurations", data, display,
                  note="n: finished runs (seeds) of the configuration.")
 
@@ -102,8 +111,10 @@ def accuracy_speed_table(configs: pd.DataFrame, analysis: Analysis, name: str, t
             data[f"{metric}_{stat}"] = _col(configs, f"{metric}_{stat}").values
         display[METRIC_LABELS[metric]] = _cells(configs, fmt_mean_std, f"{metric}_mean", f"{metric}_std")
         if metric == primary:
-            display[f"{METRIC_LABELS[metric]} 95% CI"] = _cells(configs, fmt_ci, f"{metric}_ci_low",
-                                                                f"{metric}_ci_high")
+            display[f"{METRIC_LABELS[metric]} 95% CI"] = [
+                fmt_ci(low, high) if n >= MIN_CI_N else f"none (n={n})"
+                for low, high, n in zip(_col(configs, f"{metric}_ci_low"), _col(configs, f"{metric}_ci_high"),
+                                        configs["n"])]
     columns = (("eval_runtime_s", "eval time (s)", 1), ("eval_samples_per_s", "eval samples/s", 2),
                ("train_loss", "train loss", 4), ("train_runtime_s", "train time (s)", 1),
                ("train_samples_per_s", "train samples/s", 2))
@@ -113,15 +124,20 @@ def accuracy_speed_table(configs: pd.DataFrame, analysis: Analysis, name: str, t
         display[label] = _cells(configs, fmt_mean_std, f"{metric}_mean", f"{metric}_std", digits=digits)
     _delta_columns(configs, primary, data, display)
     return Table(name, title, data, display,
-                 note="mean ± std over seeds; 95% CI: fixed-seed percentile bootstrap of the mean; "
-                      "Pareto: no configuration is both faster and more accurate.")
+                 note=f"mean ± std over seeds; 95% CI: Student-t interval of the mean, none below n = {MIN_CI_N} "
+                      "seeds (too few for an interval that keeps its coverage); Pareto: no configuration is both "
+                      "faster and more accurate (anomalous ones left out); †: the speed-up may not be real, "
+                      "see the speed caveat.")
 
 
 def _delta_columns(configs: pd.DataFrame, primary: str | None, data: pd.DataFrame, display: pd.DataFrame) -> None:
     against = _baseline_label(configs)
     data["baseline_id"] = _col(configs, "baseline_id").values
     data["speedup"] = _col(configs, "speedup").values
-    display[f"speed-up {against}"] = _cells(configs, fmt_ratio, "speedup")
+    caveats = _col(configs, "speed_caveat").fillna("").astype(str)
+    data["speed_caveat"] = caveats.values
+    display[f"speed-up {against}"] = [text + (" †" if caveat and text != "–" else "")
+                                      for text, caveat in zip(_cells(configs, fmt_ratio, "speedup"), caveats)]
     if primary is not None:
         data[f"{primary}_delta"] = _col(configs, f"{primary}_delta").values
         display[f"Δ{METRIC_LABELS[primary]} {against}"] = _cells(configs, fmt_delta, f"{primary}_delta")
@@ -130,6 +146,37 @@ def _delta_columns(configs: pd.DataFrame, primary: str | None, data: pd.DataFram
     display["Pareto"] = ["yes" if value else "" for value in pareto]
     data["flags"] = configs["flags"].values
     display["flags"] = configs["flag_labels"].values
+    if caveats.astype(bool).any():
+        display["speed caveat"] = caveats.values
+
+
+def comparison_table(comparisons: list[Comparison], primary: str | None) -> Table:
+    """Each configuration against its baseline: Δ, its bootstrap CI, verdict, detectable Δ."""
+    label = METRIC_LABELS.get(primary or "", primary or "metric")
+    data = pd.DataFrame({
+        "id": [c.config_id for c in comparisons], "baseline_id": [c.baseline_id for c in comparisons],
+        "n": [c.n for c in comparisons], "baseline_n": [c.baseline_n for c in comparisons],
+        "paired": [c.paired for c in comparisons], f"{primary}_difference": [c.difference for c in comparisons],
+        "difference_ci_low": [c.ci_low for c in comparisons], "difference_ci_high": [c.ci_high for c in comparisons],
+        "p_value": [c.p_value for c in comparisons], "detectable_difference": [c.detectable for c in comparisons],
+        "verdict": [c.verdict for c in comparisons],
+    })
+    display = pd.DataFrame({
+        "ID": data["id"], "vs": data["baseline_id"].fillna("–"),
+        "seeds": [str(c.n) if c.verdict == "baseline" else f"{c.n} paired" if c.paired else f"{c.n} vs {c.baseline_n}"
+                  for c in comparisons],
+        f"Δ{label}": [fmt_delta(c.difference) for c in comparisons],
+        "95% CI of Δ": [fmt_ci(c.ci_low, c.ci_high) for c in comparisons],
+        "p": [fmt_number(c.p_value, 3) for c in comparisons],
+        "verdict": data["verdict"],
+        "smallest detectable Δ": [fmt_number(c.detectable) for c in comparisons],
+    })
+    return Table("comparison", f"Against the baseline: {label} difference and verdict", data, display,
+                 note=f"Δ: mean {label} minus the baseline's; 95% CI of Δ: percentile bootstrap (2000 resamples, "
+                      "fixed seed), paired by seed when both ran the same seeds; p: paired or Welch t-test. "
+                      "better/worse only when the CI excludes 0 and p < 0.05; smallest detectable Δ: the true "
+                      f"difference these seeds would detect with 80% power at the 5% level. Nothing is estimated "
+                      f"below {MIN_SEEDS} seeds a side.")
 
 
 def peft_table(configs: pd.DataFrame, analysis: Analysis) -> Table:
@@ -159,15 +206,15 @@ def memory_table(configs: pd.DataFrame, analysis: Analysis) -> Table:
     alloc = _col(configs, "step_peak_allocated_mib_mean")
     reference = configs["baseline_id"].map(lambda bid: alloc.get(bid, np.nan) if isinstance(bid, str) else np.nan)
     change = 100.0 * (alloc / pd.to_numeric(reference, errors="coerce") - 1.0)
-    key = analysis.primary or "metric"
-    label = METRIC_LABELS.get(key, key)
+    metric = analysis.primary or "metric"
+    label = METRIC_LABELS.get(metric, metric)
     knobs = {"optimizer": "train.optimizer", "gradient_checkpointing": "train.gradient_checkpointing",
              "precision": "train.precision", "compile": "train.compile.enabled"}
     data = pd.DataFrame({"id": configs.index})
-    for key, column in knobs.items():
-        data[key] = _col(configs, column).values
+    for knob, column in knobs.items():
+        data[knob] = _col(configs, column).values
     data["compile"] = data["compile"].map(lambda value: bool(value) if isinstance(value, (bool, np.bool_)) else False)
-    for name in ("step_peak_allocated_mib", "step_peak_reserved_mib", "train_samples_per_s", key):
+    for name in ("step_peak_allocated_mib", "step_peak_reserved_mib", "train_samples_per_s", metric):
         data[f"{name}_mean"] = _col(configs, f"{name}_mean").values
     data["step_allocated_change_pct"] = change.values
     display = pd.DataFrame({
@@ -180,7 +227,7 @@ def memory_table(configs: pd.DataFrame, analysis: Analysis) -> Table:
                                            "step_peak_reserved_mib_std", digits=0),
         f"allocated {_baseline_label(configs)}": [fmt_delta(v, 1) + "%" if np.isfinite(v) else "–" for v in change],
         "train samples/s": [fmt_number(v) for v in data["train_samples_per_s_mean"]],
-        label: [fmt_number(v) for v in data[f"{key}_mean"]],
+        label: [fmt_number(v) for v in data[f"{metric}_mean"]],
     })
     return Table("memory", "Memory: one training step's peak after a warm-up step", data, display)
 

@@ -15,6 +15,7 @@ recompute the expected tables from the inputs without reading the files.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -119,6 +120,10 @@ def run_values(config: Config, seed: int) -> dict[str, float]:
     }
 
 
+# One run after the other on the node (runs that overlap in time are flagged as sharing it).
+_FINISHED_AT = itertools.count(1_763_900_000.0, 20_000.0)
+
+
 def result_json(run_id: str, chash: str, values: dict[str, float]) -> dict[str, Any]:
     """result.json of the contract's shape (RESULT_KEYS) from ``run_values``."""
     metric_keys = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "HasAns_total",
@@ -134,7 +139,7 @@ def result_json(run_id: str, chash: str, values: dict[str, float]) -> dict[str, 
         "memory": {key: values[key] for key in ("peak_allocated_mib", "peak_reserved_mib", "step_peak_allocated_mib",
                                                 "step_peak_reserved_mib")}
         | {"device_total_mib": DEVICE_TOTAL_MIB, "device_name": "Tesla T4"},
-        "energy": {}, "warnings": [], "healthy": True, "finished_at": 1_763_900_000.0, "job_id": "4242_1",
+        "energy": {}, "warnings": [], "healthy": True, "finished_at": next(_FINISHED_AT), "job_id": "4242_1",
         "node": "gpu-node-01", "git_commit": "0123abcd",
     }
 
@@ -349,3 +354,17 @@ def build_sst2_study(root: Path, seeds: tuple[int, ...] = (1, 2)) -> Path:
             result["metrics"] = {"accuracy": accuracy + 0.002 * (seed - 1)}
             write_json(run_dir / "result.json", result)
     return experiment_dir
+
+
+def analysed(experiment_dir: Path) -> tuple[Any, dict[str, tuple[list[float], list[float]]]]:
+    """(Analysis, loss curves by run id) of an experiment directory, as collect builds them."""
+    from orchestrator.collect.analysis import analyse
+    from orchestrator.collect.frame import build_runs_frame
+    from orchestrator.collect.manifest import read_manifest
+    from orchestrator.collect.reader import refresh, scan
+
+    runs_dir = Path(experiment_dir) / "runs"
+    index, _ = refresh(runs_dir, scan(runs_dir), {})
+    manifest, _ = read_manifest(Path(experiment_dir))
+    frame = build_runs_frame((record for _, record in index.values()), manifest)
+    return analyse(frame.runs, manifest), frame.curves

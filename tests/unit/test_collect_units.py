@@ -13,7 +13,7 @@ import pytest
 from orchestrator.collect.describe import describe, method
 from orchestrator.collect.flatten import flatten_into
 from orchestrator.collect.render import Table, fmt_delta, fmt_mean_std, fmt_params, latex_escape
-from orchestrator.collect.stats import aggregate, bootstrap_ci, bootstrap_cis, pareto_front
+from orchestrator.collect.stats import aggregate, bootstrap_ci, pareto_front
 
 
 def test_bootstrap_ci_follows_the_documented_recipe() -> None:
@@ -30,13 +30,15 @@ def test_bootstrap_edge_cases() -> None:
     assert bootstrap_ci([5.0, math.nan, 7.0]) == bootstrap_ci([5.0, 7.0])  # NaN left out
 
 
-def test_batched_bootstrap_equals_one_at_a_time() -> None:
-    rng = np.random.default_rng(1)
-    groups = [rng.normal(70, 2, size) for size in (3, 3, 5, 1, 2, 3, 10)]
-    low, high = bootstrap_cis(groups)
-    for group, lo, hi in zip(groups, low, high):
-        expected = bootstrap_ci(group)
-        assert (lo, hi) == (pytest.approx(expected[0], nan_ok=True), pytest.approx(expected[1], nan_ok=True))
+def test_ci_of_the_mean_is_a_t_interval_from_three_seeds() -> None:
+    # issue 14: with n = 2 the old percentile bootstrap gave [min, max] and called it a 95% CI
+    runs = pd.DataFrame({"config_id": ["two", "two", "three", "three", "three"],
+                         "metrics.f1": [70.0, 72.0, 70.0, 71.0, 73.0]})
+    stats = aggregate(runs, "config_id", {"f1": "metrics.f1"}, ci_metrics=("f1",))
+    assert math.isnan(stats.loc["two", "f1_ci_low"]) and math.isnan(stats.loc["two", "f1_ci_high"])
+    half = 4.302652729911275 * np.std([70.0, 71.0, 73.0], ddof=1) / math.sqrt(3)  # t(0.975, df=2)
+    assert stats.loc["three", "f1_ci_low"] == pytest.approx(np.mean([70.0, 71.0, 73.0]) - half)
+    assert stats.loc["three", "f1_ci_high"] == pytest.approx(np.mean([70.0, 71.0, 73.0]) + half)
 
 
 def test_aggregate_mean_std_n() -> None:

@@ -1,0 +1,139 @@
+"""report.html: the whole collect in one self-contained page for a browser.
+
+Anomalies and problems first, then every table (the same cells as summary.md,
+sortable), the plots as PNG data URIs, and per configuration: its difference from
+its baseline in knobs, every seed's loss curve (inline SVG) and its runs' states
+with links to their run directories (relative to the output directory).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from orchestrator.collect.analysis import Analysis
+from orchestrator.collect.html_template import TEMPLATE
+from orchestrator.collect.render import Table, cell_text, fmt_number
+
+Curves = Mapping[str, tuple[list[float], list[float]]]
+CURVE_WIDTH, CURVE_HEIGHT, CURVE_MARGIN = 420, 170, 34
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+IGNORED_KNOBS = ("train.seed",)
+MAX_SVG_POINTS = 64
+
+
+def report_html(experiment: str, stamp: str, counts_text: str, analysis: Analysis, problems: Sequence[str],
+                tables: Sequence[Table], plot_pngs: Mapping[str, bytes], curves: Curves, experiment_dir: Path,
+                out_dir: Path) -> str:
+    """The page as text. ``plot_pngs``: plot name -> PNG bytes; run directories are
+    linked relative to ``out_dir`` (``experiment_dir`` resolves the relative ones)."""
+    import jinja2
+
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = environment.from_string(TEMPLATE)
+    configs = _configurations(analysis, curves, experiment_dir, out_dir)
+    return template.render(
+        experiment=experiment, stamp=stamp, counts=counts_text, baseline=analysis.baseline,
+        anomalies=[anomaly.text() for anomaly in analysis.anomalies], problems=list(problems),
+        tables=[_table(table) for table in tables],
+        plots=[{"name": name, "uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii")}
+               for name, png in plot_pngs.items()],
+        configs=configs, metric_label=_metric_label(analysis.primary),
+        baseline_of=lambda config: config["baseline"] or "(none)",
+    )
+
+
+def _metric_label(primary: str | None) -> str:
+    return {"f1": "F1", "exact": "EM"}.get(primary or "", primary or "metric")
+
+
+def _table(table: Table) -> dict[str, Any]:
+    numeric = table.numeric_columns
+    rows = [[(cell_text(value), numeric[i]) for i, value in enumerate(row)] for row in table.display.itertuples(index=False)]
+    return {"name": table.name, "title": table.title, "columns": [str(c) for c in table.display.columns],
+            "rows": rows, "note": table.note}
+
+
+def _configurations(analysis: Analysis, curves: Curves, experiment_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
+    configs, runs = analysis.configs, analysis.runs
+    if configs.empty:
+        return []
+    current = runs[runs["current"]]
+    groups = dict(tuple(current.groupby("config_id", sort=False)))
+    knobs = {cid: _knobs(group.iloc[0]) for cid, group in groups.items()}
+    metric = f"metrics.{analysis.primary}" if analysis.primary else None
+    out = []
+    for config_id in configs.index:
+        baseline = configs.at[config_id, "baseline_id"]
+        baseline = baseline if isinstance(baseline, str) else None
+        group = groups.get(config_id, current.iloc[:0])
+        run_rows = [{
+            "run_id": row["run_id"], "owner": row.get("owner", ""), "seed": cell_text(row.get("seed")),
+            "status": row["status"], "anomalies": row.get("anomalies", ""),
+            "metric": fmt_number(row.get(metric)) if metric else "–",
+            "href": _href(experiment_dir, str(row["run_dir"]), out_dir),
+        } for row in group.to_dict("records")]
+        seeds = [curves[run["run_id"]] for run in run_rows if run["run_id"] in curves and curves[run["run_id"]][0]]
+        out.append({
+            "id": config_id, "words": configs.at[config_id, "config_words"], "flags": configs.at[config_id, "flag_labels"],
+            "baseline": baseline, "is_baseline": baseline == config_id,
+            "diff": _diff(knobs.get(baseline, {}), knobs.get(config_id, {})) if baseline else [],
+            "curve": loss_svg(seeds), "runs": run_rows, "open": bool(configs.at[config_id, "flags"]),
+        })
+    return out
+
+
+def _knobs(row: pd.Series) -> dict[str, Any]:
+    return {name: value for name, value in row.items()
+            if name.startswith("train.") and name not in IGNORED_KNOBS and not _missing(value)}
+
+
+def _diff(baseline: Mapping[str, Any], own: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(knob, baseline's value, this configuration's value) for every knob that differs."""
+    return [(key.removeprefix("train."), cell_text(baseline.get(key, "unset")), cell_text(own.get(key, "unset")))
+            for key in sorted(set(baseline) | set(own)) if baseline.get(key) != own.get(key)]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _href(experiment_dir: Path, run_dir: str, out_dir: Path) -> str:
+    target = experiment_dir / run_dir  # an absolute run_dir (a read-only root's) stays as it is
+    return Path(os.path.relpath(target, out_dir)).as_posix()
+
+
+def loss_svg(seeds: Sequence[tuple[list[float], list[float]]]) -> str:
+    """An inline SVG of every seed's loss against step ("" when there is nothing to draw)."""
+    points = [[(s, l) for s, l in zip(steps, losses) if math.isfinite(s) and math.isfinite(l)] for steps, losses in seeds]
+    # a small picture needs few points: a study of thousands of runs keeps a page of a few MB
+    points = [line[::max(1, math.ceil(len(line) / MAX_SVG_POINTS))] for line in points if line]
+    if not points:
+        return ""
+    xs = [x for line in points for x, _ in line]
+    ys = [y for line in points for _, y in line]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+    width, height, margin = CURVE_WIDTH, CURVE_HEIGHT, CURVE_MARGIN
+
+    def at(x: float, y: float) -> str:
+        return (f"{margin + (x - x0) / (x1 - x0) * (width - margin - 8):.1f},"
+                f"{height - margin + 10 - (y - y0) / (y1 - y0) * (height - margin - 4):.1f}")
+
+    lines = "".join(f'<polyline fill="none" stroke="{COLOURS[i % len(COLOURS)]}" stroke-width="1.2" '
+                    f'points="{" ".join(at(x, y) for x, y in line)}"><title>seed run {i + 1}</title></polyline>'
+                    for i, line in enumerate(points))
+    axes = (f'<line x1="{margin}" y1="{height - margin + 10}" x2="{width - 8}" y2="{height - margin + 10}" stroke="#999"/>'
+            f'<line x1="{margin}" y1="6" x2="{margin}" y2="{height - margin + 10}" stroke="#999"/>'
+            f'<text x="{margin}" y="{height - 6}" font-size="10">step {x0:g}</text>'
+            f'<text x="{width - 8}" y="{height - 6}" font-size="10" text-anchor="end">{x1:g}</text>'
+            f'<text x="2" y="14" font-size="10">{y1:.3g}</text>'
+            f'<text x="2" y="{height - margin + 10}" font-size="10">{y0:.3g}</text>')
+    return (f'<svg class="loss" role="img" aria-label="training loss of {len(points)} run(s)" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{axes}{lines}</svg>')
