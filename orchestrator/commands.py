@@ -42,22 +42,33 @@ def wait_until_ended(experiment: store.Experiment, interval_s: float,
                      run_ids: set[str] | None = None) -> list[status.RunStatus]:
     """Poll status until every run (of ``run_ids``, default all) has ended; a progress line
     is printed when it changes."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    bar = console.is_terminal  # a live bar on a terminal; a line a change in a log file
+    progress = Progress(TextColumn("runs ended"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                        TimeElapsedColumn(), console=console, transient=True, disable=not bar)
     last = ""
-    while True:
-        rows, note = status.gather(experiment)
-        if run_ids is not None:
-            rows = [r for r in rows if r.run_id in run_ids]
-        ended = sum(r.ended for r in rows)
-        running = sum(r.state == "running" for r in rows)
-        line = (f"{ended}/{len(rows)} runs ended ({sum(r.state == 'completed' for r in rows)} completed, "
-                f"{running} running)")
-        if line != last:
-            print(line, file=sys.stderr, flush=True)
+    with progress:
+        task = progress.add_task("", total=None)
+        while True:
+            rows, note = status.gather(experiment)
+            if run_ids is not None:
+                rows = [r for r in rows if r.run_id in run_ids]
+            ended = sum(r.ended for r in rows)
+            running = sum(r.state == "running" for r in rows)
+            detail = f"({sum(r.state == 'completed' for r in rows)} completed, {running} running)"
+            progress.update(task, total=len(rows) or None, completed=ended, description=detail)
+            line = f"{ended}/{len(rows)} runs ended {detail}"
+            if line != last and not bar:
+                print(line, file=sys.stderr, flush=True)
             last = line
-        if rows and ended == len(rows):
-            print(status.render(rows, note))
-            return rows
-        time.sleep(interval_s)
+            if rows and ended == len(rows):
+                break
+            time.sleep(interval_s)
+    print(status.render(rows, note))
+    return rows
 
 
 def cmd_status(args: argparse.Namespace, cwd: Path) -> int:

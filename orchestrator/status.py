@@ -6,7 +6,11 @@ swallowing an exception). SLURM is asked once for every job (jobstate.scheduler_
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,19 +146,28 @@ def _fmt_elapsed(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def render(rows: list[RunStatus], note: str | None, with_logs: bool = True) -> str:
-    """A plain-text table for people."""
-    header = ("RUN", "STATE", "PROGRESS", "ELAPSED", "NODE", "JOB", "INFO")
-    table = [header]
+def render(rows: list[RunStatus], note: str | None, with_logs: bool = True, width: int | None = None) -> str:
+    """The status table for people (rich), fitted to ``width`` columns (default: the terminal's, or
+    ``$COLUMNS``, else 120 when not a terminal); the INFO column wraps rather than running off an
+    80-column screen. Below it: counts per state, the note, and the log tails of failed runs."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
+    for name in ("RUN", "STATE", "PROGRESS", "ELAPSED", "NODE", "JOB"):
+        table.add_column(name, no_wrap=name not in ("RUN", "NODE"), overflow="fold")
+    table.add_column("INFO", overflow="fold", ratio=1)
     for row in rows:
         progress = f"{row.step or 0}/{row.total_steps}" if row.total_steps else (str(row.step) if row.step else "-")
         info = row.reason or ("; ".join(row.warnings) if row.warnings else "")
         state = row.state + (" (warn)" if row.warnings else "")
-        table.append((row.run_name, state, progress, _fmt_elapsed(row.elapsed_s), row.node or "-",
-                      row.job_id or "-", info[:100]))
-    widths = [max(len(str(line[i])) for line in table) for i in range(len(header) - 1)]
-    out = ["  ".join(str(cell).ljust(width) for cell, width in zip(line[:-1], widths)) + "  " + str(line[-1])
-           for line in table]
+        table.add_row(row.run_name, state, progress, _fmt_elapsed(row.elapsed_s), row.node or "-",
+                      row.job_id or "-", info[:200])
+    buffer = io.StringIO()
+    Console(file=buffer, width=width or _width(), color_system=None, highlight=False, soft_wrap=False,
+            emoji=False, markup=False).print(table)
+    out = [buffer.getvalue().rstrip("\n")]
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.state] = counts.get(row.state, 0) + 1
@@ -168,6 +181,13 @@ def render(rows: list[RunStatus], note: str | None, with_logs: bool = True) -> s
                 out.append(f"\n--- {row.run_name} ({row.state}): last lines of the log")
                 out += [f"    {line}" for line in row.log_tail]
     return "\n".join(out)
+
+
+def _width() -> int:
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size((100, 24)).columns
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) >= 40 else 120
 
 
 def to_json(rows: list[RunStatus], note: str | None) -> str:
