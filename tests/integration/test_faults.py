@@ -75,11 +75,12 @@ def _elapsed_s(job_id: str) -> int:
 def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Path, slurm_cluster: None) -> None:
     """A real time limit, placed where the run has made progress: once LIMIT has trained a while, its
     TimeLimit is cut so that SLURM's --signal warning (USR2, 60 s before the limit) comes mid-training.
-    Timing no longer depends on how fast this machine is. After the requeue the limit is restored."""
+    Timing no longer depends on how fast this machine is. After the requeue the limit is restored. FULL, the
+    uninterrupted twin, gets an hour: on a busy machine 5000 steps can pass the default 10 minutes."""
     study = make_study(tmp_path, """
         LIMIT: {max_steps: 5000, save_steps: 100000, logging_steps: 50, resources: {signal_delay_s: 60},
                 dataloader_workers: 2}
-        FULL: {max_steps: 5000, save_steps: 100000, logging_steps: 50, resources: {signal_delay_s: 60}}
+        FULL: {max_steps: 5000, save_steps: 100000, logging_steps: 50, resources: {signal_delay_s: 60, time_min: 60}}
         """, "timeout")
     orchestrate(study, "submit", "matrix.yaml")
     current = wait_until(study, lambda r: (heartbeat(study, r["LIMIT"]).get("step") or 0) > 100, 300, "step > 100")
