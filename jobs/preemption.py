@@ -80,7 +80,8 @@ class ChildSignals:
     worker handler re-raises it) or of USR2 (default action), and the main process then fails with
     "DataLoader worker ... is killed by signal" before it can save. The workers ignore both; they
     still end with the main process (torch's workers watch their parent) and with SIGKILL.
-    Picklable, so it also works with the spawn and forkserver start methods.
+    Picklable, so it also works with the spawn and forkserver start methods. Since they ignore SIGTERM,
+    the main process ends any still alive with SIGKILL at exit (:func:`_kill_loader_workers`).
     """
 
     def __init__(self, inner: Callable[[int], Any] | None = None) -> None:
@@ -93,12 +94,31 @@ class ChildSignals:
             self.inner(worker_id)
 
 
+def _kill_loader_workers() -> None:
+    """At exit, end the data-loading workers still alive with SIGKILL. They ignore SIGTERM, so the
+    SIGTERM that multiprocessing's own exit handler sends its daemonic children would leave it
+    joining them forever (seen: a run stopped by a signal never exited)."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+
+
+_EXIT_HOOK: list[bool] = []
+
+
 def shield_loader(loader: Any) -> Any:
     """Make ``loader``'s worker processes (if any) ignore the scheduler's warning signals; returns it.
     accelerate's prepared loaders wrap the torch DataLoader that starts the workers (``base_dataloader``)."""
     target = loader.__dict__.get("base_dataloader", loader)
     if getattr(target, "num_workers", 0) > 0 and not isinstance(getattr(target, "worker_init_fn", None), ChildSignals):
         target.worker_init_fn = ChildSignals(target.worker_init_fn)
+        if not _EXIT_HOOK:  # registered after multiprocessing's own exit handler, so it runs before it
+            import atexit
+
+            atexit.register(_kill_loader_workers)
+            _EXIT_HOOK.append(True)
     return loader
 
 
