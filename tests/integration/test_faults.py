@@ -80,7 +80,8 @@ def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Pat
     study = make_study(tmp_path, """
         LIMIT: {max_steps: 5000, save_steps: 100000, logging_steps: 50, resources: {signal_delay_s: 60},
                 dataloader_workers: 2}
-        FULL: {max_steps: 5000, save_steps: 100000, logging_steps: 50, resources: {signal_delay_s: 60, time_min: 60}}
+        FULL: {max_steps: 5000, save_steps: 100000, logging_steps: 50, resources: {signal_delay_s: 60, time_min: 60},
+               dataloader_workers: 2}
         """, "timeout")
     orchestrate(study, "submit", "matrix.yaml")
     current = wait_until(study, lambda r: (heartbeat(study, r["LIMIT"]).get("step") or 0) > 100, 300, "step > 100")
