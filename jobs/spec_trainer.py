@@ -11,6 +11,14 @@
   twice and others never; and its batches run in descending length inside each
   mega-batch. Ours is a pure function of (seed, epoch), so a resumed run continues
   the exact same order, and the batch order is shuffled.
+* Every loader draws its iterator's base seed (which seeds the loader's worker processes)
+  from a generator of its own, seeded with the run's seed, never from the global RNG that
+  dropout uses. A DataLoader without a ``generator`` takes one draw from the global RNG
+  each time an iterator is created; with persistent workers that happens once in an
+  uninterrupted run but again in a resumed one (a new process creates its iterators anew,
+  at the resumed epoch's start and at the first evaluation), so every later dropout mask
+  differed from the uninterrupted twin's (seen: the losses of a run resumed at step 1076
+  left its twin's at the next logged step).
 * Each checkpoint is sealed: after the Trainer saves ``checkpoint-N`` (and rotates older
   ones), ``accounting.json`` (the figures of steps 1..N, from ``checkpoint_accounting``)
   is written into it, then :func:`jobs.resume.seal_checkpoint` gives every file the
@@ -84,7 +92,7 @@ class SpecTrainer(Trainer):
     def get_train_dataloader(self) -> DataLoader:
         """The Trainer's loader, or one over length-bucketed batches of feature indices."""
         if self.bucket_lengths is None:
-            return shield_loader(super().get_train_dataloader())
+            return self._own_seed(shield_loader(super().get_train_dataloader()))
         if self.train_dataset is None or len(self.bucket_lengths) != len(self.train_dataset):  # type: ignore[arg-type]
             raise ValueError("bucket_lengths must give one length a training feature")
         args = self.args
@@ -100,13 +108,22 @@ class SpecTrainer(Trainer):
             prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
             worker_init_fn=ChildSignals(partial(seed_worker, num_workers=workers, rank=args.process_index)),
         )
-        return shield_loader(self.accelerator.prepare(loader))
+        return self._own_seed(shield_loader(self.accelerator.prepare(loader)))
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> DataLoader:
-        return shield_loader(super().get_eval_dataloader(eval_dataset))
+        return self._own_seed(shield_loader(super().get_eval_dataloader(eval_dataset)))
 
     def get_test_dataloader(self, test_dataset: Any) -> DataLoader:
-        return shield_loader(super().get_test_dataloader(test_dataset))
+        return self._own_seed(shield_loader(super().get_test_dataloader(test_dataset)))
+
+    def _own_seed(self, loader: DataLoader) -> DataLoader:
+        """Give ``loader`` (and the loaders accelerate derives from it, e.g. to skip the batches a
+        resumed epoch already trained on) a generator of its own for its iterators' base seed;
+        returns it. The global RNG is left to the model."""
+        target = loader.__dict__.get("base_dataloader", loader)
+        if getattr(target, "generator", None) is None:
+            target.generator = torch.Generator().manual_seed(self.args.seed)
+        return loader
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         """:class:`~jobs.flat_optim.FlatAdamW` for ``adamw_fused`` (same decay groups as the Trainer's)."""

@@ -74,6 +74,32 @@ def test_resume_continues_at_the_checkpoint_and_matches_an_uninterrupted_run(
     assert result["metrics"]["f1"] == pytest.approx(reference["metrics"]["f1"], abs=1e-6)
 
 
+@pytest.mark.parametrize("save_steps, preempt_at", [(3, 7), (4, 5)], ids=["at-an-epoch-boundary", "mid-epoch"])
+def test_a_run_with_loader_workers_resumed_in_a_later_epoch_matches_its_twin(
+    tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_for: Any, save_steps: int, preempt_at: int
+) -> None:
+    """Loader worker processes (persistent across epochs) and epochs of 3 steps: resumed at an epoch's
+    first step, or mid-epoch and then across two epoch boundaries, every step's loss is the twin's.
+    Regression: the loader drew its workers' base seed from the global RNG when an iterator was made,
+    which an uninterrupted run does once and a resumed run again, shifting every later dropout mask."""
+    train = tiny(max_steps=12, save_steps=save_steps, logging_steps=1, batch_size=16, dataloader_workers=2,
+                 data={"synthetic": {"n_train": 6, "n_eval": 8, "seed": 5}})
+    straight = run_dir_for("straight")
+    reference = run_training(spec_for(train, "straight"), straight)
+    epochs = [json.loads(line)["epoch"] for line in straight.metrics_path.read_text().splitlines()]
+    assert epochs[-1] >= 3.5, epochs  # 3 steps an epoch: the resumed part crosses epoch boundaries
+    interrupted = run_dir_for("interrupted")
+    with pytest.raises(Preempted):
+        run_training(spec_for(train, "interrupted"), interrupted, extra_callbacks=[PreemptAt(preempt_at)])
+    result = run_training(spec_for(train, "interrupted"), interrupted)
+    resumed_from = result["train"]["resumed_from_step"]
+    assert resumed_from == preempt_at - preempt_at % save_steps
+    after = dict(losses for losses in _losses(interrupted) if losses[0] > resumed_from)
+    assert sorted(after) == list(range(resumed_from + 1, 13))
+    assert after == pytest.approx({step: loss for step, loss in _losses(straight) if step > resumed_from}, rel=1e-5)
+    assert result["metrics"]["f1"] == pytest.approx(reference["metrics"]["f1"], abs=1e-6)
+
+
 def test_sigterm_saves_at_the_step_boundary_then_stops(tiny: Callable[..., TrainConfig], spec_for: Any,
                                                         run_dir_for: Any, worker: Any) -> None:
     """A real SIGTERM to a running worker (no SLURM here): it saves a complete checkpoint at the end of
