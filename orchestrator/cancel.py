@@ -1,4 +1,9 @@
-"""Cancel an experiment's active jobs (all, or the named runs): one scancel call."""
+"""Cancel an experiment's active jobs (all, or the named runs): one scancel call.
+
+A SLURM run whose state is ``unknown`` (SLURM could not be asked, or answered a state we do not know) is
+cancelled too: it may still be queued or running, and scancel of a job that has ended is no error. If
+scancel fails, nothing is recorded and the command fails saying so; it never reports "none were active"
+for runs it could not see."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import time
 from typing import Any
 
 from orchestrator import slurm
-from orchestrator.errors import UserError
+from orchestrator.errors import RuntimeUserError, UserError
 from orchestrator.jobstate import pid_alive, scheduler_states
 from orchestrator.matrix import matches, name_patterns
 from orchestrator.store import Experiment, latest_attempt
@@ -20,11 +25,17 @@ def cancel(experiment: Experiment, patterns: list[str]) -> list[str]:
         manifest = experiment.read_manifest()
         run_ids = _select(experiment, manifest, name_patterns(patterns))
         states, _ = scheduler_states(manifest, run_ids)
-        active = [r for r in run_ids if r in states and states[r].active]
+        active = [r for r in run_ids if r in states and (states[r].active or states[r].state == "unknown")]
         slurm_ids = [str(latest_attempt(manifest, r)["job_id"]) for r in active
                      if latest_attempt(manifest, r).get("executor") == "slurm"]  # type: ignore[union-attr]
         if slurm_ids:
-            slurm.scancel(slurm_ids)
+            try:
+                slurm.scancel(slurm_ids)
+            except (slurm.SlurmError, OSError) as exc:
+                raise RuntimeUserError(
+                    f"could not cancel {len(slurm_ids)} SLURM job(s) ({', '.join(slurm_ids[:5])}"
+                    f"{' ...' if len(slurm_ids) > 5 else ''}): {exc}; nothing was cancelled. Run "
+                    "`orchestrate cancel` again once slurmctld answers (`squeue` works)") from exc
         for run_id in active:
             attempt = latest_attempt(manifest, run_id) or {}
             if attempt.get("executor") == "local":

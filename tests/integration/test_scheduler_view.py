@@ -187,3 +187,35 @@ def test_a_failed_submission_prints_no_job(tmp_path: Path, slurm_cluster: None) 
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "as slurm job" not in failed.stdout and "error: submission" in failed.stderr, failed.stdout + failed.stderr
     assert "not submitted: 1 run(s)" in failed.stdout, failed.stdout
+
+
+def test_cancel_with_slurm_unreachable_fails_saying_so_then_cancels_once_back(tmp_path: Path,
+                                                                               slurm_cluster: None) -> None:
+    """slurmctld and slurmdbd really stopped: the run's state is unknown, not ended, so cancel tries, fails
+    with exit 1 naming the job (it used to print "none were active"), and records nothing; once SLURM is
+    back the same command cancels it."""
+    study = make_study(tmp_path, "A: {max_steps: 4}\n", "cancelfault", HOLD)
+    orchestrate(study, "submit", "matrix.yaml")
+    experiment = json.loads(manifest_path(study).read_text())["experiment"]
+    [job_id] = queued_jobs(experiment)
+    before = manifest_path(study).read_text()
+    try:
+        subprocess.run(["pkill", "-x", "slurmctld"], check=False)
+        subprocess.run(["pkill", "-x", "slurmdbd"], check=False)
+        deadline = time.time() + 30
+        while subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0:
+            assert time.time() < deadline, "slurmctld did not stop"
+            time.sleep(0.2)
+        down = orchestrate(study, "cancel", check=False)
+        assert down.returncode == 1, (down.stdout, down.stderr)
+        assert f"could not cancel 1 SLURM job(s) ({job_id})" in down.stderr and "nothing was cancelled" in down.stderr
+        assert "none were active" not in down.stdout and "Traceback" not in down.stderr
+        assert manifest_path(study).read_text() == before
+    finally:
+        subprocess.run(["bash", str(REPO / "tests/slurm/start-cluster.sh")], check=True, capture_output=True)
+    try:
+        back = orchestrate(study, "cancel")
+        assert "cancelled 1 run(s)" in back.stdout, back.stdout
+        assert queued_jobs(experiment) == []
+    finally:
+        cancel_all(study)
