@@ -208,7 +208,15 @@ class OomRetryConfig(Strict):
     """How ``submit --retry-failed`` adapts a run that failed with CUDA out of memory (see
     ``OomAdaptation``). A run policy, not a training knob: left out of the config hash."""
 
-    max_adaptations: int = Field(2, ge=1, le=16, description="adaptations a run may get, counted over its retries")
+    max_adaptations: int = Field(2, le=16, description="adaptations a run may get, counted over its retries")
+
+    @field_validator("max_adaptations")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1; to resubmit runs that ran out of memory unchanged, write "
+                             "oom_retry: null (the default)")
+        return value
 
 
 class TrainConfig(Strict):
