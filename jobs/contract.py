@@ -21,7 +21,8 @@ append-only, one object a line):
 ``failure.json``    {reason (FAILURE_REASONS), message, hint, traceback_tail, failed_at,
                     job_id, attempt}.
 ``attempts.jsonl``  audit trail, one object a line: {event: start | finish | terminated,
-                    time, job_id, attempt, ...}, and {event: checkpoint_rejected, checkpoint,
+                    time, job_id, attempt, ...} (a start carries ``adapted``, the spec's
+                    OomAdaptation, when the run trains adapted after a CUDA OOM), and {event: checkpoint_rejected, checkpoint,
                     reason} for each checkpoint resume did not trust.
 ``checkpoints/``    Trainer checkpoints for resume; each sealed by ``complete.json`` (size and
                     SHA-256 of every file) and carrying ``accounting.json`` (the run's figures

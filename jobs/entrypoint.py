@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from jobs import envinfo, preemption
-from jobs.contract import ATTEMPTS_FILE, RunDir, RunSpec, append_jsonl, applied_train, resolve_model_ref, write_json_atomic
+from jobs.contract import (
+    ATTEMPTS_FILE,
+    RunDir,
+    RunSpec,
+    append_jsonl,
+    applied_train,
+    resolve_model_ref,
+    write_json_atomic,
+)
 
 log = logging.getLogger("jobs.entrypoint")
 

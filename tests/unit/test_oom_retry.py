@@ -61,8 +61,8 @@ def test_oom_retry_is_validated_with_the_key_and_left_out_of_the_config_hash(tmp
     assert ("defaults.oom_retry.max_adaptation", "unknown key (did you mean 'max_adaptations'?)") in info.value.problems
     with pytest.raises(MatrixError) as info:
         load(tmp_path, MATRIX.replace("max_adaptations: 4", "max_adaptations: 0"))
-    assert info.value.problems == [("defaults.oom_retry.max_adaptations", "0: must be at least 1; to resubmit runs that "
-                                    "ran out of memory unchanged, write oom_retry: null (the default)")]
+    fix = "0: must be at least 1; to resubmit runs that ran out of memory unchanged, write oom_retry: null (the default)"
+    assert info.value.problems == [("defaults.oom_retry.max_adaptations", fix)]
 
 
 def test_an_adaptation_must_keep_the_effective_batch() -> None:
