@@ -137,3 +137,31 @@ def test_collect_names_adapted_runs_in_their_configuration_row(tmp_path: Path) -
     rows = [line for line in table.splitlines() if line.startswith("| A1")]
     assert len(rows) == 1 and "| 2 |" in rows[0] and "A1-seed1 (4x1 -> 1x4+ckpt)" in rows[0], table
     assert "A1-seed2" not in rows[0].split("|")[-2]
+
+
+def test_dry_run_with_retry_failed_shows_the_adaptation_and_writes_nothing(tmp_path: Path) -> None:
+    import io
+
+    from orchestrator.dryrun import print_dry_run
+    from orchestrator.store import Experiment, empty_manifest
+
+    path = tmp_path / "matrix.yaml"
+    path.write_text(textwrap.dedent(MATRIX).replace("{root}", str(tmp_path / "scratch")))
+    matrix = load_matrix(path)
+    experiment = Experiment(matrix.experiment_dir)
+    manifest = empty_manifest("oom")
+    for spec in matrix.runs:  # both ran once, locally, and ended with CUDA out of memory
+        manifest["runs"][spec.run_id] = {"run_name": spec.run_name, "attempts": [
+            {"job_id": "local-1", "submission": "t", "submitted_at": 0.0, "executor": "local", "state": "ended"}]}
+        run_dir = experiment.run_dir(spec.run_id)
+        run_dir.write_spec(spec)
+        run_dir.write_failure("cuda_oom", "OutOfMemoryError: CUDA out of memory")
+    experiment.write_manifest(manifest)
+    before = {p: p.read_bytes() for p in matrix.experiment_dir.rglob("*") if p.is_file()}
+    out = io.StringIO()
+    print_dry_run(matrix, list(matrix.runs), "local", out, retry_failed=True)
+    text = out.getvalue()
+    assert ("retry A1: failed with cuda_oom: adapted batch_size 12 x accumulation 1 -> batch_size 6 x accumulation 2 "
+            "(adaptation 1 of 4; same effective batch)") in text, text
+    assert "retry B1: failed with cuda_oom: resubmitted unchanged (set oom_retry" in text, text
+    assert {p: p.read_bytes() for p in matrix.experiment_dir.rglob("*") if p.is_file()} == before
