@@ -21,7 +21,8 @@ append-only, one object a line):
 ``failure.json``    {reason (FAILURE_REASONS), message, hint, traceback_tail, failed_at,
                     job_id, attempt}.
 ``attempts.jsonl``  audit trail, one object a line: {event: start | finish | terminated,
-                    time, job_id, attempt, ...}, and {event: checkpoint_rejected, checkpoint,
+                    time, job_id, attempt, ...} (a start carries ``adapted``, the spec's
+                    OomAdaptation, when the run trains adapted after a CUDA OOM), and {event: checkpoint_rejected, checkpoint,
                     reason} for each checkpoint resume did not trust.
 ``checkpoints/``    Trainer checkpoints for resume; each sealed by ``complete.json`` (size and
                     SHA-256 of every file) and carrying ``accounting.json`` (the run's figures
@@ -204,6 +205,21 @@ class HealthConfig(Strict):
     min_hasans_f1: float = Field(1.0, ge=0, description="absolute floor for HasAns_f1 when no baseline exists")
 
 
+class OomRetryConfig(Strict):
+    """How ``submit --retry-failed`` adapts a run that failed with CUDA out of memory (see
+    ``OomAdaptation``). A run policy, not a training knob: left out of the config hash."""
+
+    max_adaptations: int = Field(2, le=16, description="adaptations a run may get, counted over its retries")
+
+    @field_validator("max_adaptations")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1; to resubmit runs that ran out of memory unchanged, write "
+                             "oom_retry: null (the default)")
+        return value
+
+
 class TrainConfig(Strict):
     """Every training knob. Defaults live here and nowhere else."""
 
@@ -249,6 +265,8 @@ class TrainConfig(Strict):
     dataloader_workers: int = Field(2, ge=0)
     profile: bool = False  # PyTorch profiler window: top kernels + Chrome trace
     health: HealthConfig = Field(default_factory=HealthConfig)
+    # None: a run that ran out of GPU memory is resubmitted unchanged by --retry-failed. Not hashed.
+    oom_retry: OomRetryConfig | None = None
 
     @field_validator("compile", mode="before")
     @classmethod
@@ -337,6 +355,55 @@ class RunSpec(Strict):
     # Whether resources.gpus means CUDA devices: false where the cluster profile declares the partition's GPUs
     # as not CUDA (cuda: false); None (older specs) means "yes when gpus >= 1". Not part of the config hash.
     cuda_required: bool | None = None
+    # Set by ``submit --retry-failed`` after a CUDA OOM (orchestrator/oomretry.py); the worker trains with
+    # ``adaptation.to`` over ``train`` (see ``applied_train``). Same effective batch: not part of the config hash.
+    adaptation: OomAdaptation | None = None
+
+
+class MicroBatching(Strict):
+    """How one optimizer step's samples are fed: micro-batch size (samples a device forward pass),
+    accumulation (forward/backward passes an optimizer step) and activation checkpointing."""
+
+    batch_size: int = Field(ge=1)
+    gradient_accumulation_steps: int = Field(ge=1)
+    gradient_checkpointing: bool
+
+    @classmethod
+    def of(cls, train: TrainConfig) -> MicroBatching:
+        return cls(batch_size=train.batch_size, gradient_accumulation_steps=train.gradient_accumulation_steps,
+                   gradient_checkpointing=train.gradient_checkpointing)
+
+
+class OomAdaptation(Strict):
+    """A run's micro-batching changed after it ran out of GPU memory, keeping the effective batch
+    (``batch_size x gradient_accumulation_steps``). Written as ``{from, to, reason, adaptations}`` in
+    spec.json (``adaptation``), result.json (``adapted``) and attempts.jsonl."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+
+    from_: MicroBatching = Field(alias="from")  # the matrix's micro-batching
+    to: MicroBatching
+    reason: Literal["cuda_oom"] = "cuda_oom"
+    adaptations: int = Field(ge=1, description="how many times the run was adapted, this one included")
+
+    @model_validator(mode="after")
+    def _same_effective_batch(self) -> OomAdaptation:
+        before = self.from_.batch_size * self.from_.gradient_accumulation_steps
+        after = self.to.batch_size * self.to.gradient_accumulation_steps
+        if before != after:
+            raise ValueError(f"adaptation changes the effective batch ({before} -> {after} samples a step)")
+        return self
+
+
+def applied_train(spec: RunSpec) -> TrainConfig:
+    """The training config the worker runs: ``spec.train`` with the adaptation's micro-batching, if any."""
+    if spec.adaptation is None:
+        return spec.train
+    return spec.train.model_copy(update=spec.adaptation.to.model_dump())
+
+
+# TrainConfig fields that do not change what is trained: runs that differ only in these share a config hash.
+UNHASHED_TRAIN_FIELDS = frozenset({"oom_retry"})
 
 
 def canonical_json(obj: Any) -> str:
@@ -346,7 +413,8 @@ def canonical_json(obj: Any) -> str:
 def config_hash(train: TrainConfig) -> str:
     """Short stable hash of the resolved training config (not the resources: a new time
     limit is the same experiment)."""
-    return hashlib.sha256(canonical_json(train.model_dump(mode="json")).encode()).hexdigest()[:8]
+    dumped = train.model_dump(mode="json", exclude=set(UNHASHED_TRAIN_FIELDS))
+    return hashlib.sha256(canonical_json(dumped).encode()).hexdigest()[:8]
 
 
 # ------------------------------------------------------------------- compatibility
@@ -581,6 +649,8 @@ RESULT_KEYS = {
     "data": "train_features, eval_features, eval_examples, feature_cache_hits",
     "profile": "paths of kernels.csv and trace.json when profile: true",
     "finished_training_at": "unix time training ended (before evaluation)",
+    "adapted": "null, or {from, to, reason, adaptations} when the run trained with a micro-batching adapted after "
+               "a CUDA OOM (spec.json adaptation; same effective batch)",
 }
 
 

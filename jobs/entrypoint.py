@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from jobs import envinfo, preemption
-from jobs.contract import ATTEMPTS_FILE, RunDir, RunSpec, append_jsonl, resolve_model_ref, write_json_atomic
+from jobs.contract import (
+    ATTEMPTS_FILE,
+    RunDir,
+    RunSpec,
+    append_jsonl,
+    applied_train,
+    resolve_model_ref,
+    write_json_atomic,
+)
 
 log = logging.getLogger("jobs.entrypoint")
 
@@ -76,7 +84,8 @@ def run(run_dir_path: str) -> dict[str, Any]:
         log.info("result.json exists: run %s is already done", spec.run_id)
         return run_dir.read_optional(run_dir.result_path) or {}
     _retire_previous_failure(run_dir)
-    append_jsonl(run_dir.path / ATTEMPTS_FILE, {"event": "start", "time": time.time(), "host": socket.gethostname(), **ids})
+    append_jsonl(run_dir.path / ATTEMPTS_FILE, {"event": "start", "time": time.time(), "host": socket.gethostname(),
+                                                **_adapted(spec), **ids})
     run_dir.write_heartbeat("starting", step=0, total_steps=None, pid=os.getpid(), hostname=socket.gethostname(), **ids)
     write_json_atomic(run_dir.env_path, envinfo.capture())
     started = time.time()
@@ -105,11 +114,18 @@ def run(run_dir_path: str) -> dict[str, Any]:
 
 
 def _resolved(spec: RunSpec) -> RunSpec:
-    """The spec with ``package:`` model references turned into this node's path."""
-    path = resolve_model_ref(spec.train.model_name_or_path)
-    if path == spec.train.model_name_or_path:
-        return spec
-    return spec.model_copy(update={"train": spec.train.model_copy(update={"model_name_or_path": path})})
+    """The spec the trainer runs: ``package:`` model references turned into this node's path, and the
+    micro-batching of an OOM adaptation (``spec.adaptation``, same effective batch) in place of the matrix's."""
+    train = applied_train(spec)
+    path = resolve_model_ref(train.model_name_or_path)
+    if path != train.model_name_or_path:
+        train = train.model_copy(update={"model_name_or_path": path})
+    return spec if train is spec.train else spec.model_copy(update={"train": train})
+
+
+def _adapted(spec: RunSpec) -> dict[str, Any]:
+    """``{"adapted": {from, to, reason, adaptations}}`` for a run adapted after a CUDA OOM, else ``{}``."""
+    return {} if spec.adaptation is None else {"adapted": spec.adaptation.model_dump(mode="json")}
 
 
 def finish(spec: RunSpec, run_dir: RunDir, body: dict[str, Any], ids: dict[str, Any], started: float) -> dict[str, Any]:
@@ -129,6 +145,7 @@ def finish(spec: RunSpec, run_dir: RunDir, body: dict[str, Any], ids: dict[str, 
         "job_id": ids.get("job_id"),
         "node": socket.gethostname(),
         "git_commit": envinfo.git_commit()[0],
+        "adapted": _adapted(spec).get("adapted"),
     }
     run_dir.write_result(result)
     append_jsonl(run_dir.path / ATTEMPTS_FILE, {"event": "finish", "time": time.time(), **ids})

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 
-OOM_HINT = "smaller batch_size, gradient_checkpointing: true, optimizer: adamw_8bit"
+OOM_HINT = ("smaller batch_size, gradient_checkpointing: true, optimizer: adamw_8bit; or set oom_retry: "
+            "{max_adaptations: 2} and submit --retry-failed (smaller micro-batch, same effective batch)")
 NAN_HINT = "lower learning_rate, add warmup, or use precision: bf16 instead of fp16"
 
 # Messages that mean "the GPU ran out of memory" even when raised as a plain RuntimeError.

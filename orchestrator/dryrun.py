@@ -66,6 +66,8 @@ def _new_runs(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, retr
     the_plan = plan(matrix, specs, experiment.read_manifest(), experiment, retry_failed, force)
     print(f"already submitted: {len(the_plan.done)} done, {len(the_plan.active)} running or pending, "
           f"{len(the_plan.failed)} failed before (resubmitted only with --retry-failed)", file=out)
+    for run_name, note in the_plan.retried:
+        print(f"  retry {run_name}: {note}", file=out)
     return the_plan.new
 
 

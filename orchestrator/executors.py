@@ -223,6 +223,8 @@ def _record_attempts(manifest: dict[str, Any], chunk: list[RunSpec], job_ids: li
         attempt = {"job_id": job_id, "submission": token, "submitted_at": now, "executor": kind}
         if kind == "local":
             attempt["state"] = "queued"
+        if spec.adaptation is not None:  # resubmitted with a smaller micro-batch after a CUDA OOM
+            attempt["adapted"] = spec.adaptation.model_dump(mode="json")
         run["attempts"].append(attempt)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.contract import RunDir, RunSpec
-from orchestrator import executors, slurm
+from orchestrator import executors, oomretry, slurm
 from orchestrator.errors import RuntimeUserError, UserError
 from orchestrator.jobstate import scheduler_states
 from orchestrator.matrix import Matrix, check_root_writable, matches, name_patterns
@@ -38,6 +38,7 @@ class Plan:
     active: list[tuple[RunSpec, str]] = field(default_factory=list)  # (spec, state)
     failed: list[RunSpec] = field(default_factory=list)  # skipped: failed before; --retry-failed resubmits
     note: str | None = None
+    retried: list[tuple[str, str]] = field(default_factory=list)  # (run name, what --retry-failed changed or kept)
 
 
 @dataclass
@@ -75,8 +76,14 @@ def plan(matrix: Matrix, specs: list[RunSpec], manifest: dict[str, Any], experim
             result.active.append((spec, state.state if state.active else f"unknown ({state.reason})"))
         elif forced:
             result.new.append(spec)
-        elif spec.run_id in manifest.get("runs", {}) and manifest["runs"][spec.run_id].get("attempts") and not retry_failed:
-            result.failed.append(spec)
+        elif spec.run_id in manifest.get("runs", {}) and manifest["runs"][spec.run_id].get("attempts"):
+            if not retry_failed:
+                result.failed.append(spec)
+                continue
+            retry = oomretry.retry_of(spec, run_dir)  # a CUDA OOM may shrink the micro-batch (oom_retry)
+            result.new.append(retry.spec)
+            if retry.note:
+                result.retried.append((spec.run_name, retry.note))
         else:
             result.new.append(spec)
     return result
@@ -177,6 +184,8 @@ def print_summary(outcome: Outcome, experiment: Experiment, out: Any = None) -> 
         print(f"  skip {spec.run_name}: {state}", file=out)
     for spec in p.failed:
         print(f"  skip {spec.run_name}: failed before (see `orchestrate status`)", file=out)
+    for run_name, note in p.retried:
+        print(f"  retry {run_name}: {note}", file=out)
     for entry in outcome.submissions:
         if entry.get("state") == "failed":  # the reason follows as the command's error
             print(f"  not submitted: {len(entry['run_ids'])} run(s) (submission {entry['token']} failed)", file=out)

@@ -116,8 +116,27 @@ def _config_rows(current: pd.DataFrame) -> pd.DataFrame:
     if "owner" in ordered:
         configs["owners"] = grouped["owner"].agg(lambda names: ", ".join(sorted(set(map(str, names)))))
     configs["run_ids"] = [value if isinstance(value, list) else [] for value in configs["run_ids"]]
+    configs["adapted"] = _adapted_runs(ordered).reindex(configs.index).fillna("")
     keys = sorted(configs.index, key=lambda cid: (natural_key_text(configs.at[cid, "series"]), natural_key_text(cid)))
     return configs.loc[keys]
+
+
+def _adapted_runs(runs: pd.DataFrame) -> pd.Series:
+    """config_id -> the finished runs that trained with a micro-batching adapted after a CUDA OOM, e.g.
+    ``A1-seed1 (8x1 -> 4x2)``; ``+ckpt`` marks gradient checkpointing turned on."""
+    if "adapted.adaptations" not in runs:
+        return pd.Series(dtype=object)
+    adapted = runs[(runs["status"] == FINISHED) & runs["adapted.adaptations"].notna()]
+
+    def label(row: pd.Series) -> str:
+        def batching(side: str) -> str:
+            ckpt = "+ckpt" if row.get(f"adapted.{side}.gradient_checkpointing") is True else ""
+            return (f"{int(row[f'adapted.{side}.batch_size'])}x"
+                    f"{int(row[f'adapted.{side}.gradient_accumulation_steps'])}{ckpt}")
+        return f"{row['run_name']} ({batching('from')} -> {batching('to')})"
+
+    labels = adapted.apply(label, axis=1) if not adapted.empty else pd.Series(dtype=object)
+    return labels.groupby(adapted["config_id"], sort=False).agg(", ".join) if not adapted.empty else labels
 
 
 def knobs_of(row: dict[str, Any]) -> dict[str, Any]:

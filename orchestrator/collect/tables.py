@@ -30,6 +30,8 @@ from orchestrator.collect.render import (
 from orchestrator.collect.report import CORRUPT, FAILED
 from orchestrator.collect.stats import MIN_CI_N
 
+ADAPTED_NOTE = (" adapted after OOM: runs that trained with a smaller micro-batch (batch_size x accumulation, same "
+                "effective batch; +ckpt: gradient checkpointing) after running out of GPU memory.")
 METRIC_LABELS = {"exact": "EM", "f1": "F1", "accuracy": "accuracy"}
 
 
@@ -84,6 +86,7 @@ def configuration_table(configs: pd.DataFrame) -> Table:
         "n_runs": configs["n_runs"].values, "run_dirs": [";".join(paths) for paths in configs["run_dirs"]],
         "configuration": configs["config_words"].values, "method": configs["method"].values,
         "description": _col(configs, "description").fillna("").values, "flags": configs["flags"].values,
+        "adapted": _col(configs, "adapted").fillna("").values,
     })
     display = pd.DataFrame({
         "ID": data["id"], "n": data["n"], "run directory": [fmt_runs(paths) for paths in configs["run_dirs"]],
@@ -91,12 +94,14 @@ def configuration_table(configs: pd.DataFrame) -> Table:
     })
     if data["description"].astype(bool).any():
         display.insert(4, "description", data["description"])
+    if data["adapted"].astype(bool).any():  # runs resubmitted with a smaller micro-batch after a CUDA OOM
+        display["adapted after OOM"] = data["adapted"].values
     owners = _col(configs, "owners").fillna("").astype(str)
     data["owners"] = owners.values
     if len({name for text in owners for name in text.split(", ") if name}) > 1:  # runs of several roots
         display.insert(2, "owners", owners.values)
     return Table("configurations", "Configurations", data, display,
-                 note="n: finished runs (seeds) of the configuration.")
+                 note="n: finished runs (seeds) of the configuration." + (ADAPTED_NOTE if "adapted after OOM" in display else ""))
 
 
 def accuracy_speed_table(configs: pd.DataFrame, analysis: Analysis, name: str, title: str) -> Table:
