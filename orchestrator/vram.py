@@ -131,7 +131,7 @@ def dims_from_config(config: Mapping[str, Any], overrides: Mapping[str, Any]) ->
 
     missing = [KEYS[name][0] for name in ("hidden", "layers", "heads", "vocab") if first(name) is None]
     if missing:
-        return f"its config.json has no {', '.join(missing)} (model_type {merged.get('model_type', '?')!r})"
+        return f"config.json has no {', '.join(missing)}"
     hidden = int(first("hidden"))
     shared = int(merged.get("num_hidden_groups", 1)) if merged.get("model_type") == "albert" else 0
     return Dims(hidden=hidden, layers=int(first("layers")), heads=int(first("heads")), vocab=int(first("vocab")),
@@ -282,11 +282,12 @@ def worst_length(train: TrainConfig) -> int:
 def estimate(train: TrainConfig, config: Mapping[str, Any] | None) -> Estimate | Unknown:
     """Peak GPU memory of ``train`` for the model whose config.json is ``config`` (None: unreachable)."""
     if config is None:
-        return Unknown(f"config.json of {train.model_name_or_path!r} is not reachable from here "
-                       "(not a local directory, package: reference or in the Hugging Face cache)")
+        # the reason names no model: a name is user text, and dry-run output is read as a script
+        return Unknown("the model's config.json is not reachable from here (not a local directory, "
+                       "package: reference or in the Hugging Face cache)")
     d = dims_from_config(config, train.model_overrides)
     if isinstance(d, str):
-        return Unknown(f"{train.model_name_or_path!r}: {d}")
+        return Unknown(f"the model's {d}")
     plan, s = _plan(train, d), worst_length(train)
     weights = _weight_bytes(train, d, plan)
     states, step_temporary = _optimizer_bytes(train, plan)

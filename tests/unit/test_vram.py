@@ -162,5 +162,4 @@ def test_dry_run_shows_the_estimate_and_names_an_unknown_model(tmp_path: Path,
     assert 1.5 < gib < 6
     hub = next(line for line in out.splitlines() if line.startswith("  HUB "))
     assert hub.endswith("vram unknown") and "vram 0" not in out
-    assert ("note: VRAM not estimated for HUB: config.json of 'no-such-owner/no-such-model' is not reachable "
-            "from here") in out
+    assert "note: VRAM not estimated for HUB: the model's config.json is not reachable from here" in out
