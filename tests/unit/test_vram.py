@@ -163,3 +163,24 @@ def test_dry_run_shows_the_estimate_and_names_an_unknown_model(tmp_path: Path,
     hub = next(line for line in out.splitlines() if line.startswith("  HUB "))
     assert hub.endswith("vram unknown") and "vram 0" not in out
     assert "note: VRAM not estimated for HUB: the model's config.json is not reachable from here" in out
+
+
+def test_calibration_benchmark_dry_mode_prints_every_estimate(tmp_path: Path) -> None:
+    """``benchmarks/vram.py --dry`` on a CPU machine: every recipe at batch 8 and 32, estimates only."""
+    import subprocess
+    import sys
+
+    model = tmp_path / "bert-base"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(BERT_BASE))
+    out = tmp_path / "vram.json"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks/vram.py"), "--dry", "--model", str(model),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}, check=False)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    from benchmarks.vram import RECIPES
+
+    assert {(row["recipe"], row["batch_size"]) for row in rows} == {(r, b) for r in RECIPES for b in (8, 32)}
+    assert all(row["estimate_reserved_mib"] > 500 and "measured_reserved_mib" not in row for row in rows)
+    assert done.stdout.count("\n| ") == len(rows) + 1  # header and one line a row
