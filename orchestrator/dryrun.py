@@ -35,8 +35,8 @@ def print_dry_run(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, 
         memory = _memory_column(matrix, spec, unknown)
         print(f"  {spec.run_name.ljust(width)}  {spec.run_id}  series {spec.series}  group {spec.resources.group_key()}"
               f"  {memory}", file=out)
-    for reason, names in unknown.items():
-        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    for reason, unestimated in unknown.items():
+        shown = ", ".join(unestimated[:8]) + (f" and {len(unestimated) - 8} more" if len(unestimated) > 8 else "")
         print(f"note: VRAM not estimated for {shown}: {reason}", file=out)
     new = _new_runs(matrix, specs, kind, out, retry_failed, force)
     if not new:

@@ -328,8 +328,9 @@ def fitting_changes(train: TrainConfig, config: Mapping[str, Any], limit_gib: fl
         batch, steps = batch // 2, steps * 2
         halved = train.model_copy(update={"batch_size": batch, "gradient_accumulation_steps": steps})
         if (gib := fits(halved)) is not None:
-            found.append((f"batch_size: {batch} with gradient_accumulation_steps: {steps}, the same effective "
-                          f"batch {batch * steps}", gib))
+            text = (f"batch_size: {batch} with gradient_accumulation_steps: {steps}, "
+                    f"the same effective batch {batch * steps}")
+            found.append((text, gib))
             break
     lighter = {"gradient_checkpointing": True, "optimizer": "adamw_8bit"}
     for key, value in lighter.items():
@@ -341,8 +342,9 @@ def fitting_changes(train: TrainConfig, config: Mapping[str, Any], limit_gib: fl
         while True:
             candidate = both.model_copy(update={"batch_size": batch, "gradient_accumulation_steps": steps})
             if (gib := fits(candidate)) is not None:
-                found.append((f"gradient_checkpointing: true, optimizer: adamw_8bit, batch_size: {batch} with "
-                              f"gradient_accumulation_steps: {steps}", gib))
+                text = (f"gradient_checkpointing: true, optimizer: adamw_8bit, batch_size: {batch} with "
+                        f"gradient_accumulation_steps: {steps}")
+                found.append((text, gib))
                 break
             if batch % 2:
                 break
