@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                     except Exception as error:  # noqa: BLE001 - one broken recipe must not hide the others
                         row["error"] = repr(error)[:300]
                     if row.get("measured_reserved_mib") and row["estimate_reserved_mib"] is not None:
-                        row["error_pct"] = round(100 * (row["estimate_reserved_mib"] / row["measured_reserved_mib"] - 1), 1)
+                        ratio = row["estimate_reserved_mib"] / row["measured_reserved_mib"]
+                        row["error_pct"] = round(100 * (ratio - 1), 1)
                 rows.append(row)
                 print("ROW " + json.dumps(row), flush=True)
     print_table(rows)

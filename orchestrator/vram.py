@@ -184,7 +184,8 @@ def _plan(train: TrainConfig, d: Dims) -> _Plan:
     linears = tuple(lora is None and bitfit is None and o for o in open_layer)
     adapters = tuple(tuple(sorted(targets)) if o else () for o in open_layer)
     lora_embedding = lora is not None and any(t.rsplit(".", 1)[-1] in EMBEDDING_TARGETS for t in lora.target_modules)
-    embeddings = not train.freeze.embeddings and (lora is None and bitfit is None or bitfit is not None or lora_embedding)
+    # BitFit trains the embeddings' LayerNorm bias; LoRA only adapters on targeted embeddings
+    embeddings = not train.freeze.embeddings and (lora is None or bitfit is not None or lora_embedding)
     shapes, r = _shapes(d), (lora.r if lora else 0)
     per_adapters = [sum(r * sum(shapes[role]) for role in roles) for roles in adapters]
     owned = d.weight_layers or layers
@@ -193,7 +194,8 @@ def _plan(train: TrainConfig, d: Dims) -> _Plan:
         small = sum(open_layer[:owned]) * counts["bias_norm"]
         trainable += counts["embeddings"] if embeddings else 0
     else:
-        trainable = sum(per_adapters[:owned]) + counts["head"] * (lora is not None or (bitfit is not None and bitfit.train_head))
+        head = lora is not None or (bitfit is not None and bitfit.train_head)
+        trainable = sum(per_adapters[:owned]) + counts["head"] * head
         small = sum(open_layer[:owned]) * counts["bias_norm"] if bitfit else 0
         trainable += small + (r * (d.vocab + (d.embedding or d.hidden)) if lora_embedding and embeddings else 0)
     layer_trains = tuple(bool(linears[i] or adapters[i] or (bitfit and open_layer[i])) for i in range(layers))
@@ -360,6 +362,7 @@ def fit_problem(train: TrainConfig, config: Mapping[str, Any] | None, limit_gib:
     assert config is not None  # an Estimate needs a config
     changes = fitting_changes(train, config, limit_gib)
     advice = ("; would fit: " + "; ".join(f"{text} (~{gib:.1f} GiB)" for text, gib in changes)) if changes else \
-        "; nothing of batch_size/gradient_accumulation_steps, gradient_checkpointing, 8-bit AdamW fits: use a larger GPU"
+        ("; nothing of batch_size/gradient_accumulation_steps, gradient_checkpointing, 8-bit AdamW fits: "
+         "use a partition with more GPU memory")
     return (f"estimated peak GPU memory {value.total_gib:.1f} GiB (at {value.phase}; {int(SAFETY_MARGIN * 100)}% "
             f"margin: {needed_gib(value):.1f} GiB) exceeds partition {partition}'s gpu_mem_gb {limit_gib:g}" + advice)

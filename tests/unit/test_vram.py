@@ -184,3 +184,11 @@ def test_calibration_benchmark_dry_mode_prints_every_estimate(tmp_path: Path) ->
     assert {(row["recipe"], row["batch_size"]) for row in rows} == {(r, b) for r in RECIPES for b in (8, 32)}
     assert all(row["estimate_reserved_mib"] > 500 and "measured_reserved_mib" not in row for row in rows)
     assert done.stdout.count("\n| ") == len(rows) + 1  # header and one line a row
+
+
+def test_a_run_nothing_can_fit_says_so() -> None:
+    message = vram.fit_problem(train(batch_size=64, precision="fp32"), BERT_BASE, 1, "tiny")
+    assert message is not None and "exceeds partition tiny's gpu_mem_gb 1" in message
+    assert message.endswith("nothing of batch_size/gradient_accumulation_steps, gradient_checkpointing, 8-bit AdamW "
+                            "fits: use a partition with more GPU memory")
+    assert vram.fit_problem(train(batch_size=8), BERT_BASE, 15, "t4") is None
