@@ -5,7 +5,7 @@ than MaxArraySize is split), the same interpreter, the same directives; only the
 is ``TOKEN``. Values of secret-named variables are shown as ``<redacted>``. Where SLURM cannot be
 asked (sbatch not on the PATH), it says which cluster limits it could not check. Each run shows its
 estimated peak GPU memory (orchestrator/vram.py) beside its partition's ``gpu_mem_gb``; a run whose
-model config is not reachable shows ``vram unknown`` and a note says why.
+model config is not reachable shows ``vram unknown`` and a note says why; a CPU run ``vram n/a (no GPU)``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,11 @@ def print_dry_run(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, 
 
 
 def _memory_column(matrix: Matrix, spec: RunSpec, unknown: dict[str, list[str]]) -> str:
-    """``vram 6.1 GiB (t4: 15 GiB)``, or ``vram unknown`` with the reason collected in ``unknown``."""
+    """``vram 6.1 GiB (t4: 15 GiB)``, ``vram unknown`` with the reason collected in ``unknown``, or
+    ``vram n/a (no GPU)`` for a run that asks for no CUDA device."""
+    partition = matrix.profile.partition(spec.resources.partition)
+    if spec.resources.gpus < 1 or (partition is not None and not partition.cuda):
+        return "vram n/a (no GPU)"
     config = preflight.model_config(spec.train.model_name_or_path, matrix.profile.hf_home)
     value = vram.estimate(spec.train, config)
     if isinstance(value, vram.Unknown):

@@ -165,6 +165,17 @@ def test_dry_run_shows_the_estimate_and_names_an_unknown_model(tmp_path: Path,
     assert "note: VRAM not estimated for HUB: the model's config.json is not reachable from here" in out
 
 
+def test_dry_run_shows_no_estimate_for_a_cpu_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    matrix = study(tmp_path, """
+        resources: {gpus: 0}
+        runs:
+          CPU: {batch_size: 4096, precision: fp32}
+    """)
+    assert main(["submit", str(matrix), "--dry-run"]) == 0  # the GPU limit is not a CPU run's
+    out, _ = capsys.readouterr()
+    assert next(line for line in out.splitlines() if line.startswith("  CPU ")).endswith("vram n/a (no GPU)")
+
+
 def test_calibration_benchmark_dry_mode_prints_every_estimate(tmp_path: Path) -> None:
     """``benchmarks/vram.py --dry`` on a CPU machine: every recipe at batch 8 and 32, estimates only."""
     import subprocess
