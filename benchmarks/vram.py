@@ -95,6 +95,8 @@ def cuda_context_mib() -> float:
     """Device memory in use that torch's allocator does not hold: the CUDA context and kernels."""
     import torch
 
+    if not torch.cuda.is_available():  # a peak of 0 MiB would be a figure that was never measured
+        raise SystemExit("no CUDA device here: run with --dry for the estimates alone")
     torch.empty(1, device="cuda")
     free, total = torch.cuda.mem_get_info()
     return round((total - free - torch.cuda.memory_reserved()) / 2**20)
