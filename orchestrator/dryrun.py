@@ -3,7 +3,9 @@
 It prints the scripts the real submission would hand to sbatch: the same chunks (a group larger
 than MaxArraySize is split), the same interpreter, the same directives; only the submission token
 is ``TOKEN``. Values of secret-named variables are shown as ``<redacted>``. Where SLURM cannot be
-asked (sbatch not on the PATH), it says which cluster limits it could not check.
+asked (sbatch not on the PATH), it says which cluster limits it could not check. Each run shows its
+estimated peak GPU memory (orchestrator/vram.py) beside its partition's ``gpu_mem_gb``; a run whose
+model config is not reachable shows ``vram unknown`` and a note says why; a CPU run ``vram n/a (no GPU)``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from jobs.contract import RunSpec, redact_assignments
-from orchestrator import executors, profiles, slurm
+from orchestrator import executors, preflight, profiles, slurm, vram
 from orchestrator.matrix import Matrix
 from orchestrator.store import Experiment
 from orchestrator.submit import group_runs, plan, split_groups
@@ -28,9 +30,14 @@ def print_dry_run(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, 
     print(f"experiment {matrix.experiment} ({len(specs)} runs, executor {kind}, cluster {matrix.profile.name})", file=out)
     print(f"run directories under {matrix.experiment_dir / 'runs'}", file=out)
     width = max(len(s.run_name) for s in specs)
+    unknown: dict[str, list[str]] = {}
     for spec in specs:
-        print(f"  {spec.run_name.ljust(width)}  {spec.run_id}  series {spec.series}  group {spec.resources.group_key()}",
-              file=out)
+        memory = _memory_column(matrix, spec, unknown)
+        print(f"  {spec.run_name.ljust(width)}  {spec.run_id}  series {spec.series}  group {spec.resources.group_key()}"
+              f"  {memory}", file=out)
+    for reason, unestimated in unknown.items():
+        shown = ", ".join(unestimated[:8]) + (f" and {len(unestimated) - 8} more" if len(unestimated) > 8 else "")
+        print(f"note: VRAM not estimated for {shown}: {reason}", file=out)
     new = _new_runs(matrix, specs, kind, out, retry_failed, force)
     if not new:
         print("nothing to submit", file=out)
@@ -54,6 +61,21 @@ def print_dry_run(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, 
         print(redact_assignments(text), file=out)
     for note in notes + unchecked:
         print(f"note: {note}", file=out)
+
+
+def _memory_column(matrix: Matrix, spec: RunSpec, unknown: dict[str, list[str]]) -> str:
+    """``vram 6.1 GiB (t4: 15 GiB)``, ``vram unknown`` with the reason collected in ``unknown``, or
+    ``vram n/a (no GPU)`` for a run that asks for no CUDA device."""
+    partition = matrix.profile.partition(spec.resources.partition)
+    if spec.resources.gpus < 1 or (partition is not None and not partition.cuda):
+        return "vram n/a (no GPU)"
+    config = preflight.model_config(spec.train.model_name_or_path, matrix.profile.hf_home)
+    value = vram.estimate(spec.train, config)
+    if isinstance(value, vram.Unknown):
+        unknown.setdefault(value.reason, []).append(spec.run_name)
+        return "vram unknown"
+    limit = preflight.gpu_limit_gib(spec, matrix.profile)
+    return f"vram {value.total_gib:.1f} GiB" + (f" ({limit[0]}: {limit[1]:g} GiB)" if limit else "")
 
 
 def _new_runs(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, retry_failed: bool,

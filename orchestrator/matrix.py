@@ -107,7 +107,7 @@ def load_matrix(path: Path | str) -> Matrix:
     # Only the runs whose extends chain cannot be resolved (reported above) sit this out;
     # without a usable profile the runs are checked against none (no hardware checks).
     specs = _expand_all(_usable(raw, problems), profile or UNKNOWN_PROFILE, problems)
-    problems += preflight.problems(specs, (profile or UNKNOWN_PROFILE).hf_home)
+    problems += preflight.problems(specs, (profile or UNKNOWN_PROFILE).hf_home, profile)
     if problems or profile is None:  # no profile means a problem was reported
         raise MatrixError(source, problems)
     executor = raw.get("executor") or profile.executor

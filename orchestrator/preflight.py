@@ -10,7 +10,9 @@ on the login node, without importing torch or transformers:
 * ``data.train_file`` / ``validation_file``: present, readable, and the first record
   has the task's columns;
 * a hub data set known not to fit the task (``glue/mrpc`` for ``sst2``);
-* SQuAD v2's ``doc_stride`` against the room left after the question (QUESTION_ROOM).
+* SQuAD v2's ``doc_stride`` against the room left after the question (QUESTION_ROOM);
+* the run's estimated peak GPU memory (orchestrator/vram.py) against its partition's
+  ``gpu_mem_gb``, naming the knob changes that would fit.
 
 Each problem names the key, the value and the fix; nothing is written.
 """
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, resolve_model_ref
+from orchestrator import vram
+from orchestrator.profiles import Profile
 from orchestrator.schema_keys import suggest
 
 Problems = list[tuple[str, str]]
@@ -82,8 +86,9 @@ TASK_HEADS = {"squad_v2": ("qa_outputs",), "sst2": ("classifier", "pre_classifie
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layers", "n_layer")
 
 
-def problems(specs: Sequence[RunSpec], hf_home: str | None = None) -> Problems:
-    """Every problem of ``specs`` this module can see, each with its key path."""
+def problems(specs: Sequence[RunSpec], hf_home: str | None = None, profile: Profile | None = None) -> Problems:
+    """Every problem of ``specs`` this module can see, each with its key path; with ``profile``,
+    also the runs whose estimated GPU memory exceeds their partition's ``gpu_mem_gb``."""
     found: Problems = []
     checked: set[str] = set()
     for spec in specs:
@@ -92,6 +97,36 @@ def problems(specs: Sequence[RunSpec], hf_home: str | None = None) -> Problems:
             continue
         checked.add(key)
         found += train_problems(spec.train, f"runs.{spec.base_name}", hf_home)
+    return found + (memory_problems(specs, profile) if profile is not None else [])
+
+
+def gpu_limit_gib(spec: RunSpec, profile: Profile) -> tuple[str, float] | None:
+    """(partition, gpu_mem_gb) of the CUDA partition ``spec`` asks GPUs of, or None (no limit known)."""
+    partition = profile.partition(spec.resources.partition)
+    if partition is None or not partition.cuda or partition.gpu_mem_gb is None or spec.resources.gpus < 1:
+        return None
+    return str(spec.resources.partition), partition.gpu_mem_gb
+
+
+def memory_problems(specs: Sequence[RunSpec], profile: Profile) -> Problems:
+    """Runs that would not fit their GPU (vram.fit_problem), one problem a matrix entry and message:
+    the seeds of a grid share theirs."""
+    by_message: dict[tuple[str, str], list[str]] = {}
+    seen: dict[str, str | None] = {}
+    for spec in specs:
+        limit = gpu_limit_gib(spec, profile)
+        if limit is None:
+            continue
+        key = spec.train.model_copy(update={"seed": 0}).model_dump_json() + repr(limit)
+        if key not in seen:
+            config = model_config(spec.train.model_name_or_path, profile.hf_home)
+            seen[key] = vram.fit_problem(spec.train, config, limit[1], limit[0])
+        if seen[key] is not None:
+            by_message.setdefault((spec.base_name, str(seen[key])), []).append(spec.run_name)
+    found: Problems = []
+    for (base_name, message), runs in by_message.items():
+        more = f" (and {len(runs) - 1} more run(s) of {base_name})" if len(runs) > 1 else ""
+        found.append((f"runs.{base_name}", f"run {runs[0]}{more}: {message}"))
     return found
 
 

@@ -1,0 +1,368 @@
+"""Peak GPU memory of a training run, estimated from its config on the login node (no torch).
+
+    estimate(train, config)            -> Estimate (bytes, by part) or Unknown (why not)
+    fit_problem(train, config, limit)  -> None, or why the run cannot fit and which knobs would
+
+Units: bytes inside, GiB (2**30 bytes) where shown; a profile's ``gpu_mem_gb`` is read as GiB,
+the unit nvidia-smi and torch report a device in (a 16 GB T4 shows 15,360 MiB = 15 GiB).
+
+Sources, adapted to what this project's trainer really does (weights stay fp32 and autocast
+runs the matmuls in fp16/bf16, jobs/training_args.py):
+
+* weights, gradients and optimizer states: the mixed-precision accounting of the ZeRO paper
+  (Rajbhandari et al. 2020: 4 bytes a weight, 4 a gradient, 8 for Adam's two moments), plus
+  autocast's 2-byte copy of each matmul weight, held from forward to backward; 4-bit NF4 weights
+  at 0.5 byte plus their block constants (Dettmers et al., QLoRA, 2023: about 0.127 bit a weight
+  with double quantisation), 8-bit at 1 byte; bitsandbytes' 8-bit AdamW at 2 bytes a weight for
+  tensors of 4096 elements or more (smaller ones keep 32-bit states); the flat fused AdamW
+  (jobs/flat_optim.py) adds a master copy and a gradient buffer (8 bytes);
+* activations: the per-layer count of Korthikanti et al. 2022 ("Reducing activation recomputation
+  in large transformer models": s*b*h*(34 + 5*a*s/h) bytes a layer in fp16), recounted tensor by
+  tensor for HF BERT under autocast: LayerNorm inputs are fp32, each linear keeps its own cast
+  input, a frozen linear keeps none, SDPA keeps q, k, v and its output but no s*s scores, eager
+  attention keeps the fp32 softmax, its dropout mask and the cast probabilities (7 bytes per
+  b*a*s*s element); checkpointing keeps each layer's input and recomputes one layer at a time;
+* the peak is the largest of forward+backward, the optimizer step (all gradients plus the
+  foreach AdamW's temporary) and evaluation; the caching allocator's rounding and fragmentation
+  add ~3% + 128 MiB (measured on an H100, benchmarks/README.md), the CUDA context 512 MiB
+  (outside torch.cuda.max_memory_reserved).
+
+Worst case: every batch is ``max_seq_length`` long (rounded up to ``pad_to_multiple_of``): dynamic
+padding and bucketing only make batches shorter on average. torch.compile's fusion usually saves
+5-10% (not modelled: the estimate errs high). A model whose config.json is not reachable has no
+estimate (Unknown, with the reason), never 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jobs.contract import ALL_LINEAR, TrainConfig
+
+MIB = 2**20
+GIB = 2**30
+SAFETY_MARGIN = 0.10  # refused when estimate * 1.10 > gpu_mem_gb: calibration aims at +-15%, errs high
+CUDA_CONTEXT_BYTES = 512 * MIB
+ALLOCATOR_FRACTION, ALLOCATOR_FIXED_BYTES = 0.03, 128 * MIB
+BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit Adam states for smaller tensors
+BYTES_4BIT = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}  # by double_quant
+ADAPTED_LAYERS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")  # the linears of a layer
+# LoRA target leaf names -> the linears they adapt (BERT's 'dense' is three of them).
+TARGET_ROLES: dict[str, tuple[str, ...]] = {
+    "query": ("query",), "key": ("key",), "value": ("value",), "q_lin": ("query",), "k_lin": ("key",),
+    "v_lin": ("value",), "query_proj": ("query",), "key_proj": ("key",), "value_proj": ("value",),
+    "c_attn": ("query", "key", "value"), "dense": ("attn_out", "ffn_in", "ffn_out"), "out_lin": ("attn_out",),
+    "lin1": ("ffn_in",), "lin2": ("ffn_out",), "ffn": ("ffn_in",), "ffn_output": ("ffn_out",),
+    "c_fc": ("ffn_in",), "c_proj": ("attn_out", "ffn_out"),
+}
+EMBEDDING_TARGETS = ("word_embeddings", "wte")
+KEYS = {"hidden": ("hidden_size", "dim", "n_embd", "d_model"), "layers": ("num_hidden_layers", "n_layers", "n_layer"),
+        "heads": ("num_attention_heads", "n_heads", "n_head"), "vocab": ("vocab_size",),
+        "intermediate": ("intermediate_size", "hidden_dim", "n_inner"),
+        "positions": ("max_position_embeddings", "n_positions"), "type_vocab": ("type_vocab_size",),
+        "embedding": ("embedding_size",), "hidden_dropout": ("hidden_dropout_prob", "dropout", "resid_pdrop"),
+        "attention_dropout": ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")}
+EAGER_ONLY = ("deberta", "deberta-v2")  # their relative attention always materialises the scores
+
+
+@dataclass(frozen=True)
+class Dims:
+    """A transformer encoder's shape, from its config.json (+ the run's model_overrides)."""
+
+    hidden: int
+    layers: int
+    heads: int
+    vocab: int
+    intermediate: int
+    positions: int = 512
+    type_vocab: int = 0
+    embedding: int = 0  # 0: the hidden size (ALBERT/ELECTRA factorise it)
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    weight_layers: int = 0  # layers holding their own weights; 0: all (ALBERT shares them)
+    eager_only: bool = False
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Peak GPU memory of one run, in bytes by part; ``phase`` says when the peak falls."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    transient: int
+    allocator: int
+    phase: str
+    cuda_context: int = CUDA_CONTEXT_BYTES
+
+    @property
+    def reserved_bytes(self) -> int:
+        """What torch.cuda.max_memory_reserved() should show (no CUDA context)."""
+        return self.weights + self.gradients + self.optimizer + self.activations + self.transient + self.allocator
+
+    @property
+    def total_gib(self) -> float:
+        """The device memory the run needs, CUDA context included, in GiB."""
+        return (self.reserved_bytes + self.cuda_context) / GIB
+
+    def parts_mib(self) -> dict[str, float]:
+        names = ("weights", "gradients", "optimizer", "activations", "transient", "allocator", "cuda_context")
+        return {name: round(getattr(self, name) / MIB, 1) for name in names}
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """No estimate, and why (shown as such, never as 0)."""
+
+    reason: str
+
+
+def dims_from_config(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> Dims | str:
+    """The shape of the model, or a sentence naming the config keys that are missing."""
+    merged = {**config, **overrides}
+
+    def first(name: str) -> Any:
+        return next((merged[key] for key in KEYS[name] if isinstance(merged.get(key), (int, float))
+                     and not isinstance(merged.get(key), bool)), None)
+
+    missing = [KEYS[name][0] for name in ("hidden", "layers", "heads", "vocab") if first(name) is None]
+    if missing:
+        return f"config.json has no {', '.join(missing)}"
+    hidden = int(first("hidden"))
+    shared = int(merged.get("num_hidden_groups", 1)) if merged.get("model_type") == "albert" else 0
+    return Dims(hidden=hidden, layers=int(first("layers")), heads=int(first("heads")), vocab=int(first("vocab")),
+                intermediate=int(first("intermediate") or 4 * hidden), positions=int(first("positions") or 512),
+                type_vocab=int(first("type_vocab") or 0), embedding=int(first("embedding") or 0),
+                hidden_dropout=float(first("hidden_dropout") if first("hidden_dropout") is not None else 0.1),
+                attention_dropout=float(first("attention_dropout") if first("attention_dropout") is not None else 0.1),
+                weight_layers=shared, eager_only=merged.get("model_type") in EAGER_ONLY)
+
+
+# ------------------------------------------------------------------ parameters
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Which parameters train and which layers keep activations (jobs/methods.py's rules)."""
+
+    linears_train: tuple[bool, ...]  # per layer: the base linear weights train (full fine-tuning)
+    adapters: tuple[tuple[str, ...], ...]  # per layer: the linears with trainable LoRA adapters
+    layer_trains: tuple[bool, ...]  # per layer: some parameter of it trains
+    embeddings_train: bool
+    trainable: int  # parameters
+    small_trainable: int  # of them in tensors under BNB_MIN_8BIT_SIZE elements (biases, LayerNorms)
+
+    def flows(self, layer: int) -> bool:
+        """Whether backward reaches ``layer`` (something at or below it trains)."""
+        return self.embeddings_train or any(self.layer_trains[: layer + 1])
+
+
+def _shapes(d: Dims) -> dict[str, tuple[int, int]]:
+    h, i = d.hidden, d.intermediate
+    return {"query": (h, h), "key": (h, h), "value": (h, h), "attn_out": (h, h), "ffn_in": (h, i), "ffn_out": (i, h)}
+
+
+def _counts(d: Dims, task: str) -> dict[str, int]:
+    """Parameter counts: embeddings, one layer's linear weights / biases and norms, the head."""
+    h, e = d.hidden, d.embedding or d.hidden
+    embeddings = (d.vocab + d.positions + d.type_vocab) * e + 2 * e + (e * h + h if e != h else 0)
+    head = 2 * h + 2 + (h * h + h if task == "sst2" else 0)  # sst2: pooler / pre_classifier too
+    return {"embeddings": embeddings, "linear": 4 * h * h + 2 * h * d.intermediate,
+            "bias_norm": 5 * h + d.intermediate + 4 * h, "head": head}
+
+
+def _plan(train: TrainConfig, d: Dims) -> _Plan:
+    counts, layers, frozen = _counts(d, train.task), d.layers, train.freeze.layers
+    lora, bitfit = train.lora, train.bitfit
+    targets = set(ADAPTED_LAYERS) if lora and lora.target_modules == (ALL_LINEAR,) else {
+        role for t in (lora.target_modules if lora else ()) for role in TARGET_ROLES.get(t.rsplit(".", 1)[-1], ())}
+    open_layer = [index >= frozen for index in range(layers)]
+    linears = tuple(lora is None and bitfit is None and o for o in open_layer)
+    adapters = tuple(tuple(sorted(targets)) if o else () for o in open_layer)
+    lora_embedding = lora is not None and any(t.rsplit(".", 1)[-1] in EMBEDDING_TARGETS for t in lora.target_modules)
+    # BitFit trains the embeddings' LayerNorm bias; LoRA only adapters on targeted embeddings
+    embeddings = not train.freeze.embeddings and (lora is None or bitfit is not None or lora_embedding)
+    shapes, r = _shapes(d), (lora.r if lora else 0)
+    per_adapters = [sum(r * sum(shapes[role]) for role in roles) for roles in adapters]
+    owned = d.weight_layers or layers
+    if lora is None and bitfit is None:
+        trainable = sum(open_layer[:owned]) * (counts["linear"] + counts["bias_norm"]) + counts["head"]
+        small = sum(open_layer[:owned]) * counts["bias_norm"]
+        trainable += counts["embeddings"] if embeddings else 0
+    else:
+        head = lora is not None or (bitfit is not None and bitfit.train_head)
+        trainable = sum(per_adapters[:owned]) + counts["head"] * head
+        small = sum(open_layer[:owned]) * counts["bias_norm"] if bitfit else 0
+        trainable += small + (r * (d.vocab + (d.embedding or d.hidden)) if lora_embedding and embeddings else 0)
+    layer_trains = tuple(bool(linears[i] or adapters[i] or (bitfit and open_layer[i])) for i in range(layers))
+    return _Plan(linears, adapters, layer_trains, embeddings, trainable, small)
+
+
+def _weight_bytes(train: TrainConfig, d: Dims, plan: _Plan) -> float:
+    """Resident weights: fp32 except quantised linears; LoRA keeps a trainable copy of the head."""
+    counts = _counts(d, train.task)
+    linear = counts["linear"] * (d.weight_layers or d.layers)
+    rest = counts["embeddings"] + counts["bias_norm"] * (d.weight_layers or d.layers) + counts["head"]
+    quant = train.quantization
+    per_linear = 4.0 if quant is None else (1.0 if quant.bits == 8 else BYTES_4BIT[quant.double_quant])
+    adapters = plan.trainable - plan.small_trainable if train.lora is not None else 0
+    return linear * per_linear + 4 * (rest + adapters)
+
+
+def _optimizer_bytes(train: TrainConfig, plan: _Plan) -> tuple[float, float]:
+    """(states kept between steps, temporaries of the step) for the optimizer knob."""
+    n, small = plan.trainable, plan.small_trainable
+    if train.optimizer == "adamw_8bit":
+        return 2.0 * (n - small) + 8.0 * small, 0.0
+    if train.optimizer == "adamw_fused":  # flat master + flat gradient buffer + fused moments
+        return 16.0 * n, 0.0
+    return 8.0 * n, 4.0 * n  # foreach AdamW: one parameter-sized temporary (sqrt of the 2nd moment)
+
+
+# ----------------------------------------------------------------- activations
+
+
+def _layer_bytes(train: TrainConfig, d: Dims, plan: _Plan, layer: int, eager: bool, b: int, s: int) -> float:
+    """Bytes one layer keeps for backward at micro-batch ``b`` and length ``s`` (no checkpointing)."""
+    autocast = train.precision != "fp32"
+    c = 2 if autocast else 4
+    r_i = d.intermediate / d.hidden
+    hidden_mask = 2 if d.hidden_dropout > 0 else 0
+    per_h = 3 * c + 2 * 4 + hidden_mask + c * r_i  # q, k, v; LayerNorm inputs (fp32); dropout masks; GELU input
+    if not eager:
+        per_h += c  # SDPA's output (+ its small logsumexp)
+    if plan.linears_train[layer]:  # each trainable linear keeps its input (autocast: its own cast copy)
+        per_h += (3 * c if autocast else 4) + c + c + c * r_i
+    if plan.adapters[layer] and train.lora is not None:
+        dropout = 1 if train.lora.dropout > 0 else 0
+        keep = (c if autocast or dropout else 0) + dropout
+        per_h += sum(keep * _shapes(d)[role][0] / d.hidden for role in plan.adapters[layer])
+    total = per_h * b * s * d.hidden
+    if eager:
+        attention_mask = 1 if d.attention_dropout > 0 else 0
+        probs = 4 + attention_mask + (c if autocast or attention_mask else 0)
+        total += probs * b * d.heads * s * s
+    return total
+
+
+def _activation_bytes(train: TrainConfig, d: Dims, plan: _Plan, b: int, s: int) -> tuple[float, float, float]:
+    """(activations kept through the forward pass, transient of backward, the part of that transient
+    which is one recomputed layer under checkpointing) at micro-batch ``b``."""
+    eager = train.attention == "eager" or d.eager_only
+    bsh = b * s * d.hidden
+    c = 2 if train.precision != "fp32" else 4
+    flowing = [layer for layer in range(d.layers) if plan.flows(layer)]
+    # the backward of one layer: gradients of the FFN's wide tensors, of eager's s*s probabilities
+    transient = 2 * c * d.intermediate / d.hidden * bsh + (8 * b * d.heads * s * s if eager else 0)
+    kept = (4 + 1) * bsh if plan.embeddings_train else 0.0  # embedding LayerNorm input and dropout mask
+    if train.gradient_checkpointing and flowing:
+        recompute = max(_layer_bytes(train, d, plan, layer, eager, b, s) for layer in flowing)
+        return kept + 4 * bsh * len(flowing), transient + recompute, recompute
+    kept += sum(_layer_bytes(train, d, plan, layer, eager, b, s) for layer in flowing)
+    if train.precision != "fp32" and train.quantization is None:  # autocast's copies of the weights, kept for backward
+        kept += c * _counts(d, train.task)["linear"] * len(flowing)
+    return kept, transient, 0.0
+
+
+def _eval_bytes(train: TrainConfig, d: Dims, s: int) -> float:
+    """No-grad forward at eval_batch_size: a few hidden-sized buffers and one layer's scores."""
+    b, c = train.eval_batch_size, (2 if train.precision != "fp32" else 4)
+    eager = train.attention == "eager" or d.eager_only
+    return b * s * d.hidden * (16 + 2 * c * d.intermediate / d.hidden) + (10 * b * d.heads * s * s if eager else 0)
+
+
+def worst_length(train: TrainConfig) -> int:
+    """The longest batch the run can see: max_seq_length, rounded up to pad_to_multiple_of."""
+    multiple = train.pad_to_multiple_of or 1
+    return math.ceil(train.max_seq_length / multiple) * multiple
+
+
+def estimate(train: TrainConfig, config: Mapping[str, Any] | None) -> Estimate | Unknown:
+    """Peak GPU memory of ``train`` for the model whose config.json is ``config`` (None: unreachable)."""
+    if config is None:
+        # the reason names no model: a name is user text, and dry-run output is read as a script
+        return Unknown("the model's config.json is not reachable from here (not a local directory, "
+                       "package: reference or in the Hugging Face cache)")
+    d = dims_from_config(config, train.model_overrides)
+    if isinstance(d, str):
+        return Unknown(f"the model's {d}")
+    plan, s = _plan(train, d), worst_length(train)
+    weights = _weight_bytes(train, d, plan)
+    states, step_temporary = _optimizer_bytes(train, plan)
+    gradients = 4.0 * plan.trainable
+    held = gradients if train.gradient_accumulation_steps > 1 else 0.0  # kept across micro-batches
+    kept, transient, recompute = _activation_bytes(train, d, plan, train.batch_size, s)
+    phases = {"forward/backward": (held, kept, transient), "optimizer step": (gradients, 0.0, step_temporary),
+              "evaluation": (0.0, 0.0, _eval_bytes(train, d, s))}
+    phase = max(phases, key=lambda name: sum(phases[name]))
+    grads, activations, extra = phases[phase]
+    allocated = weights + states + grads + activations + extra
+    # recomputed layers churn the cache under checkpointing: about one layer more stays reserved
+    overhead = ALLOCATOR_FRACTION * allocated + ALLOCATOR_FIXED_BYTES + recompute
+    return Estimate(weights=round(weights), gradients=round(grads), optimizer=round(states),
+                    activations=round(activations), transient=round(extra), allocator=round(overhead), phase=phase)
+
+
+# -------------------------------------------------------------------- refusal
+
+
+def needed_gib(value: Estimate) -> float:
+    """The estimate with the safety margin: what must fit in the partition's gpu_mem_gb."""
+    return value.total_gib * (1 + SAFETY_MARGIN)
+
+
+def fitting_changes(train: TrainConfig, config: Mapping[str, Any], limit_gib: float) -> list[tuple[str, float]]:
+    """Knob changes that would fit ``limit_gib``, each with its estimate (GiB, margin excluded):
+    the micro-batch halved (until it fits) with accumulation doubled, checkpointing, 8-bit AdamW;
+    when none fits alone, all of them together."""
+    found: list[tuple[str, float]] = []
+
+    def fits(changed: TrainConfig) -> float | None:
+        value = estimate(changed, config)
+        return value.total_gib if isinstance(value, Estimate) and needed_gib(value) <= limit_gib else None
+
+    batch, steps = train.batch_size, train.gradient_accumulation_steps
+    while batch % 2 == 0:
+        batch, steps = batch // 2, steps * 2
+        halved = train.model_copy(update={"batch_size": batch, "gradient_accumulation_steps": steps})
+        if (gib := fits(halved)) is not None:
+            text = (f"batch_size: {batch} with gradient_accumulation_steps: {steps}, "
+                    f"the same effective batch {batch * steps}")
+            found.append((text, gib))
+            break
+    lighter = {"gradient_checkpointing": True, "optimizer": "adamw_8bit"}
+    for key, value in lighter.items():
+        if getattr(train, key) != value and (gib := fits(train.model_copy(update={key: value}))) is not None:
+            found.append((f"{key}: {str(value).lower()}", gib))
+    if not found:
+        both = train.model_copy(update=lighter)
+        batch, steps = both.batch_size, both.gradient_accumulation_steps
+        while True:
+            candidate = both.model_copy(update={"batch_size": batch, "gradient_accumulation_steps": steps})
+            if (gib := fits(candidate)) is not None:
+                text = (f"gradient_checkpointing: true, optimizer: adamw_8bit, batch_size: {batch} with "
+                        f"gradient_accumulation_steps: {steps}")
+                found.append((text, gib))
+                break
+            if batch % 2:
+                break
+            batch, steps = batch // 2, steps * 2
+    return found
+
+
+def fit_problem(train: TrainConfig, config: Mapping[str, Any] | None, limit_gib: float, partition: str) -> str | None:
+    """Why ``train`` would not fit a partition of ``limit_gib`` GiB (with the changes that would), or None."""
+    value = estimate(train, config)
+    if not isinstance(value, Estimate) or needed_gib(value) <= limit_gib:
+        return None
+    assert config is not None  # an Estimate needs a config
+    changes = fitting_changes(train, config, limit_gib)
+    advice = ("; would fit: " + "; ".join(f"{text} (~{gib:.1f} GiB)" for text, gib in changes)) if changes else \
+        ("; nothing of batch_size/gradient_accumulation_steps, gradient_checkpointing, 8-bit AdamW fits: "
+         "use a partition with more GPU memory")
+    return (f"estimated peak GPU memory {value.total_gib:.1f} GiB (at {value.phase}; {int(SAFETY_MARGIN * 100)}% "
+            f"margin: {needed_gib(value):.1f} GiB) exceeds partition {partition}'s gpu_mem_gb {limit_gib:g}" + advice)
