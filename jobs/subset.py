@@ -78,12 +78,11 @@ def select_subset(n_rows: int, n: int, seed: int, labels: Sequence[Hashable] | N
         raise ValueError(f"cannot draw {n} rows from {n_rows}")
     rng = np.random.default_rng(seed)
     if labels is None:
-        indices = rng.permutation(n_rows)[:n]
-        return Subset(n, sorted(int(i) for i in indices), seed, "random")
+        return Subset(n, sorted(int(i) for i in rng.permutation(n_rows)[:n]), seed, "random")
     if len(labels) != n_rows:
         raise ValueError(f"need one label a row ({len(labels)} labels, {n_rows} rows)")
     classes = sorted(set(labels), key=str)
-    members = {label: [] for label in classes}  # type: dict[Hashable, list[int]]
+    members: dict[Hashable, list[int]] = {label: [] for label in classes}
     for index, label in enumerate(labels):
         members[label].append(index)
     taken = allocate([len(members[label]) for label in classes], n)

@@ -95,10 +95,13 @@ class Task:
     def prepare(self, train: TrainConfig, tokenizer: Any, cache_dir: Path) -> PreparedData:
         """Load the raw splits and tokenise them (or reuse the cached features)."""
         splits: Splits = load_splits(train, cache_dir, self.raw_features, self.write_synthetic)
-        train_features, train_hit = cached_features(
-            splits.train, lambda ds: self.tokenize(ds, tokenizer, train, training=True),
-            self.feature_key(train, tokenizer, "train", splits.train_fingerprint), cache_dir, f"{self.name}-train",
-        )
+        if len(splits.train) == 0:  # zero-shot: nothing to tokenise (datasets cannot reload a saved empty set)
+            train_features, train_hit = datasets.Dataset.from_dict({}), False
+        else:
+            train_features, train_hit = cached_features(
+                splits.train, lambda ds: self.tokenize(ds, tokenizer, train, training=True),
+                self.feature_key(train, tokenizer, "train", splits.train_fingerprint), cache_dir, f"{self.name}-train",
+            )
         eval_features, eval_hit = cached_features(
             splits.validation, lambda ds: self.tokenize(ds, tokenizer, train, training=False),
             self.feature_key(train, tokenizer, "validation", splits.validation_fingerprint), cache_dir,

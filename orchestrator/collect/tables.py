@@ -91,6 +91,14 @@ def configuration_table(configs: pd.DataFrame) -> Table:
     })
     if data["description"].astype(bool).any():
         display.insert(4, "description", data["description"])
+    # The robustness / scaling axes: always in the CSV, shown where a configuration sets them.
+    data["noise"] = _col(configs, "noise").fillna("none").values
+    data["max_train_samples"] = _col(configs, "max_train_samples").values
+    if (data["noise"] != "none").any():
+        display.insert(len(display.columns) - 1, "noise", data["noise"].values)
+    if pd.notna(data["max_train_samples"]).any():
+        display.insert(len(display.columns) - 1, "train samples",
+                       ["all" if pd.isna(n) else str(int(n)) for n in data["max_train_samples"]])
     owners = _col(configs, "owners").fillna("").astype(str)
     data["owners"] = owners.values
     if len({name for text in owners for name in text.split(", ") if name}) > 1:  # runs of several roots

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
 from pathlib import Path
 
@@ -230,3 +229,77 @@ def test_a_learned_classifier_is_healthy(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     RunDir(runs / "full-1").write_result({"metrics": {"accuracy": 91.0}})
     assert check_health(_spec("full-1"), RunDir(runs / "lora-1"), _body(88.0, {"0": 400, "1": 472})) == []
+
+
+def test_collect_flags_a_classifier_at_chance_whatever_the_baseline() -> None:
+    import pandas as pd
+
+    from orchestrator.collect.anomalies import find_anomalies
+
+    def row(accuracy: float) -> pd.DataFrame:
+        return pd.DataFrame({"run_id": ["r1"], "run_name": ["X1-seed1"], "config_id": ["X1"], "status": ["finished"],
+                             "current": [True], "stale": [False], "in_matrix": [True], "warnings": [""],
+                             "healthy": [True], "metrics.accuracy": [accuracy], "eval.num_classes": [2]})
+
+    found = find_anomalies(row(51.0), "accuracy", {"X1": 91.0}, {"X1": "A1"})
+    assert [a.kind for a in found] == ["collapse"] and "at chance level (50.0 for 2 classes" in found[0].message
+    assert find_anomalies(row(88.0), "accuracy", {"X1": 91.0}, {"X1": "A1"}) == []
+
+
+# ------------------------------------------------------------- submit and collect
+
+
+def test_submit_refuses_an_n_above_a_local_file_or_a_known_hub_set(tmp_path: Path) -> None:
+    from orchestrator.preflight import data_problems
+
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"sentence": f"s{i}", "label": i % 2}) + "\n" for i in range(12)))
+    local = TrainConfig(task="sst2", data={"train_file": str(path), "validation_file": str(path),
+                                           "max_train_samples": 13})
+    assert data_problems(local, "runs.A") == [
+        ("runs.A.data.max_train_samples", (f"13 is more than the 12 training rows of {str(path)!r}: lower it to at "
+                                          "most 12, or drop it to train on every row"))]
+    fits = local.model_copy(update={"data": local.data.model_copy(update={"max_train_samples": 12})})
+    assert data_problems(fits, "runs.A") == []
+    hub = TrainConfig(task="sst2", data={"name": "glue/sst2", "max_train_samples": 100_000})
+    assert [key for key, _ in data_problems(hub, "runs.B")] == ["runs.B.data.max_train_samples"]
+
+
+def test_the_noise_example_is_a_grid_of_kind_by_rate() -> None:
+    from orchestrator.matrix import load_matrix
+
+    runs = load_matrix(Path(__file__).resolve().parents[2] / "examples" / "sst2_noise_cpu.yaml").runs
+    noisy = [run for run in runs if run.train.data.noise is not None]
+    assert {(run.train.data.noise.kind, run.train.data.noise.rate) for run in noisy if run.train.data.noise} == {
+        (kind, rate) for kind in CORRUPTIONS for rate in (0.05, 0.2)}
+    assert len({run.config_hash for run in runs}) == len(runs) == 22
+    assert {run.train.data.max_train_samples for run in runs} == {200}
+    assert all(run.train.data.synthetic is not None for run in runs)  # generated data: runs offline on a CPU
+
+
+def test_collect_shows_the_noise_and_the_training_rows_of_each_configuration(tmp_path: Path) -> None:
+    import sys
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from collect_fixtures import SEED_STUDY, run_values, spec_dict, write_run
+
+    from orchestrator.collect import collect
+
+    clean, noisy = SEED_STUDY[0], SEED_STUDY[1]
+    noisy = type(noisy)(**{**noisy.__dict__, "train": {
+        **noisy.train, "data": {"name": "squad_v2", "max_train_samples": 300,
+                                "noise": {"kind": "word_swap", "rate": 0.1, "apply_to": ["eval"]}}}})
+    runs_dir = tmp_path / "exp" / "runs"
+    for config in (clean, noisy):
+        for seed in (1, 2):
+            write_run(runs_dir, spec_dict("exp", config, seed, None), "finished", run_values(config, seed))
+    collect(tmp_path / "exp", tmp_path / "results", formats=frozenset({"csv", "md"}))
+    table = pd.read_csv(tmp_path / "results" / "tables" / "configurations.csv").set_index("id")
+    assert table.loc[noisy.base_name, "noise"] == "word_swap 0.1 on eval"
+    assert table.loc[clean.base_name, "noise"] == "none"
+    assert table.loc[noisy.base_name, "max_train_samples"] == 300
+    assert pd.isna(table.loc[clean.base_name, "max_train_samples"])
+    shown = (tmp_path / "results" / "tables" / "configurations.md").read_text()
+    assert "word_swap 0.1 on eval" in shown and "train samples" in shown
