@@ -303,3 +303,25 @@ def test_collect_shows_the_noise_and_the_training_rows_of_each_configuration(tmp
     assert pd.isna(table.loc[clean.base_name, "max_train_samples"])
     shown = (tmp_path / "results" / "tables" / "configurations.md").read_text()
     assert "word_swap 0.1 on eval" in shown and "train samples" in shown
+
+
+def test_the_feature_cache_key_names_the_subset_and_the_noise(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    from jobs.data import load_splits
+    from jobs.tasks import TASKS
+
+    task = TASKS["sst2"]
+
+    def fingerprints(**overrides: object) -> tuple[str, str]:
+        data = {"synthetic": {"n_train": 60, "n_eval": 10}, "max_train_samples": 20, **overrides.pop("data", {})}
+        train = TrainConfig(task="sst2", data=data, **overrides)
+        splits = load_splits(train, tmp_path, task.raw_features, task.write_synthetic)
+        return splits.train_fingerprint, splits.validation_fingerprint
+
+    base = fingerprints(seed=1)
+    assert "subset(n=20,seed=1,strategy=stratified:label)" in base[0]
+    assert fingerprints(seed=1, learning_rate=1e-3) == base  # same rows, same features, whatever the method
+    assert fingerprints(seed=2)[0] != base[0]
+    assert fingerprints(seed=1, data={"max_train_samples": 30})[0] != base[0]
+    noisy = fingerprints(seed=1, data={"noise": {"kind": "word_swap", "rate": 0.1, "apply_to": ["eval"]}})
+    assert noisy[0] == base[0] and noisy[1] != base[1]
