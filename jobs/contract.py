@@ -24,6 +24,11 @@ append-only, one object a line):
                     time, job_id, attempt, ...} (a start carries ``adapted``, the spec's
                     OomAdaptation, when the run trains adapted after a CUDA OOM), and {event: checkpoint_rejected, checkpoint,
                     reason} for each checkpoint resume did not trust.
+``train_subset.json`` the training rows a ``data.max_train_samples`` subset kept: {requested, selected,
+                    seed, strategy, strata, indices, ids} (jobs/subset.py).
+``noise_sample.json`` with ``data.noise``: the noise config, per split the examples and how many
+                    changed, and up to NOISE_SAMPLE_SIZE pairs {split, index, original, corrupted}
+                    (jobs/noise.py).
 ``checkpoints/``    Trainer checkpoints for resume; each sealed by ``complete.json`` (size and
                     SHA-256 of every file) and carrying ``accounting.json`` (the run's figures
                     of the steps so far). See jobs/resume.py and jobs/accounting.py.
@@ -54,6 +59,9 @@ FAILURE_FILE = "failure.json"
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "worker.log"
 ATTEMPTS_FILE = "attempts.jsonl"
+SUBSET_FILE = "train_subset.json"
+NOISE_SAMPLE_FILE = "noise_sample.json"
+NOISE_SAMPLE_SIZE = 20
 
 HEARTBEAT_STATES = ("starting", "loading", "training", "evaluating", "checkpointing", "waiting", "done", "failed")
 # Set by the local queue in each job's environment: the GPUs it found on the machine and how
@@ -168,6 +176,40 @@ def hub_dataset(name: str, config: str | None = None) -> tuple[str, str | None]:
     return name, config
 
 
+# Text corruptions of data.noise (jobs/noise.py); each applies ``rate`` per character or per word.
+NOISE_KINDS = ("char_substitution", "char_deletion", "word_deletion", "word_swap", "emoji_insertion")
+NOISE_SPLITS = ("train", "eval")
+
+
+class NoiseConfig(Strict):
+    """A seeded corruption of the text (SST-2's sentence, SQuAD v2's question, never its context).
+
+    ``rate``: the probability per character (char_*) or per word (word_*, emoji_insertion: an
+    emoji after the word). ``seed``: None means the run's ``seed``."""
+
+    kind: Literal["char_substitution", "char_deletion", "word_deletion", "word_swap", "emoji_insertion"]
+    rate: float = Field(ge=0, le=1)
+    apply_to: tuple[Literal["train", "eval"], ...] = ("train", "eval")
+    seed: int | None = None
+
+    @field_validator("apply_to", mode="before")
+    @classmethod
+    def _apply_to_tuple(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return (value,)
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("apply_to")
+    @classmethod
+    def _apply_to_set(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one split: [train], [eval] or [train, eval]; "
+                             "drop data.noise for no noise")
+        if len(set(value)) != len(value):
+            raise ValueError(f"names a split twice: write each of train, eval once (got {list(value)})")
+        return value
+
+
 class DataConfig(Strict):
     """Where the data comes from: exactly one of a hub name, local files, or synthetic."""
 
@@ -178,9 +220,12 @@ class DataConfig(Strict):
     train_file: str | None = None
     validation_file: str | None = None
     synthetic: SyntheticData | None = None
-    max_train_samples: int | None = Field(None, ge=1)
+    # A seeded random subset of the training rows (stratified by label: jobs/subset.py), the same for
+    # the same seed in every configuration; 0 is a zero-shot run (evaluation of the initial model only).
+    max_train_samples: int | None = Field(None, ge=0)
     max_eval_samples: int | None = Field(None, ge=1)
     cache_dir: str | None = None  # tokenised-feature cache; default <root>/<experiment>/cache
+    noise: NoiseConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -195,6 +240,11 @@ class DataConfig(Strict):
         if self.name is not None and (not self.name.strip("/") or self.name.count("/") > 2 or "//" in self.name):
             raise ValueError(f"data.name {self.name!r} is not a hub data set: write name, owner/name, "
                              "glue/sst2 or owner/name/config")
+        if (self.synthetic is not None and self.max_train_samples is not None
+                and self.max_train_samples > self.synthetic.n_train):
+            raise ValueError(f"data.max_train_samples {self.max_train_samples} is more than the "
+                             f"{self.synthetic.n_train} rows of data.synthetic.n_train: lower it to at most "
+                             f"{self.synthetic.n_train} or raise n_train")
         return self
 
 
@@ -404,6 +454,9 @@ def applied_train(spec: RunSpec) -> TrainConfig:
 
 # TrainConfig fields that do not change what is trained: runs that differ only in these share a config hash.
 UNHASHED_TRAIN_FIELDS = frozenset({"oom_retry"})
+# Knobs added after runs existed, hashed only when set: at their default (None) they are left out, so an
+# upgrade does not give every existing run a new id (and `submit` would train them all again).
+HASHED_ONLY_WHEN_SET = (("data", "noise"),)
 
 
 def canonical_json(obj: Any) -> str:
@@ -414,6 +467,9 @@ def config_hash(train: TrainConfig) -> str:
     """Short stable hash of the resolved training config (not the resources: a new time
     limit is the same experiment)."""
     dumped = train.model_dump(mode="json", exclude=set(UNHASHED_TRAIN_FIELDS))
+    for section, key in HASHED_ONLY_WHEN_SET:
+        if dumped.get(section, {}).get(key, 0) is None:
+            del dumped[section][key]
     return hashlib.sha256(canonical_json(dumped).encode()).hexdigest()[:8]
 
 
@@ -588,6 +644,8 @@ class RunDir:
     checkpoint_dir = property(lambda self: self.path / CHECKPOINT_DIR)
     log_path = property(lambda self: self.path / LOG_FILE)
     attempts_path = property(lambda self: self.path / ATTEMPTS_FILE)
+    subset_path = property(lambda self: self.path / SUBSET_FILE)
+    noise_sample_path = property(lambda self: self.path / NOISE_SAMPLE_FILE)
 
     def read_spec(self) -> RunSpec:
         return RunSpec.model_validate(read_json(self.spec_path))
@@ -631,7 +689,8 @@ RESULT_KEYS = {
     "train": "runtime_s, samples_per_s, steps_per_s, tokens_per_s, loss, samples, real_tokens, steps, planned_steps, "
              "resumed_from_step, compile_time_s, steady_step_time_s, steady_samples_per_s, steady_tokens_per_s, "
              "attempts_timed: the run's across all attempts (null when unmeasured, named in warnings)",
-    "eval": "runtime_s, samples_per_s",
+    "eval": "runtime_s, samples_per_s, postprocess_s; classification: num_classes, predicted_classes "
+            "{class id: count}",
     "params": "trainable, total",
     "memory": "peak_allocated_mib, peak_reserved_mib, step_peak_allocated_mib, step_peak_reserved_mib (maxima over "
               "attempts), device_total_mib, device_name",
@@ -646,11 +705,13 @@ RESULT_KEYS = {
     "run_name": "str",
     "wall_time_s": "the worker's wall time for this attempt",
     "methods": "list of the methods applied (lora, qlora, bitfit, freeze)",
-    "data": "train_features, eval_features, eval_examples, feature_cache_hits",
+    "data": "train_features, eval_features, eval_examples, feature_cache_hits, train_examples, train_subset "
+            "{requested, selected, seed, strategy} or null, noise {split: {examples, changed}} or null",
     "profile": "paths of kernels.csv and trace.json when profile: true",
     "finished_training_at": "unix time training ended (before evaluation)",
     "adapted": "null, or {from, to, reason, adaptations} when the run trained with a micro-batching adapted after "
                "a CUDA OOM (spec.json adaptation; same effective batch)",
+    "zero_shot": "bool: data.max_train_samples 0, no training (train.steps 0), the initial model evaluated",
 }
 
 

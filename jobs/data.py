@@ -26,14 +26,16 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 from filelock import FileLock
 
+from jobs import noise as text_noise
 from jobs.contract import RunDir, SyntheticData, TrainConfig, apply_umask, canonical_json, hub_dataset
+from jobs.subset import Subset, select_subset
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +45,18 @@ LOCK_TIMEOUT_S = 6 * 3600  # another run tokenising a large data set: wait for i
 
 @dataclass(frozen=True)
 class Splits:
-    """Raw training and evaluation examples and a stable fingerprint of each."""
+    """Raw training and evaluation examples and a stable fingerprint of each; the training
+    subset drawn (``data.max_train_samples``), the noise reports by split (``data.noise``) and
+    warnings for result.json."""
 
     train: datasets.Dataset
     validation: datasets.Dataset
     train_fingerprint: str
     validation_fingerprint: str
+    subset: Subset | None = None
+    subset_ids: list[Any] = field(default_factory=list)
+    noise: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def resolve_cache_dir(train: TrainConfig, run_dir: RunDir) -> Path:
@@ -134,8 +142,46 @@ def _select(dataset: datasets.Dataset, limit: int | None) -> datasets.Dataset:
     return dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
 
 
+def strata(task: str, dataset: datasets.Dataset) -> tuple[list[Any], str]:
+    """The class of each row a training subset is stratified by, and its name: SST-2's label;
+    SQuAD v2's answerable or not (its questions' one natural class)."""
+    if task == "squad_v2":
+        return [bool(answers["text"]) for answers in dataset["answers"]], "answerable"
+    return list(dataset["label"]), "label"
+
+
+def _row_ids(dataset: datasets.Dataset, indices: list[int]) -> list[Any]:
+    """The data set's own ids of the rows (``id``, GLUE's ``idx``), else the row numbers."""
+    for column in ("id", "idx"):
+        if column in dataset.column_names:
+            values = dataset[column]
+            return [values[i] for i in indices]
+    return list(indices)
+
+
+def train_subset(train: TrainConfig, dataset: datasets.Dataset) -> tuple[datasets.Dataset, Subset | None, list[Any],
+                                                                         list[str]]:
+    """The training rows ``data.max_train_samples`` keeps: (rows, subset, their ids, warnings).
+
+    An N above the rows there are keeps every row, with a warning (submit refuses it where it
+    knows the size: generated data, local files, the hub sets preflight knows)."""
+    limit = train.data.max_train_samples
+    if limit is None:
+        return dataset, None, [], []
+    warnings = []
+    if limit > len(dataset):
+        warnings.append(f"data.max_train_samples {limit} is more than the {len(dataset)} training rows: "
+                        f"all {len(dataset)} used")
+        limit = len(dataset)
+    labels, name = strata(train.task, dataset)
+    subset = select_subset(len(dataset), limit, train.seed, labels, name)
+    subset = Subset(train.data.max_train_samples or 0, subset.indices, subset.seed, subset.strategy, subset.strata)
+    return dataset.select(subset.indices), subset, _row_ids(dataset, subset.indices), warnings
+
+
 def load_splits(train: TrainConfig, cache_dir: Path, features: datasets.Features, writer: SyntheticWriter) -> Splits:
-    """The raw training and evaluation examples the spec points at (capped by max_*_samples)."""
+    """The raw training and evaluation examples the spec points at: the training subset of
+    ``max_train_samples``, the first ``max_eval_samples`` evaluation rows, ``noise`` applied."""
     data = train.data
     if data.name is not None:
         loaded = datasets.load_dataset(*hub_dataset(data.name, data.config))
@@ -149,12 +195,22 @@ def load_splits(train: TrainConfig, cache_dir: Path, features: datasets.Features
         train_set = load_local_file(train_path, features, cache_dir)
         eval_set = load_local_file(eval_path, features, cache_dir)
         train_id, eval_id = file_fingerprint(train_path), file_fingerprint(eval_path)
-    return Splits(
-        train=_select(train_set, data.max_train_samples),
-        validation=_select(eval_set, data.max_eval_samples),
-        train_fingerprint=f"{train_id}:{data.max_train_samples}",
-        validation_fingerprint=f"{eval_id}:{data.max_eval_samples}",
-    )
+    train_rows, subset, ids, warnings = train_subset(train, train_set)
+    eval_rows = _select(eval_set, data.max_eval_samples)
+    train_key = f"{train_id}:{subset.identity() if subset is not None else 'all'}"
+    eval_key = f"{eval_id}:{data.max_eval_samples}"
+    reports: dict[str, dict[str, Any]] = {}
+    if data.noise is not None:
+        if "train" in data.noise.apply_to and len(train_rows):
+            train_rows, reports["train"] = text_noise.corrupt_split(
+                train_rows, train.task, data.noise, train.seed, "train", subset.indices if subset else None)
+            train_key += ":" + str(text_noise.identity(data.noise, train.seed, "train"))
+        if "eval" in data.noise.apply_to:
+            eval_rows, reports["eval"] = text_noise.corrupt_split(eval_rows, train.task, data.noise, train.seed,
+                                                                  "eval")
+            eval_key += ":" + str(text_noise.identity(data.noise, train.seed, "eval"))
+    return Splits(train=train_rows, validation=eval_rows, train_fingerprint=train_key,
+                  validation_fingerprint=eval_key, subset=subset, subset_ids=ids, noise=reports, warnings=warnings)
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

@@ -2,6 +2,10 @@
 
 The seed study lost a run to a silent bucketing bug (F1 77 -> 27): a run whose answerable-
 question F1 collapses against its baseline, or whose loss is not finite, is not healthy.
+A classifier is judged against chance too, whatever its baseline: half of a 90% baseline is
+45%, under the 50% of a coin on SST-2, so the ratio alone never caught a collapsed
+classifier. One at chance level (accuracy <= 100 / classes + CHANCE_MARGIN_POINTS) or
+predicting a single class for every evaluation example is not healthy.
 """
 
 from __future__ import annotations
@@ -10,6 +14,10 @@ import math
 from typing import Any
 
 from jobs.contract import RESULT_FILE, RunDir, RunSpec
+
+# Points of accuracy above chance that still count as chance: a near-random classifier on a
+# few hundred evaluation examples lands a point or two either side of 100 / classes.
+CHANCE_MARGIN_POINTS = 2.0
 
 
 def _main_metric(metrics: dict[str, Any]) -> tuple[str, float] | None:
@@ -32,6 +40,8 @@ def check_health(spec: RunSpec, run_dir: RunDir, body: dict[str, Any]) -> list[s
     key, value = found
     if not math.isfinite(value):
         return warnings + [f"{key} is {value}"]
+    if key == "accuracy":
+        warnings += classifier_collapse(value, body.get("eval", {}))
     baseline = _baseline_metric(spec, run_dir, key)
     if baseline is not None and baseline > 0:
         ratio = value / baseline
@@ -40,6 +50,26 @@ def check_health(spec: RunSpec, run_dir: RunDir, body: dict[str, Any]) -> list[s
                             f"{ratio:.0%} of it; check label alignment (padding, bucketing), the learning rate and the number of steps")
     elif key == "HasAns_f1" and value < spec.train.health.min_hasans_f1:
         warnings.append(f"HasAns_f1 is {value:.2f}: the model answers no answerable question")
+    return warnings
+
+
+def classifier_collapse(accuracy: float, evaluation: dict[str, Any]) -> list[str]:
+    """Warnings for a classifier at chance level or predicting one class (``evaluation``: result.json's
+    eval section, with ``num_classes`` and ``predicted_classes`` {class id: count}; accuracy in percent)."""
+    warnings: list[str] = []
+    classes = evaluation.get("num_classes")
+    counts = evaluation.get("predicted_classes")
+    if isinstance(classes, int) and classes >= 2:
+        chance = 100.0 / classes
+        if accuracy <= chance + CHANCE_MARGIN_POINTS:
+            warnings.append(f"accuracy {accuracy:.2f} is at chance level ({chance:.1f} for {classes} classes, "
+                            f"+{CHANCE_MARGIN_POINTS:g} points): the classifier learned nothing; check the learning "
+                            "rate, the number of steps and the labels")
+    if isinstance(counts, dict) and sum(counts.values()) > 0:
+        used = [label for label, count in counts.items() if count > 0]
+        if len(used) == 1:
+            warnings.append(f"the classifier predicts class {used[0]} for all {sum(counts.values())} evaluation "
+                            "examples: it collapsed to one class")
     return warnings
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from jobs.qa_features import MODEL_INPUT_KEYS, QACollator, bucketed_batches
 
-__all__ = ["SST2Collator", "accuracy", "bucketed_batches", "prepare_sst2_features"]
+__all__ = ["SST2Collator", "accuracy", "bucketed_batches", "class_counts", "prepare_sst2_features"]
 
 SST2Collator = QACollator  # pads token columns per batch, passes ``labels`` through unchanged
 
@@ -46,3 +46,12 @@ def accuracy(predictions: Any, labels: Sequence[int] | np.ndarray) -> dict[str, 
     if predicted.shape != gold.shape or gold.size == 0:
         raise ValueError(f"need as many predictions as labels (got {predicted.shape} and {gold.shape})")
     return {"accuracy": 100.0 * float((predicted == gold).mean())}
+
+
+def class_counts(predictions: Any, num_classes: int) -> dict[str, int]:
+    """``{"0": n0, "1": n1, ...}``: how often each class id was predicted (logits: argmax)."""
+    predicted = np.asarray(predictions)
+    if predicted.ndim == 2:
+        predicted = predicted.argmax(axis=-1)
+    counts = np.bincount(predicted.astype(int).ravel(), minlength=num_classes)
+    return {str(label): int(count) for label, count in enumerate(counts)}

@@ -43,6 +43,7 @@ class PreparedData:
     eval_examples: datasets.Dataset
     eval_features: datasets.Dataset
     cache_hits: dict[str, bool] = field(default_factory=dict)
+    splits: Splits | None = None  # the raw splits: training subset, noise reports, warnings
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class EvalOutput:
     runtime_s: float
     samples_per_s: float
     postprocess_s: float
+    extra: dict[str, Any] = field(default_factory=dict)  # more of result.json's eval section
 
 
 def _source_hash(module: Any) -> str:
@@ -93,16 +95,20 @@ class Task:
     def prepare(self, train: TrainConfig, tokenizer: Any, cache_dir: Path) -> PreparedData:
         """Load the raw splits and tokenise them (or reuse the cached features)."""
         splits: Splits = load_splits(train, cache_dir, self.raw_features, self.write_synthetic)
-        train_features, train_hit = cached_features(
-            splits.train, lambda ds: self.tokenize(ds, tokenizer, train, training=True),
-            self.feature_key(train, tokenizer, "train", splits.train_fingerprint), cache_dir, f"{self.name}-train",
-        )
+        if len(splits.train) == 0:  # zero-shot: nothing to tokenise (datasets cannot reload a saved empty set)
+            train_features, train_hit = datasets.Dataset.from_dict({}), False
+        else:
+            train_features, train_hit = cached_features(
+                splits.train, lambda ds: self.tokenize(ds, tokenizer, train, training=True),
+                self.feature_key(train, tokenizer, "train", splits.train_fingerprint), cache_dir, f"{self.name}-train",
+            )
         eval_features, eval_hit = cached_features(
             splits.validation, lambda ds: self.tokenize(ds, tokenizer, train, training=False),
             self.feature_key(train, tokenizer, "validation", splits.validation_fingerprint), cache_dir,
             f"{self.name}-validation",
         )
-        return PreparedData(train_features, splits.validation, eval_features, {"train": train_hit, "validation": eval_hit})
+        return PreparedData(train_features, splits.validation, eval_features, {"train": train_hit, "validation": eval_hit},
+                            splits)
 
 
 class SquadV2Task(Task):
@@ -179,7 +185,10 @@ class Sst2Task(Task):
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         metrics = sst2_features.accuracy(logits, features["labels"])
         speed = output.metrics or {}
-        return EvalOutput(metrics, speed["test_runtime"], speed["test_samples_per_second"], 0.0)
+        # What the collapse guard (jobs.health) needs to see a classifier that predicts one class.
+        classes = self.model_kwargs["num_labels"]
+        extra = {"num_classes": classes, "predicted_classes": sst2_features.class_counts(logits, classes)}
+        return EvalOutput(metrics, speed["test_runtime"], speed["test_samples_per_second"], 0.0, extra)
 
 
 TASKS: dict[str, Task] = {"squad_v2": SquadV2Task(), "sst2": Sst2Task()}

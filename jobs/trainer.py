@@ -29,11 +29,12 @@ from transformers import TrainerCallback, TrainerState, set_seed
 
 from jobs import accounting, preemption
 from jobs.callbacks import FiniteLossGuard, LossGuardCallback, RunDirCallback
-from jobs.contract import RunDir, RunSpec, TrainConfig, append_jsonl, read_jsonl
+from jobs.contract import RunDir, RunSpec, TrainConfig, append_jsonl, read_jsonl, write_json_atomic
 from jobs.data import resolve_cache_dir
 from jobs.gpu import require_cuda
 from jobs.methods import apply_methods, method_names
 from jobs.model import load_model, load_tokenizer, parameter_counts, present_modules
+from jobs.noise import noise_seed
 from jobs.profiler import KernelProfiler, StepProfiler, TokenCounter
 from jobs.resume import ResumePoint, find_resume_point
 from jobs.spec_trainer import SpecTrainer
@@ -94,7 +95,7 @@ def build_session(
     if kernel_profiler is not None:
         callbacks.append(kernel_profiler)
     callbacks.extend(extra_callbacks)
-    lengths = train_features["length"] if train.bucketing else None
+    lengths = train_features["length"] if train.bucketing and len(train_features) else None  # none: zero-shot
     compile_mode = train.compile.mode if train.compile is not None and train.compile.enabled else None
     if compile_mode is not None:
         preemption.start_compile_workers()  # before the Trainer compiles: the pool must not die of SIGTERM
@@ -180,10 +181,17 @@ def run_training(
     data: PreparedData = task.prepare(train, tokenizer, resolve_cache_dir(train, run_dir))
     set_seed(train.seed)  # the head's initialisation must not depend on a cache hit
     model = build_model(train, task)
+    write_data_files(train, run_dir, data)
     session = build_session(train, run_dir, model, tokenizer, task, data.train_features,
                             extra_callbacks=[*extra_callbacks, preemption.make_callback()])
     session.warnings.extend(device_warnings)
-    train_section = train_session(session)
+    session.warnings.extend(data.splits.warnings if data.splits is not None else [])
+    zero_shot = train.data.max_train_samples == 0
+    if zero_shot:  # evaluate the initial model: no optimizer step, nothing to checkpoint
+        logger.info("data.max_train_samples is 0: zero-shot run, evaluation only")
+        train_section: dict[str, Any] = {"steps": 0, "planned_steps": 0, "resumed_from_step": None, "samples": 0}
+    else:
+        train_section = train_session(session)
     if preemption.requested():  # saved at a step boundary: the worker requeues, evaluation waits
         raise preemption.Preempted(f"stopped at step {session.trainer.state.global_step} for a requeue")
     run_dir.write_heartbeat("evaluating", step=session.trainer.state.global_step,
@@ -193,7 +201,7 @@ def run_training(
         "metrics": evaluation.metrics,
         "train": train_section,
         "eval": {"runtime_s": evaluation.runtime_s, "samples_per_s": evaluation.samples_per_s,
-                 "postprocess_s": evaluation.postprocess_s},
+                 "postprocess_s": evaluation.postprocess_s, **evaluation.extra},
         "params": parameter_counts(model),
         "memory": session.memory,
         "energy": session.energy,
@@ -201,9 +209,46 @@ def run_training(
         "warnings": session.warnings,
         "methods": method_names(train),
         "data": {"train_features": len(data.train_features), "eval_features": len(data.eval_features),
-                 "eval_examples": len(data.eval_examples), "feature_cache_hits": data.cache_hits},
+                 "eval_examples": len(data.eval_examples), "feature_cache_hits": data.cache_hits,
+                 **_data_summary(data)},
         "profile": _profile_files(session, run_dir),
         "finished_training_at": time.time(),
+        "zero_shot": zero_shot,
+    }
+
+
+def write_data_files(train: TrainConfig, run_dir: RunDir, data: PreparedData) -> None:
+    """The training subset's rows (train_subset.json) and the noise sample (noise_sample.json)."""
+    splits = data.splits
+    if splits is None:
+        return
+    if splits.subset is not None:
+        subset = splits.subset
+        write_json_atomic(run_dir.subset_path, {
+            "requested": subset.requested, "selected": len(subset.indices), "seed": subset.seed,
+            "strategy": subset.strategy, "strata": subset.strata, "indices": subset.indices, "ids": splits.subset_ids})
+    if train.data.noise is not None:
+        write_json_atomic(run_dir.noise_sample_path, {
+            "noise": train.data.noise.model_dump(mode="json"),
+            "seed": noise_seed(train.data.noise, train.seed),
+            "splits": {split: {key: value for key, value in report.items() if key != "sample"}
+                       for split, report in splits.noise.items()},
+            "sample": [pair for report in splits.noise.values() for pair in report["sample"]],
+        })
+
+
+def _data_summary(data: PreparedData) -> dict[str, Any]:
+    """result.json's data.train_examples, data.train_subset and data.noise."""
+    splits = data.splits
+    if splits is None:
+        return {}
+    subset = splits.subset
+    return {
+        "train_examples": len(splits.train),
+        "train_subset": None if subset is None else {"requested": subset.requested, "selected": len(subset.indices),
+                                                     "seed": subset.seed, "strategy": subset.strategy},
+        "noise": {split: {"examples": report["examples"], "changed": report["changed"]}
+                  for split, report in splits.noise.items()} or None,
     }
 
 

@@ -13,6 +13,8 @@ on the login node, without importing torch or transformers:
 * SQuAD v2's ``doc_stride`` against the room left after the question (QUESTION_ROOM);
 * the run's estimated peak GPU memory (orchestrator/vram.py) against its partition's
   ``gpu_mem_gb``, naming the knob changes that would fit.
+* ``data.max_train_samples`` against the training rows, where their number is known here
+  (local files are counted; HUB_TRAIN_ROWS; generated data is checked by the contract).
 
 Each problem names the key, the value and the fix; nothing is written.
 """
@@ -59,6 +61,8 @@ HUB_COLUMNS: dict[tuple[str, str | None], tuple[str, ...]] = {
 HUB_OWNERS = {"rajpurkar/squad_v2": "squad_v2", "rajpurkar/squad": "squad", "nyu-mll/glue": "glue",
               "stanfordnlp/imdb": "imdb"}
 HUB_FOR_TASK = {"squad_v2": "squad_v2", "sst2": "glue/sst2"}
+# Training rows of hub data sets, by (name, config) as above: data.max_train_samples above them is refused.
+HUB_TRAIN_ROWS: dict[tuple[str, str | None], int] = {("squad_v2", None): 130_319, ("glue", "sst2"): 67_349}
 
 # Tokens kept free for the question when checking doc_stride: the fast tokenizer needs
 # doc_stride < max_seq_length - question tokens - 3 special tokens ([CLS] q [SEP] c [SEP]),
@@ -249,7 +253,48 @@ def data_problems(train: TrainConfig, where: str) -> Problems:
             message = (f"{shown} has columns {', '.join(columns or ())}, not the {', '.join(missing)} task "
                        f"{train.task} needs: use data.name: {HUB_FOR_TASK[train.task]}, or set task to the data's task")
             found.append((f"{where}.data.name", message))
-    return found
+    return found + size_problems(train, where)
+
+
+def size_problems(train: TrainConfig, where: str) -> Problems:
+    """``data.max_train_samples`` above the training rows, where their number is known here."""
+    data, rows = train.data, None
+    if data.max_train_samples is None:
+        return []
+    if data.name is not None:
+        path, config = hub_dataset(data.name, data.config)
+        rows = HUB_TRAIN_ROWS.get((HUB_OWNERS.get(path, path), config))
+    elif data.train_file is not None:
+        try:
+            rows = count_rows(data.train_file)
+        except (OSError, ValueError, EOFError, lzma.LZMAError):
+            return []  # the file's own problem is reported by file_problem
+    if rows is None or data.max_train_samples <= rows:
+        return []
+    source = data.name or data.train_file
+    message = (f"{data.max_train_samples} is more than the {rows} training rows of {source!r}: "
+               f"lower it to at most {rows}, or drop it to train on every row")
+    return [(f"{where}.data.max_train_samples", message)]
+
+
+@functools.lru_cache(maxsize=64)
+def count_rows(value: str) -> int:
+    """Records of a local data file: CSV rows under the header, JSON Lines objects, the items of a
+    JSON list, or the questions of an official nested SQuAD file."""
+    path = Path(os.path.expanduser(os.path.expandvars(value)))
+    with _open_text(path) as handle:
+        if path.suffix == ".csv":
+            return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
+        text = handle.read()
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return len(lines)  # JSON Lines
+    if isinstance(document, dict) and isinstance(document.get("data"), list):
+        return sum(len(paragraph.get("qas", [])) for article in document["data"]
+                   for paragraph in article.get("paragraphs", []))
+    return len(document) if isinstance(document, list) else 1
 
 
 @functools.lru_cache(maxsize=256)

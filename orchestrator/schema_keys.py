@@ -34,6 +34,11 @@ ALIASES: dict[str, dict[str, str]] = {
     },
     "LoraConfig": {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
                    "target": "target_modules", "modules": "target_modules"},
+    "DataConfig": {"num_train_samples": "max_train_samples", "train_samples": "max_train_samples",
+                   "n_train": "max_train_samples", "max_samples": "max_train_samples",
+                   "num_eval_samples": "max_eval_samples", "corruption": "noise", "perturbation": "noise"},
+    "NoiseConfig": {"type": "kind", "noise_type": "kind", "p": "rate", "prob": "rate", "probability": "rate",
+                    "level": "rate", "splits": "apply_to", "split": "apply_to", "noise_seed": "seed"},
     "Resources": {"gres": "gpus", "gpus_per_node": "gpus", "cpus": "cpus_per_task",
                   "mem": "mem_gb", "memory": "mem_gb", "time": "time_min", "time_limit": "time_min"},
 }

@@ -13,7 +13,7 @@ import pandas as pd
 
 from orchestrator.collect.anomalies import DISQUALIFYING, LABELS, Anomaly, find_anomalies, flags_by_config
 from orchestrator.collect.caveats import speed_caveats
-from orchestrator.collect.describe import describe, method
+from orchestrator.collect.describe import data_words, describe, method
 from orchestrator.collect.frame import natural_key_text
 from orchestrator.collect.manifest import Manifest
 from orchestrator.collect.report import FINISHED
@@ -109,6 +109,8 @@ def _config_rows(current: pd.DataFrame) -> pd.DataFrame:
     knobs = [knobs_of(row) for row in first[[c for c in first.columns if c.startswith("train.")]].to_dict("records")]
     configs["config_words"] = [describe(train) for train in knobs]
     configs["method"] = [method(train) for train in knobs]
+    configs["noise"] = [data_words(train)[0] for train in knobs]
+    configs["max_train_samples"] = [data_words(train)[1] for train in knobs]
     configs["n_runs"] = grouped.size()
     done = ordered[ordered["status"] == FINISHED].groupby("config_id", sort=False)
     configs["run_ids"] = done["run_id"].agg(list).reindex(configs.index)

@@ -2,7 +2,8 @@
 
 Kinds: ``collapse`` (F1 or accuracy below a share of the baseline's mean, the
 share from the run's ``train.health.min_f1_ratio_to_baseline``; with no baseline,
-HasAns F1 under ``train.health.min_hasans_f1``), ``nan_loss`` (a NaN or infinite
+HasAns F1 under ``train.health.min_hasans_f1``; whatever the baseline, a classifier's
+accuracy at chance, 100 / ``eval.num_classes`` + CHANCE_MARGIN_POINTS, as jobs/health.py), ``nan_loss`` (a NaN or infinite
 loss in metrics.jsonl or result.json), ``short_run`` (fewer than ``SHORT_RUN_RATIO``
 of the planned steps), ``warnings`` (result.json warnings, or healthy false),
 ``stale`` (the matrix now has another config under this run name) and
@@ -23,13 +24,15 @@ from orchestrator.collect.report import FINISHED
 SHORT_RUN_RATIO = 0.9
 DEFAULT_COLLAPSE_RATIO = 0.5
 DEFAULT_HASANS_FLOOR = 1.0
+CHANCE_MARGIN_POINTS = 2.0  # as jobs.health.CHANCE_MARGIN_POINTS
 # Kinds that make a configuration unfit for a recipe.
 DISQUALIFYING = frozenset({"collapse", "nan_loss", "short_run", "warnings"})
 LABELS = {"collapse": "collapse", "nan_loss": "NaN loss", "short_run": "short run", "warnings": "warnings",
           "stale": "stale", "not_in_matrix": "not in matrix"}
 _COLUMNS = frozenset({"run_id", "run_name", "config_id", "status", "stale", "in_matrix", "current",
                       "metrics.HasAns_f1", "log.nonfinite_losses", "log.nonfinite_result_loss",
-                      "train_result.steps", "train_result.planned_steps", "warnings", "healthy"})
+                      "train_result.steps", "train_result.planned_steps", "warnings", "healthy",
+                      "eval.num_classes"})
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ def _suspicious(runs: pd.DataFrame, primary: str | None, baseline_means: Mapping
         mask |= value < ratio * reference
         floor = number("train.health.min_hasans_f1").fillna(DEFAULT_HASANS_FLOOR)
         mask |= reference.isna() & (number("metrics.HasAns_f1") < floor)
+        if primary == "accuracy":
+            mask |= value <= 100.0 / number("eval.num_classes") + CHANCE_MARGIN_POINTS
     return mask.fillna(False).astype(bool)
 
 
@@ -119,6 +124,13 @@ def _collapse(row: Mapping[str, Any], primary: str | None, baseline_mean: float 
     value = _number(row.get(f"metrics.{primary}"))
     ratio = _number(row.get("train.health.min_f1_ratio_to_baseline"), DEFAULT_COLLAPSE_RATIO)
     label = "F1" if primary == "f1" else primary
+    classes = _number(row.get("eval.num_classes"))
+    if primary == "accuracy" and np.isfinite(value) and np.isfinite(classes) and classes >= 2:
+        chance = 100.0 / classes
+        if value <= chance + CHANCE_MARGIN_POINTS:
+            return [Anomaly("collapse", str(row["run_id"]), str(row["config_id"]),
+                            f"accuracy {value:.2f} is at chance level ({chance:.1f} for {int(classes)} classes; "
+                            "collapse whatever the baseline)")]
     if baseline_mean is not None and np.isfinite(baseline_mean) and np.isfinite(value):
         if value < ratio * baseline_mean:
             share = value / baseline_mean if baseline_mean else float("nan")

@@ -102,3 +102,19 @@ def _non_default_words(train: Mapping[str, Any]) -> list[str]:
     if train.get("max_steps"):
         words.append(f"max {train['max_steps']} steps")
     return words
+
+
+def data_words(train: Mapping[str, Any]) -> tuple[str, Any]:
+    """The data knobs of a robustness or scaling study: ("char_deletion 0.1 on train+eval" or "none",
+    data.max_train_samples or None for every row)."""
+    found = train.get("data")
+    data: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    noise = data.get("noise") if isinstance(data.get("noise"), Mapping) else None
+    words = "none"
+    if noise and noise.get("kind"):
+        splits = noise.get("apply_to")
+        shown = "+".join(map(str, splits)) if isinstance(splits, (list, tuple)) else str(splits or "train+eval")
+        words = f"{noise['kind']} {noise.get('rate')} on {shown}"
+        if noise.get("seed") is not None:
+            words += f" (seed {noise['seed']})"
+    return words, data.get("max_train_samples")

@@ -94,6 +94,14 @@ def configuration_table(configs: pd.DataFrame) -> Table:
     })
     if data["description"].astype(bool).any():
         display.insert(4, "description", data["description"])
+    # The robustness / scaling axes: always in the CSV, shown where a configuration sets them.
+    data["noise"] = _col(configs, "noise").fillna("none").values
+    data["max_train_samples"] = _col(configs, "max_train_samples").values
+    if (data["noise"] != "none").any():
+        display.insert(len(display.columns) - 1, "noise", data["noise"].values)
+    if pd.notna(data["max_train_samples"]).any():
+        display.insert(len(display.columns) - 1, "train samples",
+                       ["all" if pd.isna(n) else str(int(n)) for n in data["max_train_samples"]])
     if data["adapted"].astype(bool).any():  # runs resubmitted with a smaller micro-batch after a CUDA OOM
         display["adapted after OOM"] = data["adapted"].values
     owners = _col(configs, "owners").fillna("").astype(str)

@@ -214,7 +214,8 @@ def test_a_runs_data_source_replaces_the_inherited_one(tmp_path: Path) -> None:
     from orchestrator.matrix import load_matrix
 
     rows = tmp_path / "train.jsonl"
-    rows.write_text('{"id": "1", "question": "q", "context": "c", "answers": {"text": [], "answer_start": []}}\n')
+    # ten rows: submit refuses a max_train_samples above a local file's rows
+    rows.write_text('{"id": "1", "question": "q", "context": "c", "answers": {"text": [], "answer_start": []}}\n' * 10)
     path = tmp_path / "m.yaml"
     path.write_text(textwrap.dedent(HEAD).replace("{root}", str(tmp_path / "s")).replace(
         "data: {synthetic: {}}", "data: {synthetic: {}, max_train_samples: 10}") + textwrap.dedent(f"""
