@@ -29,8 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from orchestrator import slurm  # noqa: E402
-from orchestrator.cli import main as orchestrate  # noqa: E402
+from orchestrator import slurm
+from orchestrator.cli import main as orchestrate
 
 PROFILE = """
 description: benchmark profile on the local test cluster; jobs are submitted held
@@ -90,7 +90,7 @@ def bench_submit_status(work: Path, runs: int) -> dict[str, float]:
     print(out.strip().splitlines()[-1])
     slurm.CALLS.clear()
     status_again_s, _ = timed(["status"])
-    cancel_s, out = timed(["cancel"])
+    _, out = timed(["cancel"])
     print(out.strip())
     return {"submit_s": submit_s, "sbatch_calls": sbatch_calls, "status_s": status_s,
             "status_warm_s": status_again_s, "sacct_calls": sacct_calls}

@@ -72,7 +72,7 @@ def chaos(cwd: Path, rows: list[dict], rng: random.Random, counts: dict[str, int
     victim = rng.choice(running)
     run_dir = next((cwd / "scratch").glob(f"*/runs/{victim['run_id']}"))
     if rng.random() < 0.5:
-        subprocess.run(["scontrol", "requeue", victim["job_id"]], capture_output=True)
+        subprocess.run(["scontrol", "requeue", victim["job_id"]], capture_output=True, check=False)
         counts["requeues"] += 1
     else:
         try:

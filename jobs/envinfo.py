@@ -57,7 +57,7 @@ def gpu_info() -> dict[str, Any]:
                     capability=f"{props.major}.{props.minor}")
         try:
             driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                    capture_output=True, text=True, timeout=20).stdout.strip().splitlines()
+                                    capture_output=True, text=True, timeout=20, check=False).stdout.strip().splitlines()
             info["driver"] = driver[0] if driver else None
         except (OSError, subprocess.SubprocessError):
             info["driver"] = None

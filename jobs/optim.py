@@ -37,7 +37,7 @@ def optimizer_arguments(train: TrainConfig) -> dict[str, Any]:
 
 def _require_bitsandbytes() -> None:
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes  # noqa: F401 - importing loads its native library: find_spec would not test that
     except ImportError as error:
         raise RuntimeError(
             "optimizer: adamw_8bit needs the bitsandbytes package on the compute node "

@@ -26,8 +26,8 @@ def cancel(experiment: Experiment, patterns: list[str]) -> list[str]:
         run_ids = _select(experiment, manifest, name_patterns(patterns))
         states, _ = scheduler_states(manifest, run_ids)
         active = [r for r in run_ids if r in states and (states[r].active or states[r].state == "unknown")]
-        slurm_ids = [str(latest_attempt(manifest, r)["job_id"]) for r in active
-                     if latest_attempt(manifest, r).get("executor") == "slurm"]  # type: ignore[union-attr]
+        latest = {r: latest_attempt(manifest, r) or {} for r in active}
+        slurm_ids = [str(latest[r]["job_id"]) for r in active if latest[r].get("executor") == "slurm"]
         if slurm_ids:
             try:
                 slurm.scancel(slurm_ids)

@@ -97,6 +97,6 @@ def _limit_notes(kind: str, new_jobs: int) -> list[str]:
     if kind != "slurm":
         return []
     if not slurm.slurm_available():
-        return ["MaxSubmitJobs not checked: SLURM's commands are not on the PATH here; "
-                "the real submit warns before passing it"]
+        return [("MaxSubmitJobs not checked: SLURM's commands are not on the PATH here; "
+                "the real submit warns before passing it")]
     return executors.limit_warnings(kind, new_jobs)

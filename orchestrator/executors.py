@@ -118,8 +118,8 @@ def cluster_limits(kind: str, profile: profiles.Profile) -> tuple[int, list[str]
         return slurm.max_array_size(slurm.read_config()), []
     except (slurm.SlurmError, OSError) as exc:
         return slurm.DEFAULT_MAX_ARRAY_SIZE, [
-            f"MaxArraySize not checked ({str(exc).splitlines()[0][:120]}): arrays split at SLURM's default, "
-            f"{slurm.DEFAULT_MAX_ARRAY_SIZE}; set max_array_size in the cluster profile if yours differs"]
+            (f"MaxArraySize not checked ({str(exc).splitlines()[0][:120]}): arrays split at SLURM's default, "
+            f"{slurm.DEFAULT_MAX_ARRAY_SIZE}; set max_array_size in the cluster profile if yours differs")]
 
 
 def limit_warnings(kind: str, new_jobs: int) -> list[str]:
@@ -135,8 +135,8 @@ def limit_warnings(kind: str, new_jobs: int) -> list[str]:
     except (slurm.SlurmError, OSError):
         queued = 0
     if queued + new_jobs > limit:
-        return [f"{queued} queued + {new_jobs} new jobs exceed MaxSubmitJobs={limit}: SLURM will refuse "
-                "the excess; submit with --only in parts or wait for jobs to finish"]
+        return [(f"{queued} queued + {new_jobs} new jobs exceed MaxSubmitJobs={limit}: SLURM will refuse "
+                "the excess; submit with --only in parts or wait for jobs to finish")]
     return []
 
 
@@ -153,8 +153,9 @@ def submit_chunk(experiment: Experiment, manifest: dict[str, Any], matrix: Matri
     manifest.setdefault("submissions", {})[token] = entry
     experiment.write_manifest(manifest)
     try:
+        job_ids: list[str | None]
         if kind == "slurm":
-            job_ids = _submit_slurm(experiment, matrix, chunk, folder, entry["job_name"])
+            job_ids = list(_submit_slurm(experiment, matrix, chunk, folder, entry["job_name"]))
         else:
             job_ids = [None] * len(chunk)
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised as a user-facing failure
@@ -220,7 +221,7 @@ def _record_attempts(manifest: dict[str, Any], chunk: list[RunSpec], job_ids: li
     now = time.time()
     for spec, job_id in zip(chunk, job_ids):
         run = manifest.setdefault("runs", {}).setdefault(spec.run_id, {"run_name": spec.run_name, "attempts": []})
-        attempt = {"job_id": job_id, "submission": token, "submitted_at": now, "executor": kind}
+        attempt: dict[str, Any] = {"job_id": job_id, "submission": token, "submitted_at": now, "executor": kind}
         if kind == "local":
             attempt["state"] = "queued"
         if spec.adaptation is not None:  # resubmitted with a smaller micro-batch after a CUDA OOM
@@ -250,9 +251,8 @@ def _submit_slurm(experiment: Experiment, matrix: Matrix, chunk: list[RunSpec], 
     resources = chunk[0].resources
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues, python=interpreter())
     executor.update_parameters(**sbatch_parameters(matrix, resources, name))
-    with outside_enclosing_job(), private_files(carries_secret(matrix)):
-        with executor.batch():
-            jobs = [executor.submit(Worker(), str(experiment.run_dir(s.run_id).path)) for s in chunk]
+    with outside_enclosing_job(), private_files(carries_secret(matrix)), executor.batch():
+        jobs = [executor.submit(Worker(), str(experiment.run_dir(s.run_id).path)) for s in chunk]
     slurm.CALLS["sbatch"] += 1
     return [str(job.job_id) for job in jobs]
 

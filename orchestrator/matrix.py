@@ -155,8 +155,8 @@ def _top_level_problems(raw: dict[str, Any]) -> Problems:
                          "(starting with a letter or digit, at most 100 characters)"
                          + ("" if isinstance(experiment, str) else "; quote it: YAML read it as a number or a date")))
     if raw.get("executor", "auto") not in EXECUTORS:
-        problems.append(("executor", f"{_shown(raw.get('executor'))} is not one of {', '.join(EXECUTORS)}"
-                         f"{suggest(str(raw.get('executor')), list(EXECUTORS))}"))
+        problems.append(("executor", (f"{_shown(raw.get('executor'))} is not one of {', '.join(EXECUTORS)}"
+                         f"{suggest(str(raw.get('executor')), list(EXECUTORS))}")))
     if not isinstance(raw.get("cluster", "local"), str):
         problems.append(("cluster", "must be the name of a profile directory in slurm_templates/"))
     max_runs = raw.get("max_runs", DEFAULT_MAX_RUNS)
@@ -166,8 +166,8 @@ def _top_level_problems(raw: dict[str, Any]) -> Problems:
     if not isinstance(root, str) or not root.strip():
         problems.append(("root", "must be a directory path (environment variables like ${SCRATCH} are expanded)"))
     elif "$" in os.path.expandvars(root):
-        problems.append(("root", f"{_shown(root)} uses an environment variable that is not set: "
-                         "set it (export SCRATCH=...) or write the directory out"))
+        problems.append(("root", (f"{_shown(root)} uses an environment variable that is not set: "
+                         "set it (export SCRATCH=...) or write the directory out")))
     for key in ("defaults", "resources", "grid"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             problems.append((key, "must be a mapping"))
@@ -184,8 +184,8 @@ def _run_entry_problems(runs: dict[str, Any]) -> Problems:
     for name, body in runs.items():
         where = f"runs.{name}" if isinstance(name, str) and len(name) <= 100 else f"runs.{_shown(name)}"
         if not isinstance(name, str) or not SAFE_NAME.match(name):
-            problems.append((where, f"{_shown(name)} is not a safe run name: use letters, digits and _.+- "
-                             "(starting with a letter or digit; no '/', spaces or shell characters)"))
+            problems.append((where, (f"{_shown(name)} is not a safe run name: use letters, digits and _.+- "
+                             "(starting with a letter or digit; no '/', spaces or shell characters)")))
             continue
         if body is None:
             continue
@@ -196,11 +196,11 @@ def _run_entry_problems(runs: dict[str, Any]) -> Problems:
         problems += unknown_keys(Resources, body.get("resources") or {}, f"{where}.resources")
         parent = body.get("extends")
         if parent is not None and not isinstance(parent, str):
-            problems.append((f"{where}.extends", f"{_shown(parent)} is not a run name: write extends: NAME, "
-                             f"one of {', '.join(map(str, runs))}"))
+            problems.append((f"{where}.extends", (f"{_shown(parent)} is not a run name: write extends: NAME, "
+                             f"one of {', '.join(map(str, runs))}")))
         elif parent is not None and parent not in runs:
-            problems.append((f"{where}.extends", f"{_shown(parent)} is not a run{suggest(str(parent), [str(r) for r in runs])}"
-                             f"; runs are {', '.join(map(str, runs))}"))
+            problems.append((f"{where}.extends", (f"{_shown(parent)} is not a run{suggest(str(parent), [str(r) for r in runs])}"
+                             f"; runs are {', '.join(map(str, runs))}")))
         if body.get("series") is not None and not (isinstance(body["series"], str) and SAFE_NAME.match(body["series"])):
             problems.append((f"{where}.series", f"{body['series']!r} is not a safe name"))
         for key in ("grid", "resources"):
@@ -265,8 +265,8 @@ def _shown(value: Any, limit: int = 80) -> str:
 def _baseline_problems(baseline: Any, runs: dict[str, Any]) -> Problems:
     if baseline is None or (isinstance(baseline, str) and baseline in runs):
         return []
-    return [("baseline", f"{_shown(baseline)} is not a run{suggest(str(baseline), [str(r) for r in runs])}; "
-             f"runs are {', '.join(map(str, runs))}")]
+    return [("baseline", (f"{_shown(baseline)} is not a run{suggest(str(baseline), [str(r) for r in runs])}; "
+             f"runs are {', '.join(map(str, runs))}"))]
 
 
 def _chain(runs: dict[str, Any], name: str) -> list[str]:
@@ -459,8 +459,8 @@ def _expand_all(raw: dict[str, Any], profile: profiles.Profile, problems: Proble
         problems += axis_problems
         planned += math.prod(len(values) for _, values, _ in axes)  # counted before any run is built
         if planned > max_runs:
-            problems.append(("grid", f"the matrix expands to more than {max_runs} runs (max_runs); "
-                             "trim the grid axes or raise max_runs deliberately"))
+            problems.append(("grid", (f"the matrix expands to more than {max_runs} runs (max_runs); "
+                             "trim the grid axes or raise max_runs deliberately")))
             return []
         combos = [dict(zip([a for a, _, _ in axes], values)) for values in itertools.product(*[v for _, v, _ in axes])]
         expansions.append((name, combos, {axis: where for axis, _, where in axes}))
@@ -562,8 +562,8 @@ def _hardware_problems(profile: profiles.Profile, train: TrainConfig, resources:
     partition = profile.partition(resources.partition)
     if profile.partitions and partition is None:
         choices = ", ".join(profile.partitions)
-        return [(f"{where}.resources.partition", f"{resources.partition!r} is not a partition of cluster profile "
-                 f"{profile.name!r}{suggest(str(resources.partition), list(profile.partitions))}; partitions: {choices}")]
+        return [(f"{where}.resources.partition", (f"{resources.partition!r} is not a partition of cluster profile "
+                 f"{profile.name!r}{suggest(str(resources.partition), list(profile.partitions))}; partitions: {choices}"))]
     device = partition.device() if partition is not None else None
     if device is not None or resources.gpus == 0:
         from jobs.contract import DeviceInfo
@@ -572,8 +572,8 @@ def _hardware_problems(profile: profiles.Profile, train: TrainConfig, resources:
         label = f" (partition {resources.partition})" if resources.partition else ""
         problems += [(where, f"{problem}{label}") for problem in found]
     if partition is not None and partition.max_time_min and resources.time_min > partition.max_time_min:
-        problems.append((f"{where}.resources.time_min", f"{resources.time_min} exceeds partition "
-                         f"{resources.partition}'s limit of {partition.max_time_min} minutes"))
+        problems.append((f"{where}.resources.time_min", (f"{resources.time_min} exceeds partition "
+                         f"{resources.partition}'s limit of {partition.max_time_min} minutes")))
     return problems
 
 
@@ -581,8 +581,8 @@ def _name_clash_problems(specs: list[RunSpec], problems: Problems) -> None:
     seen: dict[str, str] = {}
     for spec in specs:
         if spec.run_name in seen:
-            problems.append((f"runs.{spec.base_name}", f"expands to run name {spec.run_name!r}, which "
-                             f"runs.{seen[spec.run_name]} also produces: rename one of them"))
+            problems.append((f"runs.{spec.base_name}", (f"expands to run name {spec.run_name!r}, which "
+                             f"runs.{seen[spec.run_name]} also produces: rename one of them")))
         seen[spec.run_name] = spec.base_name
 
 

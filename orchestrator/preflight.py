@@ -339,7 +339,7 @@ def first_record_columns(path: Path) -> list[str]:
     except json.JSONDecodeError:
         record = _official_json(path)
     if not isinstance(record, dict):
-        raise ValueError("the first record is not an object")  # noqa: TRY004  (a data-format problem)
+        raise ValueError("the first record is not an object")  # noqa: TRY004 - a data-format problem
     if "data" in record and isinstance(record["data"], list):  # official SQuAD file in one line
         return _official_columns(record)
     return [str(k) for k in record]
@@ -362,7 +362,7 @@ def _official_json(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON Lines, and not one JSON document ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(document, dict):
-        raise ValueError("the JSON document is not an object")  # noqa: TRY004  (a data-format problem)
+        raise ValueError("the JSON document is not an object")  # noqa: TRY004 - a data-format problem
     return document
 
 

@@ -82,7 +82,8 @@ def _one(experiment: Experiment, manifest: dict[str, Any], run_id: str, sched: S
         if row.state == "running" and heartbeat and age > stall_after_s:
             row.state, row.reason = "stalled", f"no heartbeat for {age / 60:.0f} min"
     elif failure is not None:
-        row.state = failure.get("reason") if failure.get("reason") in ("timeout", "preempted", "cancelled") else "failed"
+        reason = str(failure.get("reason"))
+        row.state = reason if reason in ("timeout", "preempted", "cancelled") else "failed"
         row.reason = _failure_text(failure)
     elif sched is not None:
         row.state, row.reason = _ended_without_result(sched)

@@ -33,6 +33,10 @@ fi
 step "Local SLURM cluster (slurmctld, slurmd, slurmdbd; installs Debian's packages if missing)"
 bash tests/slurm/start-cluster.sh
 
+step "Lint and types (ruff over the tree; mypy over the two packages, with pydantic's plugin)"
+"$PY" -m ruff check .
+"$PY" -m mypy orchestrator jobs
+
 step "Tests"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 "$PY" -m pytest tests "$@"

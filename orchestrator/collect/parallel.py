@@ -59,7 +59,7 @@ def map_forked(function: Callable[[T], R], items: Sequence[T], processes: int) -
     try:
         with multiprocessing.get_context("fork").Pool(processes) as pool:
             return pool.map(function, items, chunksize=1)
-    except Exception as exc:  # noqa: BLE001 (a broken worker costs speed, never the collect)
+    except Exception as exc:  # noqa: BLE001 - a broken worker costs speed, never the collect
         log.warning("parallel read failed (%s); reading in-process", exc)
         return None
 
@@ -102,7 +102,7 @@ class ChildFailed(RuntimeError):
 def _child(function: Callable[[], Any], sender: Any) -> None:
     try:
         sender.send(("ok", function()))
-    except BaseException as exc:  # noqa: BLE001 (everything goes to the parent, which decides)
+    except BaseException as exc:  # noqa: BLE001 - everything goes to the parent, which decides
         sender.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         sender.close()

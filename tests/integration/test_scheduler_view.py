@@ -144,7 +144,7 @@ def in_slurm_conf_only_cluster(conf_dir: Path, *command: str, cwd: Path) -> subp
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                            'mount -t tmpfs tmpfs /etc/slurm && exec "$@"', "sh", *command],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_submit_on_a_cluster_found_through_slurm_conf(tmp_path: Path, slurm_cluster: None) -> None:
@@ -203,7 +203,7 @@ def test_cancel_with_slurm_unreachable_fails_saying_so_then_cancels_once_back(tm
         subprocess.run(["pkill", "-x", "slurmctld"], check=False)
         subprocess.run(["pkill", "-x", "slurmdbd"], check=False)
         deadline = time.time() + 30
-        while subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0:
+        while subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True, check=False).returncode == 0:
             assert time.time() < deadline, "slurmctld did not stop"
             time.sleep(0.2)
         down = orchestrate(study, "cancel", check=False)

@@ -62,7 +62,7 @@ def test_bad_matrix_exit_2_nothing_written(name: str, tmp_path: Path, monkeypatc
     err = capsys.readouterr().err
     assert code == 2, err
     assert expected in err, err
-    assert err.startswith("error: m.yaml: invalid matrix") or err.startswith("error: "), err
+    assert err.startswith(("error: m.yaml: invalid matrix", "error: ")), err
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"], "nothing may be written"
     assert not Path("PWNED").exists()

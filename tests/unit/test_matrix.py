@@ -87,13 +87,13 @@ def test_rank_sweep_names(tmp_path: Path) -> None:
         (("seed: [1, 2]", "seed: []"),
          ("grid.seed", "empty axis: give at least one value (an empty axis would expand to no runs)")),
         (("cluster: example-t4", "cluster: nosuch"),
-         ("cluster", "'nosuch' is not a cluster profile (available: example-t4, local); "
-                     "add slurm_templates/nosuch/profile.yaml and preamble.sh.j2")),
+         ("cluster", ("'nosuch' is not a cluster profile (available: example-t4, local); "
+                     "add slurm_templates/nosuch/profile.yaml and preamble.sh.j2"))),
         (("baseline: A1", "baseline: Z1"),
          ("baseline", "'Z1' is not a run; runs are A1, A2, A3")),
         (("experiment: study", "experiment: ../evil"),
-         ("experiment", "'../evil' is not a safe name: use letters, digits and _.+- "
-                        "(starting with a letter or digit, at most 100 characters)")),
+         ("experiment", ("'../evil' is not a safe name: use letters, digits and _.+- "
+                        "(starting with a letter or digit, at most 100 characters)"))),
     ],
 )
 def test_bad_input_messages(tmp_path: Path, change: tuple[str, str], expected: tuple[str, str]) -> None:
