@@ -14,6 +14,7 @@ import pytest
 from jobs.contract import DataConfig, TrainConfig, hub_dataset
 from orchestrator import preflight
 from orchestrator.cli import build_parser, main
+from tests.unit.dry_run import dry_run
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD = """
@@ -26,13 +27,9 @@ defaults: {precision: fp16, data: {synthetic: {}}, max_seq_length: 128, doc_stri
 
 
 def submit(tmp_path: Path, body: str, capsys: pytest.CaptureFixture[str], head: str = HEAD) -> tuple[int, str]:
-    """Write the matrix, run ``submit --dry-run`` through the CLI; (exit code, stderr)."""
-    path = tmp_path / "m.yaml"
-    path.write_text(textwrap.dedent(head).replace("{root}", str(tmp_path / "scratch")) + textwrap.dedent(body))
-    code = main(["submit", str(path), "--dry-run"])
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert not (tmp_path / "scratch").exists()  # nothing written
+    """``submit --dry-run`` of HEAD + ``body``; (exit code, stderr). Nothing may be written."""
+    code, _, err = dry_run(tmp_path, head, body, capsys)
+    assert not (tmp_path / "scratch").exists()
     return code, err
 
 

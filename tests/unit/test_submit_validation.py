@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from jobs.contract import write_json_atomic
 from orchestrator.cli import main
 from orchestrator.matrix import load_matrix
 from orchestrator.store import Experiment
+from tests.unit.dry_run import dry_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,13 +28,8 @@ executor: local
 
 def submit(tmp_path: Path, body: str, capsys: pytest.CaptureFixture[str], *extra: str,
            head: str = HEAD) -> tuple[int, str, str]:
-    """Write the matrix, run ``submit --dry-run`` through the CLI; (exit code, stdout, stderr)."""
-    path = tmp_path / "m.yaml"
-    path.write_text(textwrap.dedent(head).replace("{root}", str(tmp_path / "scratch")) + textwrap.dedent(body))
-    code = main(["submit", str(path), "--dry-run", *extra])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
+    """``submit --dry-run`` of HEAD + ``body``; (exit code, stdout, stderr)."""
+    return dry_run(tmp_path, head, body, capsys, *extra)
 
 
 def bert_dir(tmp_path: Path, model_type: str = "bert", layers: int = 2) -> Path:
