@@ -189,7 +189,7 @@ def _config_path(name: str, hf_home: str | None) -> str | None:
         return None  # a path that does not exist here: maybe on the compute node
     from huggingface_hub import try_to_load_from_cache  # light: no torch
 
-    caches = [None] + ([os.path.join(os.path.expandvars(hf_home), "hub")] if hf_home else [])
+    caches = [None] + ([os.path.join(os.path.expanduser(os.path.expandvars(hf_home)), "hub")] if hf_home else [])
     for cache in caches:
         try:
             found = try_to_load_from_cache(resolved, "config.json", cache_dir=cache)

@@ -32,14 +32,16 @@ SHELL_PATH_KEYS = ("venv", "conda_env", "hf_home")
 
 
 class PartitionInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """What one partition offers; strictly typed (``gpu_mem_gb: true`` is not 1 GiB)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     gpu_type: str | None = None
     gpu_name: str = "unknown"
-    gpu_mem_gb: float | None = None
+    gpu_mem_gb: float | None = Field(None, gt=0)  # GiB, as nvidia-smi and torch report it
     bf16: bool = True
     cuda: bool = True
-    max_time_min: int | None = None
+    max_time_min: int | None = Field(None, gt=0)
 
     def device(self) -> DeviceInfo:
         return DeviceInfo(cuda=self.cuda, gpu_name=self.gpu_name, gpu_mem_gb=self.gpu_mem_gb, bf16=self.bf16)

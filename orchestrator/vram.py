@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.contract import ALL_LINEAR, TrainConfig
+from orchestrator.oomretry import smallest_prime_factor
 
 MIB = 2**20
 GIB = 2**30
@@ -305,6 +306,8 @@ def estimate(train: TrainConfig, config: Mapping[str, Any] | None) -> Estimate |
     kept, transient, recompute = _activation_bytes(train, d, plan, train.batch_size, s)
     phases = {"forward/backward": (held, kept, transient), "optimizer step": (gradients, 0.0, step_temporary),
               "evaluation": (0.0, 0.0, _eval_bytes(train, d, s))}
+    if train.data.max_train_samples == 0:  # a zero-shot run only evaluates: no gradients, no optimizer states
+        phases, states = {"evaluation": phases["evaluation"]}, 0.0
     phase = max(phases, key=lambda name: sum(phases[name]))
     grads, activations, extra = phases[phase]
     allocated = weights + states + grads + activations + extra
@@ -324,8 +327,9 @@ def needed_gib(value: Estimate) -> float:
 
 def fitting_changes(train: TrainConfig, config: Mapping[str, Any], limit_gib: float) -> list[tuple[str, float]]:
     """Knob changes that would fit ``limit_gib``, each with its estimate (GiB, margin excluded):
-    the micro-batch halved (until it fits) with accumulation doubled, checkpointing, 8-bit AdamW;
-    when none fits alone, all of them together."""
+    the micro-batch made smaller with accumulation larger by the same factor (the rule of ``oom_retry``:
+    divided by its smallest prime factor, until it fits), checkpointing, 8-bit AdamW; when none fits
+    alone, checkpointing and 8-bit AdamW together, at the first micro-batch of that rule that fits."""
     found: list[tuple[str, float]] = []
 
     def fits(changed: TrainConfig) -> float | None:
@@ -333,8 +337,9 @@ def fitting_changes(train: TrainConfig, config: Mapping[str, Any], limit_gib: fl
         return value.total_gib if isinstance(value, Estimate) and needed_gib(value) <= limit_gib else None
 
     batch, steps = train.batch_size, train.gradient_accumulation_steps
-    while batch % 2 == 0:
-        batch, steps = batch // 2, steps * 2
+    while batch > 1:
+        factor = smallest_prime_factor(batch)
+        batch, steps = batch // factor, steps * factor
         halved = train.model_copy(update={"batch_size": batch, "gradient_accumulation_steps": steps})
         if (gib := fits(halved)) is not None:
             text = (f"batch_size: {batch} with gradient_accumulation_steps: {steps}, "
@@ -351,13 +356,15 @@ def fitting_changes(train: TrainConfig, config: Mapping[str, Any], limit_gib: fl
         while True:
             candidate = both.model_copy(update={"batch_size": batch, "gradient_accumulation_steps": steps})
             if (gib := fits(candidate)) is not None:
-                text = (f"gradient_checkpointing: true, optimizer: adamw_8bit, batch_size: {batch} with "
-                        f"gradient_accumulation_steps: {steps}")
+                text = "gradient_checkpointing: true, optimizer: adamw_8bit"
+                if batch != both.batch_size:
+                    text += f", batch_size: {batch} with gradient_accumulation_steps: {steps}"
                 found.append((text, gib))
                 break
-            if batch % 2:
+            if batch == 1:
                 break
-            batch, steps = batch // 2, steps * 2
+            factor = smallest_prime_factor(batch)
+            batch, steps = batch // factor, steps * factor
     return found
 
 

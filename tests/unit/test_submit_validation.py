@@ -101,6 +101,25 @@ def test_lora_targets_checked_in_the_hf_cache_of_the_profile(tmp_path: Path, cap
     assert "runs.A1.freeze.layers: 5 exceeds the 4 layers of acme/tiny-bert: use at most 4" in err
 
 
+def test_a_profile_hf_home_under_home_is_read_on_the_login_node(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """hf_home: ~/hf (the README's form) was not expanded on the login node, so the cache was never read:
+    the LoRA target and layer checks (and the VRAM estimate) were skipped without a word."""
+    snapshot = tmp_path / "hf" / "hub" / "models--acme--tiny-bert" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "bert", "num_hidden_layers": 4}))
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _profile(tmp_path, "hf_home: null", "hf_home: ~/hf")
+    code, _, err = submit(tmp_path, """
+        defaults: {precision: fp16, model_name_or_path: acme/tiny-bert}
+        runs:
+          A1: {freeze: {layers: 5}}
+    """, capsys, head=HEAD.replace("example-t4", "lab"))
+    assert code == 2 and "runs.A1.freeze.layers: 5 exceeds the 4 layers of acme/tiny-bert: use at most 4" in err, err
+
+
 # ------------------------------------------------------ 3. data and layers
 
 

@@ -203,3 +203,34 @@ def test_a_run_nothing_can_fit_says_so() -> None:
     assert message.endswith("nothing of batch_size/gradient_accumulation_steps, gradient_checkpointing, 8-bit AdamW "
                             "fits: use a partition with more GPU memory")
     assert vram.fit_problem(train(batch_size=8), BERT_BASE, 15, "t4") is None
+
+
+def test_odd_micro_batches_shrink_by_the_oom_retry_rule() -> None:
+    """batch_size 9 does not fit where 3 does: 3 x accumulation 3 is suggested (it was never tried: only
+    even batches were halved), by the same smallest-prime-factor rule as oom_retry."""
+    limit = vram.needed_gib(peak(batch_size=3, gradient_accumulation_steps=3)) + 0.01
+    assert vram.needed_gib(peak(batch_size=9)) > limit
+    changes = dict(vram.fitting_changes(train(batch_size=9), BERT_BASE, limit))
+    assert any(text.startswith("batch_size: 3 with gradient_accumulation_steps: 3") for text in changes), changes
+
+
+def test_a_zero_shot_run_is_estimated_at_evaluation_only() -> None:
+    """max_train_samples 0 never trains: no optimizer states, no training activations."""
+    zero = peak(batch_size=512, eval_batch_size=32, data={"synthetic": {}, "max_train_samples": 0})
+    assert zero.phase == "evaluation" and zero.optimizer == 0 and zero.gradients == 0
+    assert zero.total_gib < peak(batch_size=512, eval_batch_size=32).total_gib / 5
+
+
+def test_partition_memory_is_a_positive_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """gpu_mem_gb: true was read as 1 GiB and -16 was accepted; both refused with the profile's line."""
+    for bad, message in (("true", "Input should be a valid number"), ("-16", "greater than 0")):
+        profile = tmp_path / bad / "slurm_templates" / "lab"
+        profile.mkdir(parents=True)
+        (profile / "profile.yaml").write_text(textwrap.dedent(PROFILE).replace("gpu_mem_gb: 15", f"gpu_mem_gb: {bad}"))
+        (profile / "preamble.sh.j2").write_text((REPO / "slurm_templates/local/preamble.sh.j2").read_text())
+        matrix = tmp_path / bad / "m.yaml"
+        matrix.write_text(f"experiment: e\nroot: {tmp_path / bad / 'scratch'}\ncluster: lab\n"
+                          "runs:\n  A1: {precision: fp16, data: {synthetic: {}}}\n")
+        assert main(["submit", str(matrix), "--dry-run"]) == 2  # the profile beside the matrix is found
+        err = capsys.readouterr().err
+        assert "partitions.t4.gpu_mem_gb" in err and message in err, err
