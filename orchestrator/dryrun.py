@@ -16,7 +16,7 @@ from jobs.contract import RunSpec, redact_assignments
 from orchestrator import executors, preflight, profiles, slurm, vram
 from orchestrator.matrix import Matrix
 from orchestrator.store import Experiment
-from orchestrator.submit import group_runs, plan, split_groups
+from orchestrator.submit import failed_text, group_runs, plan, split_groups
 
 HEADER = "### "  # starts each script's heading line (tests split the output there)
 # Stands for the submission token (time and random hex) in paths and the job name; needs no shell
@@ -87,7 +87,7 @@ def _new_runs(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, retr
         return specs
     the_plan = plan(matrix, specs, experiment.read_manifest(), experiment, retry_failed, force)
     print(f"already submitted: {len(the_plan.done)} done, {len(the_plan.active)} running or pending, "
-          f"{len(the_plan.failed)} failed before (resubmitted only with --retry-failed)", file=out)
+          f"{failed_text(the_plan)}", file=out)
     for run_name, note in the_plan.retried:
         print(f"  retry {run_name}: {note}", file=out)
     return the_plan.new

@@ -37,6 +37,7 @@ class Plan:
     done: list[RunSpec] = field(default_factory=list)
     active: list[tuple[RunSpec, str]] = field(default_factory=list)  # (spec, state)
     failed: list[RunSpec] = field(default_factory=list)  # skipped: failed before; --retry-failed resubmits
+    resubmitted: int = 0  # of ``new``: runs that failed before, resubmitted by --retry-failed
     note: str | None = None
     retried: list[tuple[str, str]] = field(default_factory=list)  # (run name, what --retry-failed changed or kept)
 
@@ -82,6 +83,7 @@ def plan(matrix: Matrix, specs: list[RunSpec], manifest: dict[str, Any], experim
                 continue
             retry = oomretry.retry_of(spec, run_dir)  # a CUDA OOM may shrink the micro-batch (oom_retry)
             result.new.append(retry.spec)
+            result.resubmitted += 1
             if retry.note:
                 result.retried.append((spec.run_name, retry.note))
         else:
@@ -174,12 +176,19 @@ def new_token() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
+def failed_text(p: Plan) -> str:
+    """What happens to the runs that failed before: resubmitted (``--retry-failed``) or skipped."""
+    if p.resubmitted:
+        return f"{p.resubmitted} failed before, resubmitted (--retry-failed)" + (
+            f", {len(p.failed)} failed before (skipped)" if p.failed else "")
+    return f"{len(p.failed)} failed before (resubmit with --retry-failed)"
+
+
 def print_summary(outcome: Outcome, experiment: Experiment, out: Any = None) -> None:
     out = out or sys.stdout
     p = outcome.plan
     print(f"experiment {experiment.path.name}: {len(p.new)} new, {len(p.done)} skipped as done, "
-          f"{len(p.active)} skipped as running or pending, {len(p.failed)} failed before "
-          f"(resubmit with --retry-failed)", file=out)
+          f"{len(p.active)} skipped as running or pending, {failed_text(p)}", file=out)
     for spec, state in p.active:
         print(f"  skip {spec.run_name}: {state}", file=out)
     for spec in p.failed:

@@ -164,4 +164,9 @@ def test_dry_run_with_retry_failed_shows_the_adaptation_and_writes_nothing(tmp_p
     assert ("retry A1: failed with cuda_oom: adapted batch_size 12 x accumulation 1 -> batch_size 6 x accumulation 2 "
             "(adaptation 1 of 4; same effective batch)") in text, text
     assert "retry B1: failed with cuda_oom: resubmitted unchanged (set oom_retry" in text, text
+    # the summary says what happens to them (it said "0 failed before" while resubmitting both)
+    assert "already submitted: 0 done, 0 running or pending, 2 failed before, resubmitted (--retry-failed)" in text
+    out = io.StringIO()
+    print_dry_run(matrix, list(matrix.runs), "local", out)
+    assert "2 failed before (resubmit with --retry-failed)" in out.getvalue(), out.getvalue()
     assert {p: p.read_bytes() for p in matrix.experiment_dir.rglob("*") if p.is_file()} == before
