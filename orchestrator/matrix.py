@@ -52,6 +52,14 @@ UNKNOWN_PROFILE = profiles.Profile.model_validate({"name": "(unusable profile)"}
 # What a refused resource is measured in, for values written the SLURM way (time=4:00:00, mem=16G).
 UNIT_HINTS = {"time_min": "minutes as a whole number (4:00:00 is time_min: 240)",
               "mem_gb": "GB as a number (16G is mem_gb: 16)"}
+# A section given as a scalar or a list (oom_retry: true, noise: word_swap): the form to write instead.
+SECTION_FORMS = {"oom_retry": "oom_retry: {max_adaptations: 2}",
+                 "noise": "noise: {kind: word_swap, rate: 0.1} (under data:)",
+                 "lora": "lora: {r: 8} (or lora: {} for the defaults)",
+                 "quantization": "quantization: {bits: 4}",
+                 "compile": "compile: {mode: default}",
+                 "freeze": "freeze: {layers: 6}",
+                 "synthetic": "synthetic: {} (under data:)"}
 EMPTY_GRID = "grid: {} adds no axis and clears nothing: write grid: null to drop the inherited axes, or remove the key"
 
 
@@ -351,6 +359,8 @@ def _pydantic_problems(exc: ValidationError, origin: dict[str, str], fallback: s
                 message = f"{_shown(error['input'])}: a list is wanted, e.g. [{error['input']}]"
             elif isinstance(error["input"], str) and loc and str(loc[-1]) in UNIT_HINTS:
                 message += f"; write {UNIT_HINTS[str(loc[-1])]}"
+            elif error["type"] in ("model_type", "dict_type") and loc and str(loc[-1]) in SECTION_FORMS:
+                message = f"{_shown(error['input'])}: a section is wanted; write e.g. {SECTION_FORMS[str(loc[-1])]}"
         problems.append((_where(loc, origin, fallback) if loc else fallback, message))
     return problems
 

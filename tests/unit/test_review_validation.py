@@ -264,3 +264,18 @@ def test_compressed_data_files_the_worker_reads_are_accepted(tmp_path: Path) -> 
 def test_a_single_name_where_a_list_is_wanted_says_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = submit(tmp_path, "runs: {A1: {lora: {target_modules: query}}}\n", capsys)
     assert code == 2 and "runs.A1.lora.target_modules: 'query': a list is wanted, e.g. [query]" in err, err
+
+
+def test_a_section_given_as_a_value_shows_the_form_to_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """oom_retry: true or noise: word_swap got pydantic's "a valid dictionary or instance of OomRetryConfig"."""
+    code, err = submit(tmp_path, """
+        runs:
+          A1: {oom_retry: true, data: {synthetic: {}, noise: word_swap}}
+          A2: {lora: 8, freeze: [1]}
+    """, capsys)
+    assert code == 2, err
+    assert "runs.A1.oom_retry: True: a section is wanted; write e.g. oom_retry: {max_adaptations: 2}" in err
+    assert "runs.A1.data.noise: 'word_swap': a section is wanted; write e.g. noise: {kind: word_swap, rate: 0.1}" in err
+    assert "runs.A2.lora: 8: a section is wanted; write e.g. lora: {r: 8}" in err
+    assert "runs.A2.freeze: [1]: a section is wanted; write e.g. freeze: {layers: 6}" in err
+    assert "instance of" not in err
