@@ -161,6 +161,18 @@ class SyntheticData(Strict):
 MULTI_CONFIG_DATASETS = frozenset({"glue", "super_glue"})
 
 
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")  # read as they are, by suffix, on both sides
+
+
+def is_csv_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a local data file is CSV: ``.csv``, or ``.csv`` then a compression suffix (``t.csv.gz``);
+    anything else is read as JSON Lines / JSON."""
+    suffixes = Path(path).suffixes
+    if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
+        suffixes = suffixes[:-1]
+    return bool(suffixes) and suffixes[-1] == ".csv"
+
+
 def hub_dataset(name: str, config: str | None = None) -> tuple[str, str | None]:
     """``data.name`` (+ ``data.config``) -> ``(path, config)`` for ``datasets.load_dataset``.
 

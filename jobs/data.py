@@ -34,7 +34,7 @@ import datasets
 from filelock import FileLock
 
 from jobs import noise as text_noise
-from jobs.contract import RunDir, SyntheticData, TrainConfig, apply_umask, canonical_json, hub_dataset
+from jobs.contract import RunDir, SyntheticData, TrainConfig, apply_umask, canonical_json, hub_dataset, is_csv_file
 from jobs.subset import Subset, select_subset
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def load_local_file(path: Path, features: datasets.Features, cache_dir: Path) ->
     (an all-unanswerable file would otherwise infer ``answers.text`` as nulls)."""
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
-    if path.suffix == ".csv":
+    if is_csv_file(path):  # also t.csv.gz: datasets decompresses by suffix
         return datasets.load_dataset("csv", data_files=str(path), split="train", features=features,
                                      cache_dir=str(cache_dir / "datasets"))
     rows = _official_rows(path) if path.suffix == ".json" else None

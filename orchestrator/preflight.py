@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, resolve_model_ref
+from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, is_csv_file, resolve_model_ref
 from orchestrator import vram
 from orchestrator.profiles import Profile
 from orchestrator.schema_keys import suggest
@@ -325,7 +325,7 @@ def first_record_columns(path: Path) -> list[str]:
     """The keys of the file's first record: CSV header, first JSON Lines object, or the
     official nested SQuAD JSON (``data[].paragraphs[].qas[]``)."""
     with _open_text(path) as handle:
-        if path.suffix == ".csv":
+        if is_csv_file(path):
             return next(csv.reader(handle), [])
         first = ""
         for line in handle:
@@ -338,6 +338,10 @@ def first_record_columns(path: Path) -> list[str]:
         record = json.loads(first)
     except json.JSONDecodeError:
         record = _official_json(path)
+    if isinstance(record, list):  # one JSON document holding a list of records
+        if not record:
+            raise ValueError("the JSON list is empty")
+        record = record[0]
     if not isinstance(record, dict):
         raise ValueError("the first record is not an object")  # noqa: TRY004 - a data-format problem
     if "data" in record and isinstance(record["data"], list):  # official SQuAD file in one line
@@ -355,14 +359,14 @@ def _open_text(path: Path) -> IO[str]:
     return opener(path, "rt", encoding="utf-8", newline="")  # type: ignore[no-any-return]
 
 
-def _official_json(path: Path) -> dict[str, Any]:
+def _official_json(path: Path) -> dict[str, Any] | list[Any]:
     try:
         with _open_text(path) as handle:
             document = json.load(handle)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON Lines, and not one JSON document ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(document, dict):
-        raise ValueError("the JSON document is not an object")  # noqa: TRY004 - a data-format problem
+    if not isinstance(document, (dict, list)):
+        raise ValueError("the JSON document is neither an object nor a list of records")  # noqa: TRY004 - a data-format problem
     return document
 
 

@@ -81,3 +81,24 @@ def test_hub_names_go_to_load_dataset(name: str, expected: tuple[str, str | None
     result = run_training(spec_for(train, "hub"), run_dir_for("hub"))
     assert calls == [expected]
     assert result["data"]["eval_examples"] == 8
+
+
+def test_a_compressed_csv_and_a_json_list_of_records_load(tmp_path: Path) -> None:
+    """t.csv.gz was read as JSON (only a last suffix .csv meant CSV), and a JSON list of records is the
+    other common shape; both load with the task's features, as the README promises."""
+    import gzip
+
+    from jobs.tasks import TASKS
+
+    rows = [{"sentence": r["sentence"], "label": r["label"]} for r in synthetic.generate_sst2(6, 1, "train")]
+    compressed = tmp_path / "t.csv.gz"
+    with gzip.open(compressed, "wt", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["sentence", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    as_list = tmp_path / "t.json"
+    as_list.write_text(json.dumps(rows))
+    features = TASKS["sst2"].raw_features  # None for SST-2: the loader infers them, as a run does
+    for path in (compressed, as_list):
+        dataset = load_local_file(path, features, tmp_path / path.name.replace(".", "_"))
+        assert [dict(row) for row in dataset] == rows, path

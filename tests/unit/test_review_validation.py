@@ -279,3 +279,29 @@ def test_a_section_given_as_a_value_shows_the_form_to_write(tmp_path: Path, caps
     assert "runs.A2.lora: 8: a section is wanted; write e.g. lora: {r: 8}" in err
     assert "runs.A2.freeze: [1]: a section is wanted; write e.g. freeze: {layers: 6}" in err
     assert "instance of" not in err
+
+
+def test_a_compressed_csv_and_a_json_list_of_records_are_read_at_submit(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """t.csv.gz was parsed as JSON ("not JSON Lines, and not one JSON document") and a JSON list of records
+    was refused ("the first record is not an object"); both are read, and their columns checked."""
+    import csv
+    import gzip
+    import json
+
+    good = tmp_path / "t.csv.gz"
+    with gzip.open(good, "wt", newline="") as handle:
+        csv.writer(handle).writerows([["sentence", "label"], ["fine", "1"], ["bad", "0"]])
+    records = tmp_path / "t.json"
+    records.write_text(json.dumps([{"sentence": "fine", "label": 1}, {"sentence": "bad", "label": 0}]))
+    wrong = tmp_path / "w.csv.gz"
+    with gzip.open(wrong, "wt", newline="") as handle:
+        csv.writer(handle).writerows([["text", "label"], ["fine", "1"]])
+    code, err = submit(tmp_path, f"""
+        runs:
+          GZ: {{task: sst2, data: {{train_file: {good}, validation_file: {records}}}}}
+          WRONG: {{task: sst2, data: {{train_file: {wrong}, validation_file: {records}}}}}
+    """, capsys)
+    assert code == 2, err
+    assert "runs.WRONG.data.train_file" in err and "has no sentence column" in err, err
+    assert "runs.GZ" not in err, err
