@@ -355,7 +355,9 @@ def static_conflicts(train: TrainConfig) -> list[str]:
     if train.quantization is not None and train.lora is None:
         problems.append("a quantised base model cannot be fine-tuned directly: add lora (QLoRA) or drop quantization")
     if train.task == "squad_v2" and train.doc_stride >= train.max_seq_length:
-        problems.append(f"doc_stride ({train.doc_stride}) must be smaller than max_seq_length ({train.max_seq_length})")
+        problems.append(f"doc_stride ({train.doc_stride}) must be smaller than max_seq_length ({train.max_seq_length}): "
+                        f"lower doc_stride (a quarter of max_seq_length, {train.max_seq_length // 4}, is usual) "
+                        "or raise max_seq_length")
     if train.pad_to_multiple_of is not None and train.padding != "dynamic":
         problems.append("pad_to_multiple_of only applies to padding: dynamic")
     if train.bucketing and train.padding != "dynamic":

@@ -305,3 +305,8 @@ def test_a_compressed_csv_and_a_json_list_of_records_are_read_at_submit(tmp_path
     assert code == 2, err
     assert "runs.WRONG.data.train_file" in err and "has no sentence column" in err, err
     assert "runs.GZ" not in err, err
+
+
+def test_a_stride_past_the_window_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = submit(tmp_path, "runs:\n  Q2: {max_seq_length: 64, doc_stride: 128}\n", capsys)
+    assert code == 2 and "doc_stride (128) must be smaller than max_seq_length (64): lower doc_stride" in err, err
