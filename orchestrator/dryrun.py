@@ -72,7 +72,9 @@ def _memory_column(matrix: Matrix, spec: RunSpec, unknown: dict[str, list[str]])
     config = preflight.model_config(spec.train.model_name_or_path, matrix.profile.hf_home)
     value = vram.estimate(spec.train, config)
     if isinstance(value, vram.Unknown):
-        unknown.setdefault(value.reason, []).append(spec.run_name)
+        reason = value.reason if config is not None else \
+            preflight.unreachable_reason(spec.train.model_name_or_path, matrix.profile.hf_home)
+        unknown.setdefault(reason, []).append(spec.run_name)
         return "vram unknown"
     limit = preflight.gpu_limit_gib(spec, matrix.profile)
     return f"vram {value.total_gib:.1f} GiB" + (f" ({limit[0]}: {limit[1]:g} GiB)" if limit else "")

@@ -176,6 +176,24 @@ def model_config(name: str, hf_home: str | None = None) -> dict[str, Any] | None
     return config if isinstance(config, dict) else None
 
 
+def unreachable_reason(name: str, hf_home: str | None = None) -> str:
+    """Why ``model_config`` found no config for ``name``, in words that do not repeat the name (it is user
+    text, and the dry run's output is read as a script)."""
+    try:
+        resolved = resolve_model_ref(name)
+    except ValueError:
+        return "a package: model whose package is not installed here (pip install it, or the worker checks)"
+    local = Path(os.path.expanduser(resolved))
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            return "the model directory has no config.json"
+        return "the model directory's config.json is not a JSON object"
+    if resolved.count("/") > 1 or resolved.startswith((".", "/", "~")):
+        return "the model path does not exist here (it may on the compute node)"
+    where = "the Hugging Face cache here" + (" or the profile's hf_home" if hf_home else "")
+    return f"the hub model's config.json is not in {where}; download it once on the login node to check it"
+
+
 @functools.lru_cache(maxsize=64)
 def _config_path(name: str, hf_home: str | None) -> str | None:
     try:

@@ -162,7 +162,29 @@ def test_dry_run_shows_the_estimate_and_names_an_unknown_model(tmp_path: Path,
     assert 1.5 < gib < 6
     hub = next(line for line in out.splitlines() if line.startswith("  HUB "))
     assert hub.endswith("vram unknown") and "vram 0" not in out
-    assert "note: VRAM not estimated for HUB: the model's config.json is not reachable from here" in out
+    assert "note: VRAM not estimated for HUB: the hub model's config.json is not in the Hugging Face cache" in out
+
+
+def test_an_unestimated_model_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every unreachable model got one note, "not a local directory, package: reference or in the cache",
+    untrue for a package reference or a directory that exists."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    matrix = study(tmp_path, f"""
+        runs:
+          EMPTY: {{model_name_or_path: {tmp_path / 'empty'}}}
+          BROKEN: {{model_name_or_path: {tmp_path / 'broken'}}}
+          GONE: {{model_name_or_path: {tmp_path / 'gone'}}}
+          PKG: {{model_name_or_path: "package:no_such_pkg/model"}}
+    """)
+    main(["submit", str(matrix), "--dry-run"])
+    out, err = capsys.readouterr()
+    text = out + err
+    assert "VRAM not estimated for EMPTY: the model directory has no config.json" in text, text
+    assert "VRAM not estimated for BROKEN: the model directory's config.json is not a JSON object" in text, text
+    assert "VRAM not estimated for GONE: the model path does not exist here" in text, text
+    assert "VRAM not estimated for PKG: a package: model whose package is not installed here" in text, text
 
 
 def test_dry_run_shows_no_estimate_for_a_cpu_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
