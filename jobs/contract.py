@@ -19,7 +19,8 @@ append-only, one object a line):
                     hostname, SLURM ids. No secrets (see ``redact_env``).
 ``result.json``     written last; see RESULT_KEYS. Its presence means the run finished.
 ``failure.json``    {reason (FAILURE_REASONS), message, hint, traceback_tail, failed_at,
-                    job_id, attempt}.
+                    job_id, attempt, during (the heartbeat state the failure came in:
+                    training, evaluating, ...)}.
 ``attempts.jsonl``  audit trail, one object a line: {event: start | finish | terminated,
                     time, job_id, attempt, ...} (a start carries ``adapted``, the spec's
                     OomAdaptation, when the run trains adapted after a CUDA OOM), and {event: checkpoint_rejected, checkpoint,

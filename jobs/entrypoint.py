@@ -207,7 +207,9 @@ def _write_failure(run_dir: RunDir, exc: BaseException, ids: dict[str, Any]) -> 
         except ImportError:
             reason, hint = "exception", ""
     tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
-    run_dir.write_failure(reason, f"{type(exc).__name__}: {exc}"[:2000], hint=hint, traceback_tail=tail, **ids)
+    during = (run_dir.read_optional(run_dir.heartbeat_path) or {}).get("state")  # e.g. an OOM in evaluation
+    run_dir.write_failure(reason, f"{type(exc).__name__}: {exc}"[:2000], hint=hint, traceback_tail=tail,
+                          during=during, **ids)
     run_dir.write_heartbeat("failed", **ids)
 
 

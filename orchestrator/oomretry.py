@@ -65,6 +65,9 @@ def plan_retry(spec: RunSpec, previous: RunSpec | None, failure: dict[str, Any] 
     if failure is None or failure.get("reason") != "cuda_oom":
         return Retry(kept, kept_note)
     policy = spec.train.oom_retry
+    if failure.get("during") == "evaluating":  # training had ended: a smaller micro-batch would change nothing
+        return Retry(kept, "failed with cuda_oom during evaluation: resubmitted " + (kept_note or "unchanged")
+                     + "; lower eval_batch_size (oom_retry adapts the training micro-batch only)")
     if policy is None:
         return Retry(kept, "failed with cuda_oom: resubmitted " + (kept_note or "unchanged")
                      + " (set oom_retry: {max_adaptations: N} to let --retry-failed shrink its micro-batch)")

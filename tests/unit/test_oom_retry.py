@@ -170,3 +170,22 @@ def test_dry_run_with_retry_failed_shows_the_adaptation_and_writes_nothing(tmp_p
     print_dry_run(matrix, list(matrix.runs), "local", out)
     assert "2 failed before (resubmit with --retry-failed)" in out.getvalue(), out.getvalue()
     assert {p: p.read_bytes() for p in matrix.experiment_dir.rglob("*") if p.is_file()} == before
+
+
+def test_an_oom_in_evaluation_does_not_shrink_the_training_micro_batch(tmp_path: Path) -> None:
+    """Training had ended, so the resumed run goes straight to evaluation: halving the micro-batch would use
+    up the adaptations on the same OOM. The worker records the phase; the retry says to lower eval_batch_size."""
+    import torch
+
+    from jobs.entrypoint import _write_failure
+
+    spec = load(tmp_path)["A1"]
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.write_heartbeat("evaluating", step=6)
+    _write_failure(run_dir, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), {})
+    failure = json.loads(run_dir.failure_path.read_text())
+    assert failure["reason"] == "cuda_oom" and failure["during"] == "evaluating", failure
+    retry = plan_retry(spec, spec, failure)
+    assert retry.spec.adaptation is None
+    assert retry.note is not None and "during evaluation" in retry.note and "eval_batch_size" in retry.note
+    assert plan_retry(spec, spec, {**failure, "during": "training"}).spec.adaptation is not None
