@@ -272,7 +272,7 @@ def recover_interrupted(experiment: Experiment, manifest: dict[str, Any]) -> Non
                 log.warning("could not check interrupted submission %s: %s", token, exc)
                 continue
         if found:
-            runs = [RunSpecRef(r) for r in entry["run_ids"]]
+            runs = [_recorded_spec(experiment, r) for r in entry["run_ids"]]
             ids = [found.get(index) for index in range(len(runs))]
             if len(runs) == 1 and not ids[0]:
                 ids = [next(iter(found.values()))]
@@ -285,8 +285,19 @@ def recover_interrupted(experiment: Experiment, manifest: dict[str, Any]) -> Non
         experiment.write_manifest(manifest)
 
 
+def _recorded_spec(experiment: Experiment, run_id: str) -> RunSpec | RunSpecRef:
+    """The spec.json submit wrote before sbatch (it carries an OOM adaptation), or, where it cannot be
+    read, what the run id alone says."""
+    try:
+        return experiment.run_dir(run_id).read_spec()
+    except (OSError, ValueError):
+        return RunSpecRef(run_id)
+
+
 class RunSpecRef:
     """Enough of a RunSpec for _record_attempts when only the run id is known."""
+
+    adaptation = None  # not known without spec.json
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id

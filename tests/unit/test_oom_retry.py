@@ -189,3 +189,27 @@ def test_an_oom_in_evaluation_does_not_shrink_the_training_micro_batch(tmp_path:
     assert retry.spec.adaptation is None
     assert retry.note is not None and "during evaluation" in retry.note and "eval_batch_size" in retry.note
     assert plan_retry(spec, spec, {**failure, "during": "training"}).spec.adaptation is not None
+
+
+def test_a_submission_recovered_after_a_crash_records_its_adaptation(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """orchestrate killed after sbatch: the next submit finds the jobs by name and records the attempts from
+    the spec.json written before sbatch (it crashed on the adaptation field of a stand-in spec)."""
+    from orchestrator import executors, slurm
+    from orchestrator.store import Experiment, empty_manifest
+
+    spec = load(tmp_path)["A1"]
+    adapted = plan_retry(spec, spec, OOM).spec
+    experiment = Experiment(tmp_path / "scratch" / "oom")
+    experiment.run_dir(adapted.run_id).write_spec(adapted)
+    manifest = empty_manifest("oom")
+    manifest["submissions"]["t"] = {"token": "t", "state": "submitting", "executor": "slurm", "job_name": "orc.oom.t",
+                                    "run_ids": [adapted.run_id, "B1-gone-12345678"]}
+    monkeypatch.setattr(slurm, "jobs_by_name", lambda name: {0: "77_0", 1: "77_1"})
+    experiment.path.mkdir(parents=True, exist_ok=True)
+    executors.recover_interrupted(experiment, manifest)
+    assert manifest["submissions"]["t"]["state"] == "submitted"
+    first, = manifest["runs"][adapted.run_id]["attempts"]
+    assert first["job_id"] == "77_0" and first["adapted"]["to"]["batch_size"] == 6, first
+    second, = manifest["runs"]["B1-gone-12345678"]["attempts"]  # no spec.json: recorded from the id alone
+    assert second["job_id"] == "77_1" and "adapted" not in second
