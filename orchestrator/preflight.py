@@ -301,7 +301,7 @@ def count_rows(value: str) -> int:
     JSON list, or the questions of an official nested SQuAD file."""
     path = Path(os.path.expanduser(os.path.expandvars(value)))
     with _open_text(path) as handle:
-        if path.suffix == ".csv":
+        if is_csv_file(path):
             return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
         text = handle.read()
     lines = [line for line in text.splitlines() if line.strip()]

@@ -301,10 +301,13 @@ def test_a_compressed_csv_and_a_json_list_of_records_are_read_at_submit(tmp_path
         runs:
           GZ: {{task: sst2, data: {{train_file: {good}, validation_file: {records}}}}}
           WRONG: {{task: sst2, data: {{train_file: {wrong}, validation_file: {records}}}}}
+          MANY: {{task: sst2, data: {{train_file: {good}, validation_file: {records}, max_train_samples: 3}}}}
     """, capsys)
     assert code == 2, err
     assert "runs.WRONG.data.train_file" in err and "has no sentence column" in err, err
     assert "runs.GZ" not in err, err
+    # its rows are counted as CSV too (the header was counted as a row of JSON Lines)
+    assert "runs.MANY.data.max_train_samples: 3 is more than the 2 training rows" in err, err
 
 
 def test_a_stride_past_the_window_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
