@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,17 +165,17 @@ def train_subset(train: TrainConfig, dataset: datasets.Dataset) -> tuple[dataset
 
     An N above the rows there are keeps every row, with a warning (submit refuses it where it
     knows the size: generated data, local files, the hub sets preflight knows)."""
-    limit = train.data.max_train_samples
-    if limit is None:
+    requested = train.data.max_train_samples
+    if requested is None:
         return dataset, None, [], []
     warnings = []
-    if limit > len(dataset):
-        warnings.append(f"data.max_train_samples {limit} is more than the {len(dataset)} training rows: "
+    if requested > len(dataset):
+        warnings.append(f"data.max_train_samples {requested} is more than the {len(dataset)} training rows: "
                         f"all {len(dataset)} used")
-        limit = len(dataset)
     labels, name = strata(train.task, dataset)
-    subset = select_subset(len(dataset), limit, train.seed, labels, name)
-    subset = Subset(train.data.max_train_samples or 0, subset.indices, subset.seed, subset.strategy, subset.strata)
+    # the subset records what the matrix asked for, even where fewer rows were there to draw
+    subset = replace(select_subset(len(dataset), min(requested, len(dataset)), train.seed, labels, name),
+                     requested=requested)
     return dataset.select(subset.indices), subset, _row_ids(dataset, subset.indices), warnings
 
 

@@ -13,11 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from jobs.contract import RESULT_FILE, RunDir, RunSpec
-
-# Points of accuracy above chance that still count as chance: a near-random classifier on a
-# few hundred evaluation examples lands a point or two either side of 100 / classes.
-CHANCE_MARGIN_POINTS = 2.0
+from jobs.contract import CHANCE_MARGIN_POINTS, RESULT_FILE, RunDir, RunSpec, chance_ceiling
 
 
 def _main_metric(metrics: dict[str, Any]) -> tuple[str, float] | None:
@@ -61,7 +57,7 @@ def classifier_collapse(accuracy: float, evaluation: dict[str, Any]) -> list[str
     counts = evaluation.get("predicted_classes")
     if isinstance(classes, int) and classes >= 2:
         chance = 100.0 / classes
-        if accuracy <= chance + CHANCE_MARGIN_POINTS:
+        if accuracy <= chance_ceiling(classes):
             warnings.append(f"accuracy {accuracy:.2f} is at chance level ({chance:.1f} for {classes} classes, "
                             f"+{CHANCE_MARGIN_POINTS:g} points): the classifier learned nothing; check the learning "
                             "rate, the number of steps and the labels")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,12 @@ class Subset:
     seed: int
     strategy: str
     strata: dict[str, int] = field(default_factory=dict)  # class -> rows kept
+
+    def summary(self) -> dict[str, Any]:
+        """``{requested, selected, seed, strategy}``: result.json's data.train_subset, and the head of
+        train_subset.json."""
+        return {"requested": self.requested, "selected": len(self.indices), "seed": self.seed,
+                "strategy": self.strategy}
 
     def identity(self) -> str:
         """What the features of the subset depend on (N, seed, strategy): part of the cache key."""

@@ -225,8 +225,7 @@ def write_data_files(train: TrainConfig, run_dir: RunDir, data: PreparedData) ->
     if splits.subset is not None:
         subset = splits.subset
         write_json_atomic(run_dir.subset_path, {
-            "requested": subset.requested, "selected": len(subset.indices), "seed": subset.seed,
-            "strategy": subset.strategy, "strata": subset.strata, "indices": subset.indices, "ids": splits.subset_ids})
+            **subset.summary(), "strata": subset.strata, "indices": subset.indices, "ids": splits.subset_ids})
     if train.data.noise is not None:
         write_json_atomic(run_dir.noise_sample_path, {
             "noise": train.data.noise.model_dump(mode="json"),
@@ -245,8 +244,7 @@ def _data_summary(data: PreparedData) -> dict[str, Any]:
     subset = splits.subset
     return {
         "train_examples": len(splits.train),
-        "train_subset": None if subset is None else {"requested": subset.requested, "selected": len(subset.indices),
-                                                     "seed": subset.seed, "strategy": subset.strategy},
+        "train_subset": None if subset is None else subset.summary(),
         "noise": {split: {"examples": report["examples"], "changed": report["changed"]}
                   for split, report in splits.noise.items()} or None,
     }

@@ -3,7 +3,7 @@
 Kinds: ``collapse`` (F1 or accuracy below a share of the baseline's mean, the
 share from the run's ``train.health.min_f1_ratio_to_baseline``; with no baseline,
 HasAns F1 under ``train.health.min_hasans_f1``; whatever the baseline, a classifier's
-accuracy at chance, 100 / ``eval.num_classes`` + CHANCE_MARGIN_POINTS, as jobs/health.py), ``nan_loss`` (a NaN or infinite
+accuracy at chance, ``jobs.contract.chance_ceiling``, the worker's rule too), ``nan_loss`` (a NaN or infinite
 loss in metrics.jsonl or result.json), ``short_run`` (fewer than ``SHORT_RUN_RATIO``
 of the planned steps), ``warnings`` (result.json warnings, or healthy false),
 ``stale`` (the matrix now has another config under this run name) and
@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jobs.contract import chance_ceiling
 from orchestrator.collect.report import FINISHED
 
 SHORT_RUN_RATIO = 0.9
 DEFAULT_COLLAPSE_RATIO = 0.5
 DEFAULT_HASANS_FLOOR = 1.0
-CHANCE_MARGIN_POINTS = 2.0  # as jobs.health.CHANCE_MARGIN_POINTS
 # Kinds that make a configuration unfit for a recipe.
 DISQUALIFYING = frozenset({"collapse", "nan_loss", "short_run", "warnings"})
 LABELS = {"collapse": "collapse", "nan_loss": "NaN loss", "short_run": "short run", "warnings": "warnings",
@@ -93,7 +93,7 @@ def _suspicious(runs: pd.DataFrame, primary: str | None, baseline_means: Mapping
         floor = number("train.health.min_hasans_f1").fillna(DEFAULT_HASANS_FLOOR)
         mask |= reference.isna() & (number("metrics.HasAns_f1") < floor)
         if primary == "accuracy":
-            mask |= value <= 100.0 / number("eval.num_classes") + CHANCE_MARGIN_POINTS
+            mask |= value <= chance_ceiling(number("eval.num_classes"))
     return mask.fillna(False).astype(bool)
 
 
@@ -127,7 +127,7 @@ def _collapse(row: Mapping[str, Any], primary: str | None, baseline_mean: float 
     classes = _number(row.get("eval.num_classes"))
     if primary == "accuracy" and np.isfinite(value) and np.isfinite(classes) and classes >= 2:
         chance = 100.0 / classes
-        if value <= chance + CHANCE_MARGIN_POINTS:
+        if value <= chance_ceiling(classes):
             return [Anomaly("collapse", str(row["run_id"]), str(row["config_id"]),
                             f"accuracy {value:.2f} is at chance level ({chance:.1f} for {int(classes)} classes; "
                             "collapse whatever the baseline)")]
