@@ -87,7 +87,7 @@ MODULES_BY_TYPE: dict[str, tuple[str, ...]] = {
     "gpt2": ("c_attn", "c_proj", "c_fc", "wte", "wpe"),
 }
 TASK_HEADS = {"squad_v2": ("qa_outputs",), "sst2": ("classifier", "pre_classifier")}
-LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layers", "n_layer")
+LAYER_COUNT_KEYS = vram.KEYS["layers"]  # the config keys the VRAM estimate reads the depth from, too
 
 
 def problems(specs: Sequence[RunSpec], hf_home: str | None = None, profile: Profile | None = None) -> Problems:
