@@ -62,6 +62,7 @@ LOG_FILE = "worker.log"
 ATTEMPTS_FILE = "attempts.jsonl"
 SUBSET_FILE = "train_subset.json"
 NOISE_SAMPLE_FILE = "noise_sample.json"
+SPACE_RESERVE_FILE = "space_reserve.bin"  # jobs.failures.SpaceReserve: room to record a disk-full failure
 NOISE_SAMPLE_SIZE = 20
 
 HEARTBEAT_STATES = ("starting", "loading", "training", "evaluating", "checkpointing", "waiting", "done", "failed")
@@ -71,7 +72,7 @@ LOCAL_GPUS_VARIABLE = "ORCHESTRATE_LOCAL_GPUS"
 
 # Keys of a heartbeat that identify the attempt writing it: kept when the heartbeat is rewritten.
 HEARTBEAT_IDENTITY_KEYS = ("job_id", "attempt", "pid", "hostname")
-FAILURE_REASONS = ("cuda_oom", "no_gpu", "nan_loss", "timeout", "preempted", "node_failure", "cancelled", "exception")
+FAILURE_REASONS = ("cuda_oom", "no_gpu", "disk_full", "nan_loss", "timeout", "preempted", "node_failure", "cancelled", "exception")
 
 # Names of environment variables whose values must never be written anywhere.
 SECRET_NAME_PATTERN = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)

@@ -25,6 +25,7 @@ from typing import Any
 from jobs import envinfo, preemption
 from jobs.contract import (
     ATTEMPTS_FILE,
+    SPACE_RESERVE_FILE,
     RunDir,
     RunSpec,
     append_jsonl,
@@ -32,6 +33,7 @@ from jobs.contract import (
     resolve_model_ref,
     write_json_atomic,
 )
+from jobs.failures import SpaceReserve, classify_exception, free_bytes
 
 log = logging.getLogger("jobs.entrypoint")
 
@@ -84,13 +86,16 @@ def run(run_dir_path: str) -> dict[str, Any]:
         log.info("result.json exists: run %s is already done", spec.run_id)
         return run_dir.read_optional(run_dir.result_path) or {}
     _retire_previous_failure(run_dir)
-    append_jsonl(run_dir.path / ATTEMPTS_FILE, {"event": "start", "time": time.time(), "host": socket.gethostname(),
-                                                **_adapted(spec), **ids})
-    run_dir.write_heartbeat("starting", step=0, total_steps=None, pid=os.getpid(), hostname=socket.gethostname(), **ids)
-    write_json_atomic(run_dir.env_path, envinfo.capture())
+    reserve = SpaceReserve(run_dir.path / SPACE_RESERVE_FILE)
     started = time.time()
     preemption.install()
     try:
+        reserve.hold()  # first: on a full disk the attempt fails here, with room to say so
+        append_jsonl(run_dir.path / ATTEMPTS_FILE, {"event": "start", "time": time.time(), "host": socket.gethostname(),
+                                                    **_adapted(spec), **ids})
+        run_dir.write_heartbeat("starting", step=0, total_steps=None, pid=os.getpid(), hostname=socket.gethostname(),
+                                **ids)
+        write_json_atomic(run_dir.env_path, envinfo.capture())
         try:
             from jobs.trainer import run_training  # heavy imports only on the compute node
 
@@ -102,12 +107,13 @@ def run(run_dir_path: str) -> dict[str, Any]:
                 _requeue(run_dir, ids)
             else:
                 _await_scheduler(run_dir, ids)
+        result = finish(spec, run_dir, body, ids, started)
     except BaseException as exc:
         if isinstance(exc, SystemExit) and (exc.code in (0, None) or preemption.requested()):
             raise  # submitit's requeue exits this way: the job comes back, it has not failed
-        _write_failure(run_dir, exc, ids)
+        _write_failure(run_dir, exc, ids, reserve)
         raise WorkerFailed(f"run {spec.run_id} failed: {type(exc).__name__}: {exc}") from exc
-    result = finish(spec, run_dir, body, ids, started)
+    reserve.release()
     run_dir.write_heartbeat("done", step=result.get("train", {}).get("steps"),
                             total_steps=result.get("train", {}).get("planned_steps"), **ids)
     return result
@@ -193,19 +199,17 @@ class _Stopped(Exception):
         self.reason = reason
 
 
-def _write_failure(run_dir: RunDir, exc: BaseException, ids: dict[str, Any]) -> None:
+def _write_failure(run_dir: RunDir, exc: BaseException, ids: dict[str, Any],
+                   reserve: SpaceReserve | None = None) -> None:
+    free = free_bytes(run_dir.path)  # before the reserve is released: how full the disk was when the run failed
+    (reserve or SpaceReserve(run_dir.path / SPACE_RESERVE_FILE)).release()
     if isinstance(exc, KeyboardInterrupt):
         reason, hint = "cancelled", "cancelled by the user (orchestrate cancel, scancel or Ctrl-C)"
     elif isinstance(exc, (_Stopped, preemption.Preempted)):
         reason = getattr(exc, "reason", "preempted")
         hint = "raise resources.time_min or resources.max_requeues; resubmit with --retry-failed to resume"
     else:
-        try:
-            from jobs.failures import classify_exception
-
-            reason, hint = classify_exception(exc)
-        except ImportError:
-            reason, hint = "exception", ""
+        reason, hint = classify_exception(exc, free)
     tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
     during = (run_dir.read_optional(run_dir.heartbeat_path) or {}).get("state")  # e.g. an OOM in evaluation
     run_dir.write_failure(reason, f"{type(exc).__name__}: {exc}"[:2000], hint=hint, traceback_tail=tail,
