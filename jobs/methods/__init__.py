@@ -19,13 +19,14 @@ from jobs.contract import TrainConfig
 from jobs.methods.base import Adapter, Method
 from jobs.methods.bitfit import BITFIT
 from jobs.methods.freeze import FREEZE
+from jobs.methods.ia3 import IA3
 from jobs.methods.lora import LORA
 from jobs.methods.qlora import QLORA
 
 if TYPE_CHECKING:
     import torch
 
-METHODS: tuple[Method, ...] = tuple(sorted((LORA, QLORA, BITFIT, FREEZE), key=lambda method: method.order))
+METHODS: tuple[Method, ...] = tuple(sorted((LORA, QLORA, IA3, BITFIT, FREEZE), key=lambda method: method.order))
 FULL = "full"  # the method column of a run that trains every weight
 
 
