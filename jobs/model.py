@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -19,8 +18,6 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 
 from jobs.contract import TrainConfig
 from jobs.methods import load_options
-
-logger = logging.getLogger(__name__)
 
 
 def load_tokenizer(train: TrainConfig) -> PreTrainedTokenizerBase:
