@@ -148,6 +148,45 @@ class FreezeConfig(Strict):
     layers: int = Field(0, ge=0, description="freeze the lower N encoder layers")
 
 
+class IA3Config(Strict):
+    """(IA)^3 (Liu et al. 2022): learned vectors rescaling the targets' activations, the
+    ``feedforward_modules`` on their input, the others on their output. Defaults: peft's for BERT
+    (every ``output.dense``, the attention's and the FFN's, is a feed-forward module); when
+    ``target_modules`` is given alone, ``feedforward_modules`` is those of it that are ``output.dense``."""
+
+    target_modules: tuple[str, ...] = ("key", "value", "output.dense")
+    feedforward_modules: tuple[str, ...] = ("output.dense",)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _feedforward_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "target_modules" in data and "feedforward_modules" not in data:
+            targets = data["target_modules"]
+            return {**data, "feedforward_modules": [t for t in targets if t == "output.dense"]
+                    if isinstance(targets, (list, tuple)) else []}
+        return data
+
+    @field_validator("target_modules", "feedforward_modules", mode="before")
+    @classmethod
+    def _as_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one module, e.g. [key, value, output.dense]")
+        return value
+
+    @model_validator(mode="after")
+    def _feedforward_targeted(self) -> IA3Config:
+        extra = [name for name in self.feedforward_modules if name not in self.target_modules]
+        if extra:
+            raise ValueError(f"feedforward_modules {', '.join(map(repr, extra))} not in target_modules: "
+                             "add them to target_modules (peft scales only targeted modules)")
+        return self
+
+
 class SyntheticData(Strict):
     """Generated, learnable data in the task's real format (no hub needed)."""
 
@@ -322,6 +361,7 @@ class TrainConfig(Strict):
     quantization: QuantizationConfig | None = None
     bitfit: BitFitConfig | None = None
     allow_bitfit_with_lora: bool = False
+    ia3: IA3Config | None = None
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
 
     optimizer: Literal["adamw", "adamw_fused", "adamw_8bit"] = "adamw"
@@ -368,6 +408,9 @@ def static_conflicts(train: TrainConfig) -> list[str]:
         problems.append("bitfit together with lora trains two things at once; set allow_bitfit_with_lora: true if you mean it")
     if train.quantization is not None and train.lora is None:
         problems.append("a quantised base model cannot be fine-tuned directly: add lora (QLoRA) or drop quantization")
+    for other in ("lora", "bitfit", "quantization"):
+        if train.ia3 is not None and getattr(train, other) is not None:
+            problems.append(f"ia3 together with {other}: train one method at a time (drop ia3 or {other})")
     if train.task == "squad_v2" and train.doc_stride >= train.max_seq_length:
         problems.append(f"doc_stride ({train.doc_stride}) must be smaller than max_seq_length ({train.max_seq_length}): "
                         f"lower doc_stride (a quarter of max_seq_length, {train.max_seq_length // 4}, is usual) "
@@ -484,7 +527,7 @@ def applied_train(spec: RunSpec) -> TrainConfig:
 UNHASHED_TRAIN_FIELDS = frozenset({"oom_retry"})
 # Knobs added after runs existed, hashed only when set: at their default (None) they are left out, so an
 # upgrade does not give every existing run a new id (and `submit` would train them all again).
-HASHED_ONLY_WHEN_SET = (("data", "noise"),)
+HASHED_ONLY_WHEN_SET: tuple[tuple[str, ...], ...] = (("data", "noise"), ("ia3",))
 
 
 def canonical_json(obj: Any) -> str:
@@ -495,9 +538,12 @@ def config_hash(train: TrainConfig) -> str:
     """Short stable hash of the resolved training config (not the resources: a new time
     limit is the same experiment)."""
     dumped = train.model_dump(mode="json", exclude=set(UNHASHED_TRAIN_FIELDS))
-    for section, key in HASHED_ONLY_WHEN_SET:
-        if dumped.get(section, {}).get(key, 0) is None:
-            del dumped[section][key]
+    for *sections, key in HASHED_ONLY_WHEN_SET:
+        node = dumped
+        for section in sections:
+            node = node.get(section, {})
+        if node.get(key, 0) is None:
+            del node[key]
     return hashlib.sha256(canonical_json(dumped).encode()).hexdigest()[:8]
 
 
@@ -732,7 +778,7 @@ RESULT_KEYS = {
     "git_commit": "str or null",
     "run_name": "str",
     "wall_time_s": "the worker's wall time for this attempt",
-    "methods": "list of the methods applied (lora, qlora, bitfit, freeze)",
+    "methods": "list of the methods applied (lora, qlora, ia3, bitfit, freeze)",
     "data": "train_features, eval_features, eval_examples, feature_cache_hits, train_examples, train_subset "
             "{requested, selected, seed, strategy} or null, noise {split: {examples, changed}} or null",
     "profile": "paths of kernels.csv and trace.json when profile: true",

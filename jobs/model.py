@@ -3,33 +3,21 @@
 * ``attention`` -> ``attn_implementation`` (``eager`` or ``sdpa``);
 * ``random_init`` -> the config of ``model_name_or_path`` (plus ``model_overrides``)
   with fresh weights, for speed benchmarks and plumbing tests;
-* ``quantization`` -> a bitsandbytes 4-bit (NF4/FP4) or 8-bit base, with the new task
-  head kept out of quantisation (``llm_int8_skip_modules``): a quantised head fails at
-  the first forward pass, and it must stay trainable anyway.
+* the methods' load options (:func:`jobs.methods.load_options`): QLoRA's bitsandbytes 4-bit
+  or 8-bit base, with the task head kept out of quantisation (:mod:`jobs.methods.qlora`).
 """
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoTokenizer,
-    BitsAndBytesConfig,
-    PretrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from jobs.contract import QuantizationConfig, TrainConfig
-
-logger = logging.getLogger(__name__)
-
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from jobs.contract import TrainConfig
+from jobs.methods import load_options
 
 
 def load_tokenizer(train: TrainConfig) -> PreTrainedTokenizerBase:
@@ -54,30 +42,16 @@ def load_config(train: TrainConfig, model_kwargs: dict[str, Any]) -> PretrainedC
     return config
 
 
-def quantization_config(quant: QuantizationConfig, skip_modules: Sequence[str]) -> BitsAndBytesConfig:
-    """bitsandbytes settings for a 4-bit or 8-bit base, leaving ``skip_modules`` unquantised."""
-    if quant.bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(skip_modules))
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=quant.quant_type,
-        bnb_4bit_use_double_quant=quant.double_quant,
-        bnb_4bit_compute_dtype=TORCH_DTYPES[quant.compute_dtype],
-        llm_int8_skip_modules=list(skip_modules),
-    )
-
-
 def load_model(
     train: TrainConfig, model_class: Any, model_kwargs: dict[str, Any], head_modules: Sequence[str]
 ) -> PreTrainedModel:
     """The task model (``model_class`` is e.g. ``AutoModelForQuestionAnswering``)."""
     config = load_config(train, model_kwargs)
-    load_kwargs: dict[str, Any] = {"attn_implementation": train.attention}
-    if train.random_init and train.quantization is None:
+    options = load_options(train, head_modules)
+    load_kwargs: dict[str, Any] = {"attn_implementation": train.attention, **options}
+    if train.random_init and not options:
         return model_class.from_config(config, **load_kwargs)
-    if train.quantization is not None:
-        load_kwargs["quantization_config"] = quantization_config(train.quantization, head_modules)
-    if train.random_init:
+    if train.random_init:  # a method's load options (quantisation) apply while loading weights
         # bitsandbytes quantises while loading weights: give it random weights to load.
         with tempfile.TemporaryDirectory(prefix="random-init-") as folder:
             model_class.from_config(config).save_pretrained(folder)

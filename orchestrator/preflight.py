@@ -6,7 +6,7 @@ on the login node, without importing torch or transformers:
 * ``lora.target_modules`` against the module names of the model's architecture and
   ``freeze.layers`` against its layer count, where its ``config.json`` is reachable
   (``package:`` references, local directories, the Hugging Face cache); elsewhere the
-  worker refuses unmatched targets at once (``jobs.methods.unmatched_targets``);
+  worker refuses unmatched targets at once (``jobs.methods.base.unmatched_targets``);
 * ``data.train_file`` / ``validation_file``: present, readable, and the first record
   has the task's columns;
 * a hub data set known not to fit the task (``glue/mrpc`` for ``sst2``);

@@ -40,7 +40,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from jobs import methods
 from jobs.contract import ALL_LINEAR, TrainConfig
+from jobs.methods.base import Adapter
 from orchestrator.oomretry import smallest_prime_factor
 
 MIB = 2**20
@@ -52,8 +54,11 @@ QUANTIZED_EXTRA_BYTES = 8  # a hidden unit a layer, see _activation_bytes
 BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit Adam states for smaller tensors
 BYTES_4BIT = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}  # by double_quant
 ADAPTED_LAYERS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")  # the linears of a layer
-# LoRA target leaf names -> the linears they adapt (BERT's 'dense' is three of them).
+# Adapter target names -> the linears they adapt, by dotted suffix first, then leaf (BERT's 'dense' is three
+# of them, its 'output.dense' the attention output and the FFN output: peft matches names by suffix).
 TARGET_ROLES: dict[str, tuple[str, ...]] = {
+    "output.dense": ("attn_out", "ffn_out"), "attention.output.dense": ("attn_out",),
+    "intermediate.dense": ("ffn_in",),
     "query": ("query",), "key": ("key",), "value": ("value",), "q_lin": ("query",), "k_lin": ("key",),
     "v_lin": ("value",), "query_proj": ("query",), "key_proj": ("key",), "value_proj": ("value",),
     "c_attn": ("query", "key", "value"), "dense": ("attn_out", "ffn_in", "ffn_out"), "out_lin": ("attn_out",),
@@ -149,14 +154,16 @@ def dims_from_config(config: Mapping[str, Any], overrides: Mapping[str, Any]) ->
 
 @dataclass(frozen=True)
 class _Plan:
-    """Which parameters train and which layers keep activations (jobs/methods.py's rules)."""
+    """Which parameters train and which layers keep activations (the methods' rules, jobs/methods/)."""
 
     linears_train: tuple[bool, ...]  # per layer: the base linear weights train (full fine-tuning)
-    adapters: tuple[tuple[str, ...], ...]  # per layer: the linears with trainable LoRA adapters
+    adapters: tuple[tuple[str, ...], ...]  # per layer: the linears with trainable adapters
     layer_trains: tuple[bool, ...]  # per layer: some parameter of it trains
     embeddings_train: bool
     trainable: int  # parameters
     small_trainable: int  # of them in tensors under BNB_MIN_8BIT_SIZE elements (biases, LayerNorms)
+    adapter: Adapter | None = None  # the method's adapter (LoRA, IA3), with ``role_targets``: role -> its target
+    role_targets: tuple[tuple[str, str], ...] = ()
 
     def flows(self, layer: int) -> bool:
         """Whether backward reaches ``layer`` (something at or below it trains)."""
@@ -177,41 +184,55 @@ def _counts(d: Dims, task: str) -> dict[str, int]:
             "bias_norm": 5 * h + d.intermediate + 4 * h, "head": head}
 
 
+def _role_targets(adapter: Adapter | None) -> dict[str, str]:
+    """The linears of a layer an adapter covers, each with the target name that covers it."""
+    if adapter is not None and adapter.targets == (ALL_LINEAR,):
+        return {role: ALL_LINEAR for role in ADAPTED_LAYERS}
+    found: dict[str, str] = {}
+    for target in adapter.targets if adapter else ():
+        for role in TARGET_ROLES.get(target) or TARGET_ROLES.get(target.rsplit(".", 1)[-1], ()):
+            found.setdefault(role, target)
+    return found
+
+
 def _plan(train: TrainConfig, d: Dims) -> _Plan:
     counts, layers, frozen = _counts(d, train.task), d.layers, train.freeze.layers
-    lora, bitfit = train.lora, train.bitfit
-    targets = set(ADAPTED_LAYERS) if lora and lora.target_modules == (ALL_LINEAR,) else {
-        role for t in (lora.target_modules if lora else ()) for role in TARGET_ROLES.get(t.rsplit(".", 1)[-1], ())}
+    adapter, bitfit, frozen_base = methods.adapter(train), train.bitfit, methods.freezes_base(train)
+    targets = _role_targets(adapter)
     open_layer = [index >= frozen for index in range(layers)]
-    linears = tuple(lora is None and bitfit is None and o for o in open_layer)
+    linears = tuple(not frozen_base and o for o in open_layer)
     adapters = tuple(tuple(sorted(targets)) if o else () for o in open_layer)
-    lora_embedding = lora is not None and any(t.rsplit(".", 1)[-1] in EMBEDDING_TARGETS for t in lora.target_modules)
-    # BitFit trains the embeddings' LayerNorm bias; LoRA only adapters on targeted embeddings
-    embeddings = not train.freeze.embeddings and (lora is None or bitfit is not None or lora_embedding)
-    shapes, r = _shapes(d), (lora.r if lora else 0)
-    per_adapters = [sum(r * sum(shapes[role]) for role in roles) for roles in adapters]
+    embedding_target = next((t for t in (adapter.targets if adapter else ())
+                             if t.rsplit(".", 1)[-1] in EMBEDDING_TARGETS), None)
+    # BitFit trains the embeddings' LayerNorm bias; an adapter only its own weights on targeted embeddings
+    embeddings = not train.freeze.embeddings and (adapter is None or bitfit is not None or embedding_target is not None)
+    shapes = _shapes(d)
+    per_adapters = [sum(adapter.parameters(targets[role], *shapes[role]) for role in roles) if adapter else 0
+                    for roles in adapters]
     owned = d.weight_layers or layers
-    if lora is None and bitfit is None:
+    if not frozen_base:
         trainable = sum(open_layer[:owned]) * (counts["linear"] + counts["bias_norm"]) + counts["head"]
         small = sum(open_layer[:owned]) * counts["bias_norm"]
         trainable += counts["embeddings"] if embeddings else 0
     else:
-        head = lora is not None or (bitfit is not None and bitfit.train_head)
+        head = adapter is not None or (bitfit is not None and bitfit.train_head)
         trainable = sum(per_adapters[:owned]) + counts["head"] * head
         small = sum(open_layer[:owned]) * counts["bias_norm"] if bitfit else 0
-        trainable += small + (r * (d.vocab + (d.embedding or d.hidden)) if lora_embedding and embeddings else 0)
+        if adapter is not None and embedding_target is not None and embeddings:
+            trainable += adapter.parameters(embedding_target, d.vocab, d.embedding or d.hidden)
+        trainable += small
     layer_trains = tuple(bool(linears[i] or adapters[i] or (bitfit and open_layer[i])) for i in range(layers))
-    return _Plan(linears, adapters, layer_trains, embeddings, trainable, small)
+    return _Plan(linears, adapters, layer_trains, embeddings, trainable, small, adapter, tuple(targets.items()))
 
 
 def _weight_bytes(train: TrainConfig, d: Dims, plan: _Plan) -> float:
-    """Resident weights: fp32 except quantised linears; LoRA keeps a trainable copy of the head."""
+    """Resident weights: fp32 except quantised linears; an adapter keeps a trainable copy of the head."""
     counts = _counts(d, train.task)
     linear = counts["linear"] * (d.weight_layers or d.layers)
     rest = counts["embeddings"] + counts["bias_norm"] * (d.weight_layers or d.layers) + counts["head"]
     quant = train.quantization
     per_linear = 4.0 if quant is None else (1.0 if quant.bits == 8 else BYTES_4BIT[quant.double_quant])
-    adapters = plan.trainable - plan.small_trainable if train.lora is not None else 0
+    adapters = plan.trainable - plan.small_trainable if plan.adapter is not None else 0
     return linear * per_linear + 4 * (rest + adapters)
 
 
@@ -239,10 +260,10 @@ def _layer_bytes(train: TrainConfig, d: Dims, plan: _Plan, layer: int, eager: bo
         per_h += c  # SDPA's output (+ its small logsumexp)
     if plan.linears_train[layer]:  # each trainable linear keeps its input (autocast: its own cast copy)
         per_h += (3 * c if autocast else 4) + c + c + c * r_i
-    if plan.adapters[layer] and train.lora is not None:
-        dropout = 1 if train.lora.dropout > 0 else 0
-        keep = (c if autocast or dropout else 0) + dropout
-        per_h += sum(keep * _shapes(d)[role][0] / d.hidden for role in plan.adapters[layer])
+    if plan.adapters[layer] and plan.adapter is not None:
+        targets, shapes = dict(plan.role_targets), _shapes(d)
+        per_h += sum(plan.adapter.kept_bytes(targets[role], *shapes[role], autocast) / d.hidden
+                     for role in plan.adapters[layer])
     total = per_h * b * s * d.hidden
     if eager:
         attention_mask = 1 if d.attention_dropout > 0 else 0

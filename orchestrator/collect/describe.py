@@ -2,7 +2,8 @@
 
 ``describe(train)`` gives e.g. "SDPA attention, torch.compile (inductor), dynamic
 padding + length bucketing, LoRA r=8 on query/value, fp16"; knobs left at the
-contract's defaults (learning rate, batch size, sequence length) are not repeated.
+contract's defaults (learning rate, batch size, sequence length) are not repeated. The
+fine-tuning methods' words come from their modules (:mod:`jobs.methods`), not from here.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from jobs import methods
 from jobs.contract import TrainConfig
 
 _DEFAULTS = {name: info.default for name, info in TrainConfig.model_fields.items()}
@@ -24,7 +26,7 @@ def describe(train: Mapping[str, Any]) -> str:
         _compile_words(train.get("compile")),
         _padding_words(train),
     ]
-    parts += _method_words(train)
+    parts += methods.describe_words(train)
     optimizer = train.get("optimizer", "adamw")
     if optimizer != "adamw":
         parts.append(_OPTIMIZER.get(str(optimizer), str(optimizer)))
@@ -36,18 +38,9 @@ def describe(train: Mapping[str, Any]) -> str:
 
 
 def method(train: Mapping[str, Any]) -> str:
-    """The fine-tuning method in a word or two: full, LoRA, QLoRA, BitFit, frozen layers."""
-    lora = train.get("lora")
-    if isinstance(lora, dict):
-        quant = train.get("quantization")
-        kind = f"QLoRA ({quant.get('bits')}-bit)" if isinstance(quant, dict) else "LoRA"
-        return f"{kind} r={lora.get('r')}"
-    if isinstance(train.get("bitfit"), dict):
-        return "BitFit"
-    freeze = train.get("freeze")
-    if isinstance(freeze, dict) and (freeze.get("layers") or freeze.get("embeddings")):
-        return f"full, lower {freeze.get('layers', 0)} layers frozen"
-    return "full"
+    """The fine-tuning method in a word or two (full, LoRA, QLoRA, BitFit, frozen layers...), from
+    the methods registry (:mod:`jobs.methods`)."""
+    return methods.label(train)
 
 
 def _compile_words(compile_cfg: Any) -> str:
@@ -65,32 +58,6 @@ def _padding_words(train: Mapping[str, Any]) -> str:
     if train.get("pad_to_multiple_of"):
         words += f" (multiple of {train['pad_to_multiple_of']})"
     return words + (" + length bucketing" if train.get("bucketing") else ", no bucketing")
-
-
-def _method_words(train: Mapping[str, Any]) -> list[str]:
-    words: list[str] = []
-    lora = train.get("lora")
-    if isinstance(lora, dict):
-        targets = lora.get("target_modules") or ()
-        # a list in spec.json; "query,value" once flattened into a column
-        where = "/".join(targets) if isinstance(targets, (list, tuple)) else str(targets).replace(",", "/")
-        quant = train.get("quantization")
-        if isinstance(quant, dict):
-            words.append(
-                f"QLoRA r={lora.get('r')} on {where} ({quant.get('bits')}-bit "
-                f"{str(quant.get('quant_type', '')).upper()}, {quant.get('compute_dtype')} compute)"
-            )
-        else:
-            words.append(f"LoRA r={lora.get('r')} on {where}")
-    if isinstance(train.get("bitfit"), dict):
-        words.append("BitFit (biases only)")
-    freeze = train.get("freeze")
-    if isinstance(freeze, dict):
-        if freeze.get("layers"):
-            words.append(f"lower {freeze['layers']} encoder layers frozen")
-        if freeze.get("embeddings"):
-            words.append("embeddings frozen")
-    return words
 
 
 def _non_default_words(train: Mapping[str, Any]) -> list[str]:

@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from jobs.contract import TrainConfig
-from jobs.methods import apply_lora, unmatched_targets
+from jobs.methods.base import unmatched_targets
+from jobs.methods.lora import add_lora as apply_lora
 
 NAMES = ["bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.attention.self.value",
          "bert.encoder.layer.0.output.dense", "qa_outputs"]
