@@ -50,7 +50,6 @@ class Matrix:
 
     source: Path
     experiment: str
-    description: str
     root: Path
     profile: profiles.Profile
     executor: str
@@ -93,7 +92,7 @@ def load_matrix(path: Path | str) -> Matrix:
         raise MatrixError(source, problems)
     executor = raw.get("executor") or profile.executor
     return Matrix(
-        source=path.resolve(), experiment=str(experiment), description=str(raw.get("description", "")),
+        source=path.resolve(), experiment=str(experiment),
         root=_resolve_root(raw.get("root", "./scratch")), profile=profile, executor=executor,
         baseline=raw.get("baseline"), runs=tuple(specs),
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
