@@ -15,7 +15,10 @@ named runs that may extend one another, and grid axes that multiply::
       A2: {extends: A1, attention: sdpa}
       A3: {extends: A2, compile: {backend: inductor}}
 
-Nothing is written here: this module only reads and validates.
+This module checks the top-level keys (the envelope) and runs the stages in order: YAML,
+profile, run entries, expansion, preflight; every stage runs even when an earlier one found
+problems, and ``load_matrix`` raises one ``MatrixError`` with them all. It writes nothing;
+``check_root_writable`` (at submit) creates the experiment directory.
 """
 
 from __future__ import annotations
