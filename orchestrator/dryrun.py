@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import TextIO
 
 from jobs.contract import RunSpec, redact_assignments
-from orchestrator import executors, preflight, profiles, slurm, vram
-from orchestrator.matrix import Matrix
+from orchestrator import executors, profiles, slurm, vram
+from orchestrator.matrix import Matrix, preflight
 from orchestrator.store import Experiment
 from orchestrator.submit import failed_text, group_runs, plan, split_groups
 

@@ -1,7 +1,9 @@
 """A table in three forms: CSV (numbers as numbers), Markdown, LaTeX booktabs.
 
 ``Table.data`` holds machine-friendly columns and full values (the CSV);
-``Table.display`` the same rows formatted for people (Markdown and LaTeX).
+``Table.display`` the same rows formatted for people (Markdown and LaTeX). The Markdown
+is tabulate's pipe table, its columns padded to one width so that it reads as a table on
+the terminal too (``orchestrate collect`` prints the summary).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 import pandas as pd
+from tabulate import tabulate
 
 MISSING = "–"
 _LATEX_SPECIALS = {
@@ -52,13 +55,12 @@ class Table:
     def _markdown_body(self) -> str:
         if self.display.empty:
             return "(no rows)\n"
-        lines = ["| " + " | ".join(_md_cell(name) for name in self.display.columns) + " |",
-                 "|" + "|".join("---:" if numeric else "---" for numeric in self.numeric_columns) + "|"]
-        lines += ["| " + " | ".join(_md_cell(value) for value in row) + " |"
-                  for row in self.display.itertuples(index=False)]
-        if self.note:
-            lines += ["", self.note]
-        return "\n".join(lines) + "\n"
+        # disable_numparse: the cells are formatted already (76.62 ± 0.12, 1.17×); tabulate keeps them as written
+        body = tabulate([[_md_cell(value) for value in row] for row in self.display.itertuples(index=False)],
+                        headers=[_md_cell(name) for name in self.display.columns], tablefmt="pipe",
+                        colalign=["right" if numeric else "left" for numeric in self.numeric_columns],
+                        disable_numparse=True)
+        return body + (f"\n\n{self.note}" if self.note else "") + "\n"
 
     def to_latex(self) -> str:
         """A booktabs ``table`` environment with caption and label ``tab:<name>``."""

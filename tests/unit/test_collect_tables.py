@@ -186,7 +186,7 @@ def test_memory_and_vram_tables(collected: tuple[Study, CollectReport, Path]) ->
     header = (out_dir / "tables" / "memory.md").read_text().splitlines()[2]
     assert header.split("|")[-2].strip() == "F1"
     a3_row = next(line for line in (out_dir / "tables" / "memory.md").read_text().splitlines()
-                  if line.startswith("| A3 |"))
+                  if line.startswith("| A3 "))  # "| A3   |": tabulate pads the column
     assert a3_row.split("|")[-2].strip() == f"{mean(study, 'A3', 'f1'):.2f}"
 
 

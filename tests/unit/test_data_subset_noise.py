@@ -250,7 +250,7 @@ def test_collect_flags_a_classifier_at_chance_whatever_the_baseline() -> None:
 
 
 def test_submit_refuses_an_n_above_a_local_file_or_a_known_hub_set(tmp_path: Path) -> None:
-    from orchestrator.preflight import data_problems
+    from orchestrator.matrix.preflight import data_problems
 
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps({"sentence": f"s{i}", "label": i % 2}) + "\n" for i in range(12)))

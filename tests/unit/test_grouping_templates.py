@@ -13,6 +13,7 @@ import pytest
 from orchestrator import executors, profiles
 from orchestrator.errors import UserError
 from orchestrator.matrix import load_matrix
+from orchestrator.matrix.cluster import load_profile
 from orchestrator.submit import group_runs, split_groups
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,7 +75,7 @@ def test_sbatch_script_golden(matrix) -> None:
 
 
 def test_local_profile_has_no_directives(tmp_path: Path) -> None:
-    profile = profiles.load_profile("local", None)
+    profile = load_profile("local", None)
     from jobs.contract import Resources
 
     directives, setup = profiles.split_preamble(profiles.render_preamble(profile, Resources(), {"experiment": "x"}))
@@ -86,7 +87,7 @@ def test_template_refuses_reserved_directives_and_newlines(tmp_path: Path, matri
     custom.mkdir(parents=True)
     (custom / "profile.yaml").write_text("env: {X: \"a\\nrm -rf /\"}\n")
     (custom / "preamble.sh.j2").write_text("#SBATCH --array=0-5\n")
-    profile = profiles.load_profile("bad", tmp_path)
+    profile = load_profile("bad", tmp_path)
     from jobs.contract import Resources
 
     bad_matrix = matrix.__class__(**{**matrix.__dict__, "profile": profile})

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from jobs.contract import DataConfig, TrainConfig, hub_dataset
-from orchestrator import preflight
 from orchestrator.cli import build_parser, main
+from orchestrator.matrix import preflight
 from tests.unit.dry_run import dry_run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,18 +1,23 @@
-"""Key checking against the typed models, so a typo is reported where it was written.
+"""Problems as ``(key path, message)`` pairs, reported where the user typed the key.
 
 pydantic reports an unknown key of the *merged* config of a run; a user wants to hear
 ``defaults.learning_rte: unknown key (did you mean 'learning_rate'?)`` at the place the
-key was typed. These helpers walk a raw YAML mapping against a model's fields.
+key was typed. These helpers walk a raw YAML mapping against a model's fields, name
+another tool's spelling of a knob, and turn pydantic's errors into messages that name the
+key path, the value and the form to write instead.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+
+Problems = list[tuple[str, str]]
 
 # Names from HF TrainingArguments, peft and common training scripts -> ours. They are
 # refused with the exact replacement rather than accepted: one spelling a knob keeps run
@@ -44,6 +49,18 @@ ALIASES: dict[str, dict[str, str]] = {
 }
 _PRECISION_FLAGS = ("fp16", "bf16")
 RUN_ONLY = ("extends",)  # alias targets that only a run body may hold
+
+# What a refused resource is measured in, for values written the SLURM way (time=4:00:00, mem=16G).
+UNIT_HINTS = {"time_min": "minutes as a whole number (4:00:00 is time_min: 240)",
+              "mem_gb": "GB as a number (16G is mem_gb: 16)"}
+# A section given as a scalar or a list (oom_retry: true, noise: word_swap): the form to write instead.
+SECTION_FORMS = {"oom_retry": "oom_retry: {max_adaptations: 2}",
+                 "noise": "noise: {kind: word_swap, rate: 0.1} (under data:)",
+                 "lora": "lora: {r: 8} (or lora: {} for the defaults)",
+                 "quantization": "quantization: {bits: 4}",
+                 "compile": "compile: {mode: default}",
+                 "freeze": "freeze: {layers: 6}",
+                 "synthetic": "synthetic: {} (under data:)"}
 
 
 def suggest(word: str, choices: list[str]) -> str:
@@ -140,3 +157,42 @@ def leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
         if child is not None:
             paths += leaf_paths(child, path + ".")
     return paths
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error message never echoes a huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _where(loc: tuple[Any, ...], origin: dict[str, str], fallback: str) -> str:
+    parts = [str(p) for p in loc]
+    for end in range(len(parts), 0, -1):
+        key = ".".join(parts[:end])
+        if key in origin:
+            return origin[key] + "".join(f".{p}" for p in parts[end:])
+    return fallback
+
+
+def pydantic_problems(exc: ValidationError, origin: dict[str, str], fallback: str) -> Problems:
+    problems: Problems = []
+    for error in exc.errors():
+        if error["type"] == "extra_forbidden":
+            continue  # reported where the key was typed, by unknown_keys
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p in {"int", "float", "str", "bool"})))
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "literal_error":
+            expected = re.findall(r"'([^']*)'|(\d+)", str(error.get("ctx", {}).get("expected", "")))
+            choices = [a or b for a, b in expected]
+            message = f"{error['input']!r} is not one of {', '.join(choices)}{suggest(str(error['input']), choices)}"
+        elif isinstance(error.get("input"), (str, int, float, bool, list)) or error["input"] is None:
+            # every refused value is named, not only wrong types (batch_size: 0 -> "0: ... >= 1")
+            message = f"{shown(error['input'])}: {message}"
+            if error["type"] in ("tuple_type", "list_type"):
+                message = f"{shown(error['input'])}: a list is wanted, e.g. [{error['input']}]"
+            elif isinstance(error["input"], str) and loc and str(loc[-1]) in UNIT_HINTS:
+                message += f"; write {UNIT_HINTS[str(loc[-1])]}"
+            elif error["type"] in ("model_type", "dict_type") and loc and str(loc[-1]) in SECTION_FORMS:
+                message = f"{shown(error['input'])}: a section is wanted; write e.g. {SECTION_FORMS[str(loc[-1])]}"
+        problems.append((_where(loc, origin, fallback) if loc else fallback, message))
+    return problems

@@ -34,10 +34,8 @@ from typing import IO, Any
 
 from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, is_csv_file, resolve_model_ref
 from orchestrator import vram
+from orchestrator.matrix.problems import Problems, suggest
 from orchestrator.profiles import Profile
-from orchestrator.schema_keys import suggest
-
-Problems = list[tuple[str, str]]
 
 # Columns the task's loader reads (jobs.tasks); SQuAD v2's ``title`` is optional.
 TASK_COLUMNS = {"squad_v2": ("id", "question", "context", "answers"), "sst2": ("sentence", "label")}
