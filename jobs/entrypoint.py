@@ -5,7 +5,7 @@ submitit calls ``Worker()(run_dir)``; a person reruns any run with
     python -m jobs.entrypoint RUN_DIR
 
 The spec is read from ``RUN_DIR/spec.json``; nothing depends on submitit's pickles. Files
-written (see jobs/contract.py): env.json, heartbeat.json, metrics.jsonl (by the trainer),
+written (see jobs/contract/rundir.py): env.json, heartbeat.json, metrics.jsonl (by the trainer),
 result.json last on success, failure.json with a classified reason otherwise.
 """
 
