@@ -9,8 +9,6 @@ OOM re-raised by a library as another error is still an OOM.
 
 from __future__ import annotations
 
-import math
-
 OOM_HINT = ("smaller batch_size, gradient_checkpointing: true, optimizer: adamw_8bit; or set oom_retry: "
             "{max_adaptations: 2} and submit --retry-failed (smaller micro-batch, same effective batch)")
 NAN_HINT = "lower learning_rate, add warmup, or use precision: bf16 instead of fp16"
@@ -66,8 +64,3 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
     if any(_is_nan(item) for item in chain):
         return "nan_loss", NAN_HINT
     return "exception", ""
-
-
-def is_finite(value: float | None) -> bool:
-    """True for a real, finite number (None counts as not finite)."""
-    return value is not None and math.isfinite(value)

@@ -53,7 +53,6 @@ class DeviceInfo(Strict):
     gpu_name: str = "unknown"
     gpu_mem_gb: float | None = None
     bf16: bool = True  # T4 (sm_75) has no bf16
-    flash_attention: bool = True
 
 
 def check_compat(train: TrainConfig, device: DeviceInfo, gpus: int) -> list[str]:
