@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from jobs.contract import CHANCE_MARGIN_POINTS, RESULT_FILE, RunDir, RunSpec, chance_ceiling
+from jobs.contract import CHANCE_MARGIN_POINTS, RunDir, RunSpec, chance_ceiling
 
 
 def _main_metric(metrics: dict[str, Any]) -> tuple[str, float] | None:
@@ -72,8 +72,8 @@ def classifier_collapse(accuracy: float, evaluation: dict[str, Any]) -> list[str
 def _baseline_metric(spec: RunSpec, run_dir: RunDir, key: str) -> float | None:
     if not spec.baseline_run_id:
         return None
-    baseline = RunDir(run_dir.path.parent / spec.baseline_run_id).read_optional(run_dir.path.parent / spec.baseline_run_id / RESULT_FILE)
-    if not baseline:
+    baseline = RunDir(run_dir.path.parent / spec.baseline_run_id).read_result()
+    if baseline is None:
         return None
-    value = baseline.get("metrics", {}).get(key)
+    value = baseline.metrics.get(key) if isinstance(baseline.metrics, dict) else None
     return float(value) if isinstance(value, (int, float)) else None

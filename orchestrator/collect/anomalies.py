@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.contract import chance_ceiling
-from orchestrator.collect.report import FINISHED
+from orchestrator.collect.report import COMPLETED
 
 SHORT_RUN_RATIO = 0.9
 DEFAULT_COLLAPSE_RATIO = 0.5
@@ -58,7 +58,7 @@ def find_anomalies(
     found: list[Anomaly] = []
     if runs.empty:
         return found
-    checked = runs["current"].astype(bool) & (runs["status"] == FINISHED)
+    checked = runs["current"].astype(bool) & (runs["status"] == COMPLETED)
     suspects = runs["stale"].astype(bool) | ~runs["in_matrix"].astype(bool) | (checked & _suspicious(runs, primary,
                                                                                                    baseline_means))
     wanted = [column for column in runs.columns if column in _COLUMNS or column.startswith("train.health.")]
@@ -66,7 +66,7 @@ def find_anomalies(
         wanted.append(f"metrics.{primary}")
     for row in runs.loc[suspects, wanted].to_dict("records"):
         found += _matrix_anomalies(row)
-        if not row.get("current") or row.get("status") != FINISHED:
+        if not row.get("current") or row.get("status") != COMPLETED:
             continue
         config_id = str(row["config_id"])
         found += _collapse(row, primary, baseline_means.get(config_id), baseline_ids.get(config_id))
