@@ -26,7 +26,7 @@ from jobs.contract.atomic import (
     write_text_atomic,
 )
 from jobs.contract.base import SAFE_NAME, Strict, canonical_json
-from jobs.contract.health import CHANCE_MARGIN_POINTS, chance_ceiling
+from jobs.contract.health import CHANCE_MARGIN_POINTS, SHORT_RUN_RATIO, chance_ceiling
 from jobs.contract.knobs import (
     ALL_LINEAR,
     COMPRESSED_SUFFIXES,
@@ -137,6 +137,7 @@ __all__ = [
     "SAFE_NAME",
     "SCHEMA_VERSION",
     "SECRET_NAME_PATTERN",
+    "SHORT_RUN_RATIO",
     "SPEC_FILE",
     "SUBSET_FILE",
     "TRACE_FILE",
