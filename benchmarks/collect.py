@@ -35,7 +35,7 @@ report = collect(Path(sys.argv[1]), Path(sys.argv[2]))
 wall = time.perf_counter() - started
 cpu = sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
           for field in ("ru_utime", "ru_stime"))
-print(f"{wall:.3f} {cpu:.3f} {report.runs_read} {report.unchanged} {report.finished}")
+print(f"{wall:.3f} {cpu:.3f} {report.runs_read} {report.unchanged} {report.completed}")
 """
 
 
@@ -83,9 +83,9 @@ def main() -> int:
         if action is not None:
             action()
         wall, line = timed_process(experiment_dir, out_dir)
-        inner, cpu, runs_read, unchanged, finished = line.split()
+        inner, cpu, runs_read, unchanged, completed = line.split()
         print(f"{label:30s} process {wall:5.2f} s | import+collect() {float(inner):5.2f} s wall, {float(cpu):5.2f} s CPU"
-              f" | read {runs_read} runs, unchanged={unchanged}, finished={finished} | {cpu_pressure()}")
+              f" | read {runs_read} runs, unchanged={unchanged}, completed={completed} | {cpu_pressure()}")
     report = collect(experiment_dir, out_dir)
     print(f"in-process, nothing changed: {report.elapsed_s * 1000:.0f} ms")
     return 0

@@ -25,7 +25,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-ACCOUNTING_FILE = "accounting.json"
+from jobs.contract import ACCOUNTING_FILE
+
 PEAK_KEYS = ("peak_allocated_mib", "peak_reserved_mib", "step_peak_allocated_mib", "step_peak_reserved_mib")
 STEADY_KEYS = ("steady_step_time_s", "steady_samples_per_s", "steady_tokens_per_s")
 

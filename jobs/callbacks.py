@@ -29,9 +29,6 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from jobs.contract import RunDir, append_jsonl
 from jobs.failures import NonFiniteLossError
 
-# Keys of an existing heartbeat that identify the job: kept when we rewrite it.
-_CARRIED_HEARTBEAT_KEYS = ("job_id", "attempt", "array_job_id", "array_task_id")
-
 
 class FiniteLossGuard:
     """Running check that every training loss so far was finite."""
@@ -39,11 +36,9 @@ class FiniteLossGuard:
     def __init__(self) -> None:
         self._device_flag: torch.Tensor | None = None
         self._host_flag: torch.Tensor | None = None
-        self.last_step = 0
 
     def observe(self, loss: torch.Tensor, step: int) -> None:
         """Record one micro-batch's loss (called from the training step)."""
-        self.last_step = step
         loss = loss.detach()
         if loss.device.type != "cuda":
             value = float(loss.float().mean())
@@ -98,9 +93,8 @@ class RunDirCallback(TrainerCallback):
         self.interval_s = interval_s
         self.last_loss: float | None = None
         self._last_beat = 0.0
-        previous = run_dir.read_optional(run_dir.heartbeat_path) or {}
-        self._identity = {key: previous[key] for key in _CARRIED_HEARTBEAT_KEYS if key in previous}
-        self._identity.update(pid=os.getpid(), hostname=socket.gethostname())
+        # job id and attempt are carried over from the entry point's heartbeat by write_heartbeat
+        self._identity = {"pid": os.getpid(), "hostname": socket.gethostname()}
 
     def beat(self, state: TrainerState, name: str = "training") -> None:
         """Write the heartbeat now."""

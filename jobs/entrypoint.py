@@ -5,7 +5,7 @@ submitit calls ``Worker()(run_dir)``; a person reruns any run with
     python -m jobs.entrypoint RUN_DIR
 
 The spec is read from ``RUN_DIR/spec.json``; nothing depends on submitit's pickles. Files
-written (see jobs/contract.py): env.json, heartbeat.json, metrics.jsonl (by the trainer),
+written (see jobs/contract/rundir.py): env.json, heartbeat.json, metrics.jsonl (by the trainer),
 result.json last on success, failure.json with a classified reason otherwise.
 """
 
@@ -18,14 +18,14 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from jobs import envinfo, preemption
 from jobs.contract import (
-    ATTEMPTS_FILE,
+    FAILURE_FILE,
     SPACE_RESERVE_FILE,
+    SPEC_FILE,
     RunDir,
     RunSpec,
     append_jsonl,
@@ -36,11 +36,6 @@ from jobs.contract import (
 from jobs.failures import SpaceReserve, classify_exception, free_bytes
 
 log = logging.getLogger("jobs.entrypoint")
-
-
-# Called (in order) when SLURM warns of the time limit or preemption, before requeueing:
-# the trainer registers "save a checkpoint now" here.
-CHECKPOINT_HOOKS: list[Callable[[], None]] = []
 
 
 class WorkerFailed(RuntimeError):
@@ -73,7 +68,7 @@ def _setup_logging(run_dir: RunDir) -> None:
 def _retire_previous_failure(run_dir: RunDir) -> None:
     """A new attempt starts clean: the last failure is kept beside, not shown as current."""
     if run_dir.failure_path.exists():
-        os.replace(run_dir.failure_path, run_dir.path / "failure.previous.json")
+        os.replace(run_dir.failure_path, run_dir.previous_failure_path)
 
 
 def run(run_dir_path: str) -> dict[str, Any]:
@@ -91,8 +86,8 @@ def run(run_dir_path: str) -> dict[str, Any]:
     preemption.install()
     try:
         reserve.hold()  # first: on a full disk the attempt fails here, with room to say so
-        append_jsonl(run_dir.path / ATTEMPTS_FILE, {"event": "start", "time": time.time(), "host": socket.gethostname(),
-                                                    **_adapted(spec), **ids})
+        append_jsonl(run_dir.attempts_path, {"event": "start", "time": time.time(), "host": socket.gethostname(),
+                                             **_adapted(spec), **ids})
         run_dir.write_heartbeat("starting", step=0, total_steps=None, pid=os.getpid(), hostname=socket.gethostname(),
                                 **ids)
         write_json_atomic(run_dir.env_path, envinfo.capture())
@@ -154,7 +149,7 @@ def finish(spec: RunSpec, run_dir: RunDir, body: dict[str, Any], ids: dict[str, 
         "adapted": _adapted(spec).get("adapted"),
     }
     run_dir.write_result(result)
-    append_jsonl(run_dir.path / ATTEMPTS_FILE, {"event": "finish", "time": time.time(), **ids})
+    append_jsonl(run_dir.attempts_path, {"event": "finish", "time": time.time(), **ids})
     return result
 
 
@@ -178,13 +173,13 @@ def _await_scheduler(run_dir: RunDir, ids: dict[str, Any]) -> None:
     """Saved at a step boundary after SIGTERM. Under SLURM, stay alive until SLURM ends the job:
     a preempted job is requeued only if it is still running when its grace time ends (the requeued
     job resumes from the save), and a cancelled one is killed. Elsewhere, stop now."""
-    beat = run_dir.read_optional(run_dir.heartbeat_path) or {}
-    step = beat.get("step")
+    beat = run_dir.read_heartbeat()
+    step = None if beat is None else beat.step
     if not preemption.under_slurm():
         raise _Stopped("cancelled", f"terminated (SIGTERM); saved a checkpoint at step {step}")
-    append_jsonl(run_dir.path / ATTEMPTS_FILE, {"event": "terminated", "time": time.time(), "step": step, **ids})
+    append_jsonl(run_dir.attempts_path, {"event": "terminated", "time": time.time(), "step": step, **ids})
     log.warning("saved at step %s after SIGTERM; waiting for SLURM to requeue (preemption) or end the job", step)
-    kept = {key: beat.get(key) for key in ("step", "total_steps", "pid", "hostname")}
+    kept = {key: getattr(beat, key, None) for key in ("step", "total_steps", "pid", "hostname")}
     deadline = time.monotonic() + TERM_WAIT_S
     while time.monotonic() < deadline:
         run_dir.write_heartbeat("waiting", **kept, **ids)  # alive, not stalled
@@ -211,7 +206,8 @@ def _write_failure(run_dir: RunDir, exc: BaseException, ids: dict[str, Any],
     else:
         reason, hint = classify_exception(exc, free)
     tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
-    during = (run_dir.read_optional(run_dir.heartbeat_path) or {}).get("state")  # e.g. an OOM in evaluation
+    heartbeat = run_dir.read_heartbeat()
+    during = None if heartbeat is None else heartbeat.state  # e.g. an OOM in evaluation
     run_dir.write_failure(reason, f"{type(exc).__name__}: {exc}"[:2000], hint=hint, traceback_tail=tail,
                           during=during, **ids)
     run_dir.write_heartbeat("failed", **ids)
@@ -233,11 +229,6 @@ class Worker(Checkpointable):  # type: ignore[misc,valid-type]
 
     def checkpoint(self, run_dir_path: str) -> Any:
         run_dir = RunDir(Path(run_dir_path))
-        for hook in CHECKPOINT_HOOKS:
-            try:
-                hook()
-            except Exception:
-                log.exception("checkpoint hook failed")
         try:
             run_dir.write_heartbeat("checkpointing", **job_ids())
         except OSError:
@@ -250,14 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1 or args[0] in ("-h", "--help"):
         print("usage: python -m jobs.entrypoint RUN_DIR", file=sys.stderr)
         return 2
-    if not (Path(args[0]) / "spec.json").is_file():
-        print(f"error: {args[0]} has no spec.json", file=sys.stderr)
+    if not (Path(args[0]) / SPEC_FILE).is_file():
+        print(f"error: {args[0]} has no {SPEC_FILE}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         run(args[0])
     except WorkerFailed as exc:
-        print(f"error: {exc} (see {Path(args[0]) / 'failure.json'})", file=sys.stderr)
+        print(f"error: {exc} (see {Path(args[0]) / FAILURE_FILE})", file=sys.stderr)
         return 1
     return 0
 

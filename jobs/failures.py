@@ -10,7 +10,6 @@ OOM re-raised by a library as another error is still an OOM.
 from __future__ import annotations
 
 import errno
-import math
 import os
 from pathlib import Path
 
@@ -74,10 +73,10 @@ def _is_disk_full(exc: BaseException, free_bytes: int | None) -> bool:
     return free_bytes is not None and free_bytes < LOW_SPACE_BYTES and any(m in text for m in _WRITE_FAILED_MESSAGES)
 
 
-def classify_exception(exc: BaseException, free_bytes: int | None = None) -> tuple[str, str]:
+def classify_exception(exc: BaseException, free_space_bytes: int | None = None) -> tuple[str, str]:
     """``(reason, hint)`` for a failed run: ``no_gpu``, ``cuda_oom``, ``disk_full``, ``nan_loss`` or ``exception``.
 
-    ``free_bytes``: free space on the run directory's filesystem when the failure is classified (None: unknown).
+    ``free_space_bytes``: free space on the run directory's filesystem when the failure is classified (None: unknown).
     Timeouts, preemption and cancellation are signals, not exceptions: the entry
     point classifies those itself.
     """
@@ -88,7 +87,7 @@ def classify_exception(exc: BaseException, free_bytes: int | None = None) -> tup
         return "no_gpu", NO_GPU_HINT
     if any(_is_oom(item) for item in chain):
         return "cuda_oom", OOM_HINT
-    if any(_is_disk_full(item, free_bytes) for item in chain):
+    if any(_is_disk_full(item, free_space_bytes) for item in chain):
         return "disk_full", DISK_FULL_HINT
     if any(_is_nan(item) for item in chain):
         return "nan_loss", NAN_HINT
@@ -125,7 +124,3 @@ class SpaceReserve:
         except FileNotFoundError:
             pass
 
-
-def is_finite(value: float | None) -> bool:
-    """True for a real, finite number (None counts as not finite)."""
-    return value is not None and math.isfinite(value)

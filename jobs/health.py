@@ -5,7 +5,8 @@ question F1 collapses against its baseline, or whose loss is not finite, is not 
 A classifier is judged against chance too, whatever its baseline: half of a 90% baseline is
 45%, under the 50% of a coin on SST-2, so the ratio alone never caught a collapsed
 classifier. One at chance level (accuracy <= 100 / classes + CHANCE_MARGIN_POINTS) or
-predicting a single class for every evaluation example is not healthy.
+predicting a single class for every evaluation example is not healthy. The rules and thresholds
+are the contract's health policy (jobs/contract/health.py), which collect's anomalies apply too.
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from jobs.contract import CHANCE_MARGIN_POINTS, RESULT_FILE, RunDir, RunSpec, chance_ceiling
+from jobs.contract import RunDir, RunSpec
+from jobs.contract.health import (
+    CHANCE_MARGIN_POINTS,
+    HEALTH_METRICS,
+    at_chance,
+    collapsed,
+    one_class,
+    under_hasans_floor,
+)
 
 
 def _main_metric(metrics: dict[str, Any]) -> tuple[str, float] | None:
-    for key in ("HasAns_f1", "f1", "accuracy"):
+    for key in HEALTH_METRICS:
         value = metrics.get(key)
         if isinstance(value, (int, float)):
             return key, float(value)
@@ -41,10 +50,10 @@ def check_health(spec: RunSpec, run_dir: RunDir, body: dict[str, Any]) -> list[s
     baseline = _baseline_metric(spec, run_dir, key)
     if baseline is not None and baseline > 0:
         ratio = value / baseline
-        if ratio < spec.train.health.min_f1_ratio_to_baseline:
+        if collapsed(value, baseline, spec.train.health.min_f1_ratio_to_baseline):
             warnings.append(f"{key} {value:.2f} collapsed against baseline {spec.baseline_run_id} ({baseline:.2f}): "
                             f"{ratio:.0%} of it; check label alignment (padding, bucketing), the learning rate and the number of steps")
-    elif key == "HasAns_f1" and value < spec.train.health.min_hasans_f1:
+    elif key == "HasAns_f1" and under_hasans_floor(value, spec.train.health.min_hasans_f1):
         warnings.append(f"HasAns_f1 is {value:.2f}: the model answers no answerable question")
     return warnings
 
@@ -57,23 +66,22 @@ def classifier_collapse(accuracy: float, evaluation: dict[str, Any]) -> list[str
     counts = evaluation.get("predicted_classes")
     if isinstance(classes, int) and classes >= 2:
         chance = 100.0 / classes
-        if accuracy <= chance_ceiling(classes):
+        if at_chance(accuracy, classes):
             warnings.append(f"accuracy {accuracy:.2f} is at chance level ({chance:.1f} for {classes} classes, "
                             f"+{CHANCE_MARGIN_POINTS:g} points): the classifier learned nothing; check the learning "
                             "rate, the number of steps and the labels")
-    if isinstance(counts, dict) and sum(counts.values()) > 0:
-        used = [label for label, count in counts.items() if count > 0]
-        if len(used) == 1:
-            warnings.append(f"the classifier predicts class {used[0]} for all {sum(counts.values())} evaluation "
-                            "examples: it collapsed to one class")
+    single = one_class(counts)
+    if single is not None:
+        warnings.append(f"the classifier predicts class {single[0]} for all {single[1]} evaluation "
+                        "examples: it collapsed to one class")
     return warnings
 
 
 def _baseline_metric(spec: RunSpec, run_dir: RunDir, key: str) -> float | None:
     if not spec.baseline_run_id:
         return None
-    baseline = RunDir(run_dir.path.parent / spec.baseline_run_id).read_optional(run_dir.path.parent / spec.baseline_run_id / RESULT_FILE)
-    if not baseline:
+    baseline = RunDir(run_dir.path.parent / spec.baseline_run_id).read_result()
+    if baseline is None:
         return None
-    value = baseline.get("metrics", {}).get(key)
+    value = baseline.metrics.get(key) if isinstance(baseline.metrics, dict) else None
     return float(value) if isinstance(value, (int, float)) else None

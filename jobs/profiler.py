@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from jobs.contract import write_text_atomic
+from jobs.contract import KERNELS_FILE, TRACE_FILE, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -270,8 +270,8 @@ class KernelProfiler(TrainerCallback):
         self._profiler.stop()
 
     def _save(self, profiler: Any) -> None:
-        profiler.export_chrome_trace(str(self.out_dir / "trace.json"))
-        write_kernel_table(profiler.key_averages(), self.out_dir / "kernels.csv", self.cuda, self.top)
+        profiler.export_chrome_trace(str(self.out_dir / TRACE_FILE))
+        write_kernel_table(profiler.key_averages(), self.out_dir / KERNELS_FILE, self.cuda, self.top)
         self.saved = True
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.contract import write_json_atomic
+from jobs.contract import NBEST_PREDICTIONS_FILE, NULL_ODDS_FILE, PREDICTIONS_FILE, write_json_atomic
 
 CLS_INDEX = 0
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -238,8 +238,8 @@ def write_predictions(out_dir: Path | str, predictions: Mapping[str, str], nbest
     """Write predictions.json, nbest_predictions.json and null_odds.json (the no-answer
     probabilities: usable as the scorer's ``--na-prob-file``), each atomically."""
     out = Path(out_dir)
-    paths = {"predictions": out / "predictions.json", "nbest": out / "nbest_predictions.json",
-             "null_odds": out / "null_odds.json"}
+    paths = {"predictions": out / PREDICTIONS_FILE, "nbest": out / NBEST_PREDICTIONS_FILE,
+             "null_odds": out / NULL_ODDS_FILE}
     write_json_atomic(paths["predictions"], dict(predictions))
     write_json_atomic(paths["nbest"], {key: list(value) for key, value in nbest.items()})
     write_json_atomic(paths["null_odds"], {key: float(value) for key, value in na_probs.items()})

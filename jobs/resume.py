@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.contract import apply_umask, write_json_atomic
+from jobs.contract import ACCOUNTING_FILE, CHECKPOINT_MARKER_FILE, apply_umask, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-MARKER_FILE = "complete.json"
+MARKER_FILE = CHECKPOINT_MARKER_FILE
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -45,7 +45,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "scheduler": ("scheduler.pt",),
     "rng": ("rng_state.pth", "rng_state_0.pth"),
     "trainer state": ("trainer_state.json",),
-    "accounting": ("accounting.json",),  # the figures of the steps so far (jobs.accounting)
+    "accounting": (ACCOUNTING_FILE,),  # the figures of the steps so far (jobs.accounting)
 }
 
 

@@ -268,4 +268,4 @@ def _resume_section(session: Session, run_dir: RunDir) -> dict[str, Any]:
 def _profile_files(session: Session, run_dir: RunDir) -> dict[str, str]:
     if session.kernel_profiler is None or not session.kernel_profiler.saved:
         return {}
-    return {"kernels": str(run_dir.path / "kernels.csv"), "trace": str(run_dir.path / "trace.json")}
+    return {"kernels": str(run_dir.kernels_path), "trace": str(run_dir.trace_path)}

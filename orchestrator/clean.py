@@ -7,6 +7,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.contract import CHECKPOINT_DIR, RESULT_FILE
 from orchestrator.store import Experiment
 from orchestrator.submit import prune_submission_folders
 
@@ -26,8 +27,8 @@ def clean(experiment: Experiment, dry_run: bool = False) -> Cleaned:
     out = Cleaned()
     with experiment.locked():
         for run_dir in sorted(experiment.runs_dir.iterdir()) if experiment.runs_dir.is_dir() else []:
-            checkpoints = run_dir / "checkpoints"
-            if (run_dir / "result.json").is_file() and checkpoints.is_dir():
+            checkpoints = run_dir / CHECKPOINT_DIR
+            if (run_dir / RESULT_FILE).is_file() and checkpoints.is_dir():
                 out.freed_bytes += _size(checkpoints)
                 out.removed.append(checkpoints)
                 if not dry_run:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.contract import RunDir
+from jobs.contract import RunDir, RunOutcome, failure_outcome
 from orchestrator.jobstate import SchedState, scheduler_states
 from orchestrator.store import Experiment, latest_attempt
 
@@ -61,44 +61,41 @@ def _one(experiment: Experiment, manifest: dict[str, Any], run_id: str, sched: S
     run_dir = experiment.run_dir(run_id)
     attempt = latest_attempt(manifest, run_id) or {}
     name = manifest.get("runs", {}).get(run_id, {}).get("run_name") or run_id.rsplit("-", 1)[0]
-    row = RunStatus(run_id=run_id, run_name=name, state="not submitted", job_id=str(attempt.get("job_id") or ""))
-    heartbeat = run_dir.read_optional(run_dir.heartbeat_path) or {}
-    row.step, row.total_steps = heartbeat.get("step"), heartbeat.get("total_steps")
+    row = RunStatus(run_id=run_id, run_name=name, state=RunOutcome.NOT_SUBMITTED.value,
+                    job_id=str(attempt.get("job_id") or ""))
+    heartbeat = run_dir.read_heartbeat()
+    if heartbeat is not None:
+        row.step, row.total_steps = heartbeat.step, heartbeat.total_steps
     if sched is not None:
         row.node, row.elapsed_s = sched.node, sched.elapsed_s
-    result = run_dir.read_optional(run_dir.result_path)
-    failure = run_dir.read_optional(run_dir.failure_path)
+    result = run_dir.read_result()
+    failure = run_dir.read_failure()
     if result is not None:
-        row.state, row.warnings = "completed", list(result.get("warnings") or [])
-        row.elapsed_s = result.get("wall_time_s", row.elapsed_s)
-        row.node = row.node or str(result.get("node") or "")
-        row.step = result.get("train", {}).get("steps", row.step)
-        row.total_steps = result.get("train", {}).get("planned_steps", row.total_steps)
+        row.state, row.warnings = RunOutcome.COMPLETED.value, list(result.warnings or [])
+        row.elapsed_s = result.wall_time_s if result.wall_time_s is not None else row.elapsed_s
+        row.node = row.node or str(result.node or "")
+        train = result.train if isinstance(result.train, dict) else {}
+        row.step = train.get("steps", row.step)
+        row.total_steps = train.get("planned_steps", row.total_steps)
     elif sched is not None and sched.active:
-        row.state = "pending" if sched.state == "queued" else sched.state
-        if sched.reason and row.state == "pending":
+        row.state = RunOutcome.PENDING.value if sched.state == "queued" else sched.state
+        if sched.reason and row.state == RunOutcome.PENDING:
             row.reason = sched.reason
-        age = time.time() - float(heartbeat.get("updated_at", time.time()))
-        if row.state == "running" and heartbeat and age > stall_after_s:
-            row.state, row.reason = "stalled", f"no heartbeat for {age / 60:.0f} min"
+        updated_at = heartbeat.updated_at if heartbeat is not None and heartbeat.updated_at is not None else None
+        age = time.time() - float(updated_at if updated_at is not None else time.time())
+        if row.state == RunOutcome.RUNNING and heartbeat is not None and age > stall_after_s:
+            row.state, row.reason = RunOutcome.STALLED.value, f"no heartbeat for {age / 60:.0f} min"
     elif failure is not None:
-        reason = str(failure.get("reason"))
-        row.state = reason if reason in ("timeout", "preempted", "cancelled") else "failed"
-        row.reason = _failure_text(failure)
+        row.state = failure_outcome(failure.reason).value
+        row.reason = failure.text()
     elif sched is not None:
         row.state, row.reason = _ended_without_result(sched)
     elif attempt:  # sacct and squeue both answered, and neither lists the job
-        row.state, row.reason = "lost", "the scheduler no longer knows the job and the run left no result"
-    if row.state not in ("completed", "pending", "running", "requeued", "not submitted", "unknown"):
+        row.state, row.reason = RunOutcome.LOST.value, "the scheduler no longer knows the job and the run left no result"
+    if row.state not in (RunOutcome.COMPLETED, RunOutcome.PENDING, RunOutcome.RUNNING, RunOutcome.REQUEUED,
+                         RunOutcome.NOT_SUBMITTED, RunOutcome.UNKNOWN):
         row.log_tail = log_tail(experiment, attempt, run_dir)
     return row
-
-
-def _failure_text(failure: dict[str, Any]) -> str:
-    text = f"{failure.get('reason', 'exception')}: {failure.get('message', '')}".strip()
-    if failure.get("hint"):
-        text += f" (hint: {failure['hint']})"
-    return text
 
 
 def _ended_without_result(sched: SchedState) -> tuple[str, str]:

@@ -4,7 +4,7 @@ Layout of ``<root>/<experiment>/``::
 
     manifest.json        every submission and job id, written under the lock, atomically
     .lock                file lock: one writer of the manifest at a time
-    runs/<run_id>/       one directory a run (the contract in jobs/contract.py)
+    runs/<run_id>/       one directory a run (the contract in jobs/contract/rundir.py)
     submitit/<token>/    submitit's scripts, pickles and logs of one submission (pruned)
     cache/               tokenised features shared by the runs
 """

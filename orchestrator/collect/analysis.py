@@ -16,7 +16,7 @@ from orchestrator.collect.caveats import speed_caveats
 from orchestrator.collect.describe import data_words, describe, method
 from orchestrator.collect.frame import natural_key_text
 from orchestrator.collect.manifest import Manifest
-from orchestrator.collect.report import FINISHED
+from orchestrator.collect.report import COMPLETED
 from orchestrator.collect.stats import aggregate, pareto_front
 
 # Aggregated per configuration: short name -> runs column.
@@ -66,7 +66,7 @@ def analyse(runs: pd.DataFrame, manifest: Manifest | None) -> Analysis:
     if runs.empty:
         return Analysis(runs=runs, configs=pd.DataFrame(), primary=primary, baseline=None)
     current = runs[runs["current"]]
-    finished = current[current["status"] == FINISHED]
+    finished = current[current["status"] == COMPLETED]
     configs = _config_rows(current)
     stats = aggregate(finished, "config_id", METRICS, CI_METRICS)
     configs = configs.join(stats, how="left")
@@ -100,7 +100,7 @@ def analyse(runs: pd.DataFrame, manifest: Manifest | None) -> Analysis:
 
 def _config_rows(current: pd.DataFrame) -> pd.DataFrame:
     """Descriptive columns a configuration, from its first run (seeds differ in the seed only)."""
-    rank = pd.DataFrame({"unfinished": current["status"] != FINISHED,
+    rank = pd.DataFrame({"unfinished": current["status"] != COMPLETED,
                          "seed": pd.to_numeric(current["seed"], errors="coerce")}, index=current.index)
     ordered = current.loc[rank.sort_values(["unfinished", "seed"], kind="stable").index]
     grouped = ordered.groupby("config_id", sort=False)
@@ -112,7 +112,7 @@ def _config_rows(current: pd.DataFrame) -> pd.DataFrame:
     configs["noise"] = [data_words(train)[0] for train in knobs]
     configs["max_train_samples"] = [data_words(train)[1] for train in knobs]
     configs["n_runs"] = grouped.size()
-    done = ordered[ordered["status"] == FINISHED].groupby("config_id", sort=False)
+    done = ordered[ordered["status"] == COMPLETED].groupby("config_id", sort=False)
     configs["run_ids"] = done["run_id"].agg(list).reindex(configs.index)
     configs["run_dirs"] = grouped["run_dir"].agg(list)
     if "owner" in ordered:
@@ -128,7 +128,7 @@ def _adapted_runs(runs: pd.DataFrame) -> pd.Series:
     ``A1-seed1 (8x1 -> 4x2)``; ``+ckpt`` marks gradient checkpointing turned on."""
     if "adapted.adaptations" not in runs:
         return pd.Series(dtype=object)
-    adapted = runs[(runs["status"] == FINISHED) & runs["adapted.adaptations"].notna()]
+    adapted = runs[(runs["status"] == COMPLETED) & runs["adapted.adaptations"].notna()]
 
     def label(row: pd.Series) -> str:
         def batching(side: str) -> str:

@@ -3,11 +3,14 @@
 Kinds: ``collapse`` (F1 or accuracy below a share of the baseline's mean, the
 share from the run's ``train.health.min_f1_ratio_to_baseline``; with no baseline,
 HasAns F1 under ``train.health.min_hasans_f1``; whatever the baseline, a classifier's
-accuracy at chance, ``jobs.contract.chance_ceiling``, the worker's rule too), ``nan_loss`` (a NaN or infinite
+accuracy at chance), ``nan_loss`` (a NaN or infinite
 loss in metrics.jsonl or result.json), ``short_run`` (fewer than ``SHORT_RUN_RATIO``
 of the planned steps), ``warnings`` (result.json warnings, or healthy false),
 ``stale`` (the matrix now has another config under this run name) and
 ``not_in_matrix`` (the run id is not among the manifest's current runs).
+
+The rules and thresholds are the contract's health policy (jobs/contract/health.py), the one the
+worker applies to its own result too.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.contract import chance_ceiling
-from orchestrator.collect.report import FINISHED
+from jobs.contract.health import (
+    DEFAULT_COLLAPSE_RATIO,
+    DEFAULT_HASANS_FLOOR,
+    at_chance,
+    collapsed,
+    short_run,
+    under_hasans_floor,
+)
+from orchestrator.collect.report import COMPLETED
 
-SHORT_RUN_RATIO = 0.9
-DEFAULT_COLLAPSE_RATIO = 0.5
-DEFAULT_HASANS_FLOOR = 1.0
 # Kinds that make a configuration unfit for a recipe.
 DISQUALIFYING = frozenset({"collapse", "nan_loss", "short_run", "warnings"})
 LABELS = {"collapse": "collapse", "nan_loss": "NaN loss", "short_run": "short run", "warnings": "warnings",
@@ -58,7 +65,7 @@ def find_anomalies(
     found: list[Anomaly] = []
     if runs.empty:
         return found
-    checked = runs["current"].astype(bool) & (runs["status"] == FINISHED)
+    checked = runs["current"].astype(bool) & (runs["status"] == COMPLETED)
     suspects = runs["stale"].astype(bool) | ~runs["in_matrix"].astype(bool) | (checked & _suspicious(runs, primary,
                                                                                                    baseline_means))
     wanted = [column for column in runs.columns if column in _COLUMNS or column.startswith("train.health.")]
@@ -66,7 +73,7 @@ def find_anomalies(
         wanted.append(f"metrics.{primary}")
     for row in runs.loc[suspects, wanted].to_dict("records"):
         found += _matrix_anomalies(row)
-        if not row.get("current") or row.get("status") != FINISHED:
+        if not row.get("current") or row.get("status") != COMPLETED:
             continue
         config_id = str(row["config_id"])
         found += _collapse(row, primary, baseline_means.get(config_id), baseline_ids.get(config_id))
@@ -82,18 +89,18 @@ def _suspicious(runs: pd.DataFrame, primary: str | None, baseline_means: Mapping
         return pd.to_numeric(runs[column], errors="coerce")
 
     mask = (number("log.nonfinite_losses") > 0) | (runs.get("log.nonfinite_result_loss", False) == True)
-    mask |= number("train_result.steps") < SHORT_RUN_RATIO * number("train_result.planned_steps")
+    mask |= short_run(number("train_result.steps"), number("train_result.planned_steps"))
     mask |= (runs["warnings"].fillna("") != "") if "warnings" in runs else False
     mask |= (runs["healthy"] == False) if "healthy" in runs else False
     if primary is not None:
         value = number(f"metrics.{primary}")
         reference = pd.to_numeric(runs["config_id"].map(baseline_means), errors="coerce")
         ratio = number("train.health.min_f1_ratio_to_baseline").fillna(DEFAULT_COLLAPSE_RATIO)
-        mask |= value < ratio * reference
+        mask |= collapsed(value, reference, ratio)
         floor = number("train.health.min_hasans_f1").fillna(DEFAULT_HASANS_FLOOR)
-        mask |= reference.isna() & (number("metrics.HasAns_f1") < floor)
+        mask |= reference.isna() & under_hasans_floor(number("metrics.HasAns_f1"), floor)
         if primary == "accuracy":
-            mask |= value <= chance_ceiling(number("eval.num_classes"))
+            mask |= at_chance(value, number("eval.num_classes"))
     return mask.fillna(False).astype(bool)
 
 
@@ -127,12 +134,12 @@ def _collapse(row: Mapping[str, Any], primary: str | None, baseline_mean: float 
     classes = _number(row.get("eval.num_classes"))
     if primary == "accuracy" and np.isfinite(value) and np.isfinite(classes) and classes >= 2:
         chance = 100.0 / classes
-        if value <= chance_ceiling(classes):
+        if at_chance(value, classes):
             return [Anomaly("collapse", str(row["run_id"]), str(row["config_id"]),
                             f"accuracy {value:.2f} is at chance level ({chance:.1f} for {int(classes)} classes; "
                             "collapse whatever the baseline)")]
     if baseline_mean is not None and np.isfinite(baseline_mean) and np.isfinite(value):
-        if value < ratio * baseline_mean:
+        if collapsed(value, baseline_mean, ratio):
             share = value / baseline_mean if baseline_mean else float("nan")
             return [Anomaly("collapse", str(row["run_id"]), str(row["config_id"]),
                             f"{label} {value:.2f} is {share:.0%} of baseline {baseline_id}'s {baseline_mean:.2f} "
@@ -140,7 +147,7 @@ def _collapse(row: Mapping[str, Any], primary: str | None, baseline_mean: float 
         return []
     hasans = _number(row.get("metrics.HasAns_f1"))
     floor = _number(row.get("train.health.min_hasans_f1"), DEFAULT_HASANS_FLOOR)
-    if np.isfinite(hasans) and hasans < floor:
+    if np.isfinite(hasans) and under_hasans_floor(hasans, floor):
         return [Anomaly("collapse", str(row["run_id"]), str(row["config_id"]),
                         f"HasAns F1 {hasans:.2f} under the floor {floor:g} (collapse; no baseline)")]
     return []
@@ -154,7 +161,7 @@ def _health(row: Mapping[str, Any]) -> list[Anomaly]:
         where = f"{int(nonfinite)} logged loss(es)" if nonfinite > 0 else "result.json train loss"
         found.append(Anomaly("nan_loss", run_id, config_id, f"NaN/inf loss ({where})"))
     steps, planned = _number(row.get("train_result.steps")), _number(row.get("train_result.planned_steps"))
-    if np.isfinite(steps) and np.isfinite(planned) and planned > 0 and steps < SHORT_RUN_RATIO * planned:
+    if np.isfinite(steps) and np.isfinite(planned) and planned > 0 and short_run(steps, planned):
         found.append(Anomaly("short_run", run_id, config_id,
                              f"finished after {int(steps)} of {int(planned)} planned steps ({steps / planned:.0%})"))
     warnings = row.get("warnings")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.collect.analysis import Analysis
-from orchestrator.collect.report import FINISHED
+from orchestrator.collect.report import COMPLETED
 from orchestrator.collect.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_PERCENTILES, bootstrap_ci
 
 MIN_SEEDS = 3
@@ -58,7 +58,7 @@ def compare_all(analysis: Analysis) -> list[Comparison]:
     primary, configs, runs = analysis.primary, analysis.configs, analysis.runs
     if primary is None or configs.empty or f"metrics.{primary}" not in runs:
         return []
-    done = runs[runs["current"] & (runs["status"] == FINISHED)]
+    done = runs[runs["current"] & (runs["status"] == COMPLETED)]
     values = pd.DataFrame({"config_id": done["config_id"], "seed": done["seed"].astype(str),
                            "value": pd.to_numeric(done[f"metrics.{primary}"], errors="coerce")}).dropna()
     by_config = {cid: dict(zip(group["seed"], group["value"])) for cid, group in values.groupby("config_id")}

@@ -25,7 +25,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; border: 1px solid #eee; }
 details { margin: 0.5em 0; border: 1px solid #ddd; padding: 0.3em 0.8em; }
 summary { cursor: pointer; font-weight: 600; }
-.status-finished { color: #176317; } .status-failed, .status-corrupt { color: #a00; }
+.status-completed { color: #176317; } .status-failed, .status-corrupt { color: #a00; }
 code { background: #f5f5f5; padding: 0 0.2em; }
 </style>
 </head>

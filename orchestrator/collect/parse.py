@@ -24,11 +24,13 @@ from jobs.contract import (
     RESULT_FILE,
     RESULT_KEYS,
     SPEC_FILE,
+    Failure,
     RunSpec,
+    file_outcome,
     read_jsonl,
 )
+from jobs.contract.rundir import parse_run_file
 from orchestrator.collect.flatten import flatten_into, is_nonfinite, scalar
-from orchestrator.collect.report import CORRUPT, FAILED, FINISHED, PENDING, RUNNING
 
 RUN_FILES = frozenset({SPEC_FILE, HEARTBEAT_FILE, METRICS_FILE, ENV_FILE, RESULT_FILE, FAILURE_FILE})
 SPEC_KEYS = frozenset(RunSpec.model_fields)
@@ -44,6 +46,8 @@ _POSITIVE_FIGURES = ("train_result.runtime_s", "train_result.samples_per_s", "tr
 _SHORTEST_RUNTIME_S = 1e-6
 RESULT_SCALARS = ("healthy", "finished_at", "job_id", "node", "git_commit")
 MAX_CURVE_POINTS = 256
+# The heartbeat's fields (jobs.contract.Heartbeat) that become columns of a run not completed.
+HEARTBEAT_COLUMNS = ("state", "step", "total_steps", "last_loss", "updated_at")
 _SERIES_PREFIX = re.compile(r"^[A-Za-z]+")
 
 
@@ -128,14 +132,15 @@ def read_run(run_dir: str | Path, present: frozenset[str], spec_mtime_ns: int | 
     # a finished run's heartbeat says nothing its result does not
     heartbeat, _ = reader.json(HEARTBEAT_FILE) if result is None else (None, False)
     if heartbeat is not None:
-        for key in ("state", "step", "total_steps", "last_loss", "updated_at"):
+        for key in HEARTBEAT_COLUMNS:
             row[sys.intern(f"heartbeat.{key}")] = scalar(heartbeat.get(key))
     env, _ = reader.json(ENV_FILE)
     if env is not None:
         flatten_into(row, env, "env")
     if METRICS_FILE in present:
         _curve(record, row, read_jsonl_fast(os.path.join(run_dir, METRICS_FILE)))
-    record.status = _status(result is not None, result_corrupt, failure is not None, heartbeat)
+    record.status = file_outcome(result is not None, result_corrupt, failure is not None,
+                                 None if heartbeat is None else heartbeat.get("state", "")).value
     row["status"] = record.status
     record.set_row(row)
     return record
@@ -251,12 +256,13 @@ def _drop_unmeasured(row: dict[str, Any], problems: list[str]) -> None:
                             "(an attempt that trained nothing), left out")
 
 
-def _failure_columns(row: dict[str, Any], failure: Mapping[str, Any]) -> None:
-    message = str(failure.get("message") or "").strip().splitlines()
-    row["failure.reason"] = scalar(failure.get("reason"))
+def _failure_columns(row: dict[str, Any], raw: Mapping[str, Any]) -> None:
+    failure = parse_run_file(Failure, raw)
+    message = str(failure.message or "").strip().splitlines()
+    row["failure.reason"] = scalar(failure.reason)
     row["failure.message"] = message[0][:200] if message else ""
-    row["failure.hint"] = scalar(failure.get("hint"))
-    row["failure.failed_at"] = scalar(failure.get("failed_at"))
+    row["failure.hint"] = scalar(failure.hint)
+    row["failure.failed_at"] = scalar(failure.failed_at)
 
 
 def _curve(record: RunRecord, row: dict[str, Any], lines: list[dict[str, Any]]) -> None:
@@ -270,13 +276,3 @@ def _curve(record: RunRecord, row: dict[str, Any], lines: list[dict[str, Any]]) 
     row["log.loss_points"] = len(losses)
     row["log.nonfinite_losses"] = nonfinite
     row["log.last_loss"] = losses[-1] if losses else None
-
-
-def _status(has_result: bool, result_corrupt: bool, has_failure: bool, heartbeat: Mapping[str, Any] | None) -> str:
-    if has_result:
-        return FINISHED
-    if result_corrupt:
-        return CORRUPT
-    if has_failure or (heartbeat is not None and heartbeat.get("state") == "failed"):
-        return FAILED
-    return RUNNING if heartbeat is not None else PENDING

@@ -19,7 +19,7 @@ from orchestrator.collect.output import Writer
 from orchestrator.collect.plot_job import start_plots
 from orchestrator.collect.reader import Index
 from orchestrator.collect.recipes import find_recipes, recipes_markdown, recipes_table
-from orchestrator.collect.report import CORRUPT, FAILED, FINISHED, PENDING, RUNNING, CollectReport
+from orchestrator.collect.report import COMPLETED, CORRUPT, FAILED, PENDING, RUNNING, CollectReport
 from orchestrator.collect.report_html import report_html
 from orchestrator.collect.roots import Root, merge_roots
 from orchestrator.collect.summary import collected_stamp, counts_line, summary_markdown, summary_tables
@@ -79,6 +79,6 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
 
 def _counts(runs: pd.DataFrame) -> dict[str, Any]:
     statuses = runs["status"].value_counts().to_dict() if not runs.empty else {}
-    return {"runs_found": len(runs), "finished": int(statuses.get(FINISHED, 0)),
+    return {"runs_found": len(runs), "completed": int(statuses.get(COMPLETED, 0)),
             "failed": int(statuses.get(FAILED, 0)), "corrupt": int(statuses.get(CORRUPT, 0)),
             "running": int(statuses.get(RUNNING, 0)), "pending": int(statuses.get(PENDING, 0))}

@@ -6,11 +6,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from jobs.contract import RunOutcome
+
 ALL_FORMATS: frozenset[str] = frozenset({"csv", "parquet", "md", "tex", "png", "svg", "html"})
 
-# Run states as collect sees them from the run directory alone (no scheduler).
-FINISHED, FAILED, CORRUPT, RUNNING, PENDING = "finished", "failed", "corrupt", "running", "pending"
-ENDED_STATES = frozenset({FINISHED, FAILED, CORRUPT})
+# Run states as collect sees them from the run directory alone (no scheduler): the contract's words,
+# as plain strings (they land in DataFrames, CSV and the pickled index).
+COMPLETED, FAILED, CORRUPT, RUNNING, PENDING = (RunOutcome.COMPLETED.value, RunOutcome.FAILED.value,
+                                                RunOutcome.CORRUPT.value, RunOutcome.RUNNING.value,
+                                                RunOutcome.PENDING.value)
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class CollectReport:
     experiment_dir: Path
     out_dir: Path
     runs_found: int = 0
-    finished: int = 0
+    completed: int = 0
     failed: int = 0
     corrupt: int = 0
     running: int = 0
@@ -44,8 +48,8 @@ class CollectReport:
 
     @property
     def ended(self) -> int:
-        """Runs that will not change any more (finished, failed or unreadable)."""
-        return self.finished + self.failed + self.corrupt
+        """Runs that will not change any more (completed, failed or unreadable)."""
+        return self.completed + self.failed + self.corrupt
 
     @property
     def all_ended(self) -> bool:
@@ -82,7 +86,7 @@ def format_progress(report: CollectReport, width: int = 30) -> str:
     done = report.ended
     filled = round(width * done / total) if total else width
     bar = "#" * filled + "." * (width - filled)
-    parts = [f"[{bar}] {done}/{total} ended ({report.finished} ok, {report.failed} failed"]
+    parts = [f"[{bar}] {done}/{total} ended ({report.completed} ok, {report.failed} failed"]
     if report.corrupt:
         parts.append(f", {report.corrupt} unreadable")
     parts.append(")")

@@ -17,8 +17,8 @@ def collected_stamp() -> str:
 
 
 def counts_line(counts: dict[str, int]) -> str:
-    """``42 runs: 38 finished, 2 failed, 1 unreadable, 1 running, 0 pending``."""
-    return (f"{counts['runs_found']} runs: {counts['finished']} finished, {counts['failed']} failed, "
+    """``42 runs: 38 completed, 2 failed, 1 unreadable, 1 running, 0 pending``."""
+    return (f"{counts['runs_found']} runs: {counts['completed']} completed, {counts['failed']} failed, "
             f"{counts['corrupt']} unreadable, {counts['running']} running, {counts['pending']} pending")
 
 

@@ -95,7 +95,7 @@ def test_submit_status_collect_end_to_end(study: Path) -> None:
     import pandas as pd
 
     frame = pd.read_csv(runs_csv)
-    finished = frame[frame["status"] == "finished"]
+    finished = frame[frame["status"] == "completed"]
     assert len(finished) == 4
     for _, row in finished.iterrows():
         result = json.loads((study / "scratch" / experiment / "runs" / row["run_id"] / "result.json").read_text())

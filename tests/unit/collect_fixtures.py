@@ -157,7 +157,7 @@ class FixtureRun:
     seed: int
     run_name: str
     run_id: str
-    status: str  # finished | failed | corrupt | running | pending
+    status: str  # completed | failed | corrupt | running | pending
     values: dict[str, float] | None
     current: bool = True
 
@@ -177,7 +177,7 @@ class Study:
     def values(self, config_id: str, key: str) -> list[float]:
         """``key`` of every current finished run of ``config_id``, in seed order."""
         return [r.values[key] for r in sorted(self.runs, key=lambda r: r.seed) if r.current
-                and r.status == "finished" and r.config.config_id == config_id and r.values is not None]
+                and r.status == "completed" and r.config.config_id == config_id and r.values is not None]
 
 
 def spec_dict(experiment: str, config: Config, seed: int, baseline_run_id: str | None) -> dict[str, Any]:
@@ -204,7 +204,7 @@ def write_run(runs_dir: Path, spec: dict[str, Any], status: str, values: dict[st
     if status == "pending":
         return run_dir
     seed = spec["train"]["seed"]
-    state = {"finished": "done", "corrupt": "done", "failed": "failed", "running": "training"}[status]
+    state = {"completed": "done", "corrupt": "done", "failed": "failed", "running": "training"}[status]
     write_json(run_dir / "heartbeat.json", {"state": state, "step": 500, "total_steps": 1000, "epoch": 1.0,
                                             "last_loss": 0.9, "updated_at": 1_763_850_000.0})
     lines = loss_lines(seed, final_loss=(80.0 - values["f1"]) / 40 if values else 0.3)
@@ -215,7 +215,7 @@ def write_run(runs_dir: Path, spec: dict[str, Any], status: str, values: dict[st
         write_json(run_dir / "failure.json", {"reason": "cuda_oom", "message": "CUDA out of memory. Tried 2 GiB",
                                               "hint": "lower batch_size", "traceback_tail": "...",
                                               "failed_at": 1_763_860_000.0})
-    elif status in ("finished", "corrupt"):
+    elif status in ("completed", "corrupt"):
         assert values is not None
         result = result_json(spec["run_id"], spec["config_hash"], values) | (result_extra or {})
         text = json.dumps(result, indent=1)
@@ -268,10 +268,10 @@ def _special(config: Config, seed: int) -> tuple[str, dict[str, float] | None, d
     if key == SHORT_RUN:
         values["train_steps"] = 1000
     if key == WARNING_RUN:
-        return "finished", values, {"warnings": ["eval F1 fell in the last epoch"], "healthy": False}
+        return "completed", values, {"warnings": ["eval F1 fell in the last epoch"], "healthy": False}
     if key == EXTRA_FIELD_RUN:
-        return "finished", values, {"surprise": {"answer": 42}}
-    return "finished", values, None
+        return "completed", values, {"surprise": {"answer": 42}}
+    return "completed", values, None
 
 
 def _nan_loss(run_dir: Path) -> None:
@@ -283,12 +283,12 @@ def _odd_runs(study: Study, runs_dir: Path, experiment: str, baseline_id: str, c
     a3 = next(c for c in SEED_STUDY if c.base_name == "A3")
     stale_spec = spec_dict(experiment, a3, 1, baseline_id) | {"run_id": "A3-seed1-0ldc0nf1", "config_hash": "0ldc0nf1"}
     stale_values = run_values(a3, 1) | {"f1": STALE_F1}
-    write_run(runs_dir, stale_spec, "finished", stale_values)
-    study.runs.append(FixtureRun(a3, 1, "A3-seed1", "A3-seed1-0ldc0nf1", "finished", stale_values, current=False))
+    write_run(runs_dir, stale_spec, "completed", stale_values)
+    study.runs.append(FixtureRun(a3, 1, "A3-seed1", "A3-seed1-0ldc0nf1", "completed", stale_values, current=False))
     gone = Config("Z1", 50.0, 45.0, 10.0, 1000, 2000, 900)
     gone_spec = spec_dict(experiment, gone, 1, baseline_id)
-    write_run(runs_dir, gone_spec, "finished", run_values(gone, 1))
-    study.runs.append(FixtureRun(gone, 1, gone_spec["run_name"], gone_spec["run_id"], "finished",
+    write_run(runs_dir, gone_spec, "completed", run_values(gone, 1))
+    study.runs.append(FixtureRun(gone, 1, gone_spec["run_name"], gone_spec["run_id"], "completed",
                                  run_values(gone, 1), current=False))
     d1 = next(c for c in SEED_STUDY if c.base_name == "D1")
     for seed, status in ((4, "running"), (5, "pending")):
@@ -321,7 +321,7 @@ def build_many(root: Path, n_runs: int, seeds_per_config: int = 10, experiment: 
             if written == n_runs:
                 break
             spec = spec_dict(experiment, config, seed, None)
-            write_run(runs_dir, spec, "finished", run_values(config, seed))
+            write_run(runs_dir, spec, "completed", run_values(config, seed))
             current[spec["run_name"]] = spec["run_id"]
             written += 1
     write_json(experiment_dir / "manifest.json", {"experiment": experiment, "baseline": "A1", "current_runs": current})
@@ -349,7 +349,7 @@ def build_sst2_study(root: Path, seeds: tuple[int, ...] = (1, 2)) -> Path:
         for seed in seeds:
             spec = spec_dict("sst2", config, seed, None)
             values = run_values(config, seed)
-            run_dir = write_run(experiment_dir / "runs", spec, "finished", values)
+            run_dir = write_run(experiment_dir / "runs", spec, "completed", values)
             result = json.loads((run_dir / "result.json").read_text())
             result["metrics"] = {"accuracy": accuracy + 0.002 * (seed - 1)}
             write_json(run_dir / "result.json", result)

@@ -79,7 +79,7 @@ def test_odd_files_never_crash(tmp_path: Path) -> None:
     config = SEED_STUDY[0]
     specs = [spec_dict("odd", config, seed, None) for seed in range(1, 8)]
     for spec in specs[:5]:
-        write_run(runs_dir, spec, "finished", run_values(config, spec["train"]["seed"]))
+        write_run(runs_dir, spec, "completed", run_values(config, spec["train"]["seed"]))
     write_json(runs_dir / specs[0]["run_id"] / "result.json", ["not", "an", "object"])
     result = result_json(specs[1]["run_id"], specs[1]["config_hash"], run_values(config, 2)) | {"metrics": "oops"}
     write_json(runs_dir / specs[1]["run_id"] / "result.json", result)
@@ -98,7 +98,7 @@ def test_odd_files_never_crash(tmp_path: Path) -> None:
     assert "result.json metrics is not an object" in problems
     assert "unknown field(s) in spec.json: new_knob" in problems and "spec.json has no train section" in problems
     assert "corrupt env.json" in problems and "runs/empty: no spec.json" in problems
-    assert (report.runs_found, report.finished, report.corrupt, report.running, report.failed) == (7, 4, 1, 1, 1)
+    assert (report.runs_found, report.completed, report.corrupt, report.running, report.failed) == (7, 4, 1, 1, 1)
     curve_run = pd.read_csv(tmp_path / "results" / "runs.csv").set_index("run_id").loc[specs[2]["run_id"]]
     assert curve_run["log.loss_points"] == 10  # the torn line is skipped, the rest kept
 
@@ -117,7 +117,7 @@ def test_no_manifest_uses_spec_baselines_and_newest_duplicate(tmp_path: Path) ->
 
 
 def frame(**columns: object) -> pd.DataFrame:
-    base = {"run_id": ["r1"], "run_name": ["X1-seed1"], "config_id": ["X1"], "status": ["finished"],
+    base = {"run_id": ["r1"], "run_name": ["X1-seed1"], "config_id": ["X1"], "status": ["completed"],
             "current": [True], "stale": [False], "in_matrix": [True], "warnings": [""], "healthy": [True]}
     return pd.DataFrame(base | {name: [value] for name, value in columns.items()})
 
@@ -142,7 +142,7 @@ def test_manifest_that_is_not_json_is_a_problem(tmp_path: Path) -> None:
     (study.experiment_dir / "manifest.json").write_text("{broken")
     report = collect(study.experiment_dir, tmp_path / "results", formats=CSV_ONLY)
     assert any(problem.startswith("manifest.json: unreadable") for problem in report.problems)
-    assert report.finished == 42
+    assert report.completed == 42
 
 
 def test_missing_runs_directory_and_missing_experiment(tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_result_json_is_read_as_data_only(tmp_path: Path) -> None:
     """A result with a hostile-looking string is a string in the table, nothing more."""
     config = SEED_STUDY[0]
     spec = spec_dict("data", config, 1, None)
-    write_run(tmp_path / "data" / "runs", spec, "finished", run_values(config, 1),
+    write_run(tmp_path / "data" / "runs", spec, "completed", run_values(config, 1),
               {"node": "__import__('os').system('false')"})
     collect(tmp_path / "data", tmp_path / "results", formats=CSV_ONLY)
     runs = pd.read_csv(tmp_path / "results" / "runs.csv")
@@ -175,7 +175,7 @@ def test_accuracy_study_without_baseline(tmp_path: Path) -> None:
     from collect_fixtures import build_sst2_study
 
     report = collect(build_sst2_study(tmp_path), tmp_path / "results", formats=frozenset({"csv", "md", "png"}))
-    assert (report.finished, report.anomalies) == (12, ())
+    assert (report.completed, report.anomalies) == (12, ())
     accuracy = pd.read_csv(tmp_path / "results" / "tables" / "accuracy_speed.csv").set_index("id")
     assert "f1_mean" not in accuracy and "exact_mean" not in accuracy
     assert accuracy.loc["F1", "accuracy_mean"] == pytest.approx(0.9196)

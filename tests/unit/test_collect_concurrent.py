@@ -21,7 +21,7 @@ def _collect_in_child(experiment_dir: str, out_dir: str, barrier, queue) -> None
 
     barrier.wait(timeout=60)
     report = collect(Path(experiment_dir), Path(out_dir), formats=FORMATS)
-    queue.put((report.runs_found, report.finished, report.anomalies, report.problems, report.unchanged))
+    queue.put((report.runs_found, report.completed, report.anomalies, report.problems, report.unchanged))
 
 
 def test_two_collects_at_once(tmp_path: Path) -> None:

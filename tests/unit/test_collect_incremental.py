@@ -44,8 +44,8 @@ def test_second_collect_reads_nothing_and_writes_nothing(study: Study) -> None:
     second = collect(study.experiment_dir, out(study), formats=FORMATS)
     assert (second.runs_read, second.unchanged) == (0, True)
     assert {path: path.stat().st_mtime_ns for path in second.written} == mtimes
-    assert (second.finished, second.problems, second.anomalies, second.summary_markdown) == (
-        first.finished, first.problems, first.anomalies, first.summary_markdown)
+    assert (second.completed, second.problems, second.anomalies, second.summary_markdown) == (
+        first.completed, first.problems, first.anomalies, first.summary_markdown)
 
 
 @pytest.mark.parametrize("file_name", ["result.json", "metrics.jsonl", "spec.json", "heartbeat.json", "env.json"])
@@ -61,10 +61,10 @@ def test_a_run_that_finishes_is_picked_up(study: Study) -> None:
     before = collect(study.experiment_dir, out(study), formats=FORMATS)
     config = next(c for c in SEED_STUDY if c.base_name == "D1")
     spec = spec_dict("seed-study", config, 4, study.run("A1", 1).run_id)
-    write_run(study.experiment_dir / "runs", spec, "finished", run_values(config, 4))
+    write_run(study.experiment_dir / "runs", spec, "completed", run_values(config, 4))
     after = collect(study.experiment_dir, out(study), formats=FORMATS)
     assert after.runs_read == 1
-    assert (after.finished, after.running) == (before.finished + 1, before.running - 1)
+    assert (after.completed, after.running) == (before.completed + 1, before.running - 1)
     accuracy = pd.read_csv(out(study) / "tables" / "accuracy_speed.csv").set_index("id")
     assert accuracy.loc["D1", "n"] == 3
 
@@ -104,7 +104,7 @@ def test_corrupt_index_means_reading_everything_again(study: Study) -> None:
     (study.experiment_dir / INDEX_FILE).write_bytes(b"not a pickle")
     bump(study.experiment_dir / "runs" / study.run("A1", 1).run_id / "result.json")
     report = collect(study.experiment_dir, out(study), formats=FORMATS)
-    assert report.runs_read == RUN_DIRS and report.finished == 42
+    assert report.runs_read == RUN_DIRS and report.completed == 42
 
 
 def test_deleted_output_is_rewritten(study: Study) -> None:

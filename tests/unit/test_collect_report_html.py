@@ -124,7 +124,7 @@ def test_configurations_have_diff_curves_states_and_run_links(page) -> None:  # 
         return {text: d.textContent, svgLines: d.querySelectorAll('svg polyline').length,
                 links: Array.from(d.querySelectorAll('a')).map(a => a.href)};""")
     assert "padding: max_length → dynamic" in info["text"]
-    assert "finished" in info["text"]
+    assert "completed" in info["text"]
     assert info["svgLines"] == 3  # one loss line a seed
     assert len(info["links"]) == 3
     for href in info["links"]:

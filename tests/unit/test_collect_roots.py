@@ -32,7 +32,7 @@ def teammate_root(tmp_path: Path) -> tuple[Path, str, str]:
     root = build_seed_study(tmp_path / "alice").experiment_dir
     a1 = SEED_STUDY[0]
     spec = spec_dict("seed-study", a1, 4, None)
-    write_run(root / "runs", spec, "finished", run_values(a1, 4))
+    write_run(root / "runs", spec, "completed", run_values(a1, 4))
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["current_runs"][spec["run_name"]] = spec["run_id"]
     (root / "manifest.json").write_text(json.dumps(manifest))

@@ -58,7 +58,7 @@ def config_ids() -> list[str]:
 def test_report_counts_every_state(collected: tuple[Study, CollectReport, Path]) -> None:
     _, report, _ = collected
     # 14 configs x 3 seeds, a stale run, a run no longer in the matrix, a running and a pending run
-    assert (report.runs_found, report.finished, report.failed, report.corrupt, report.running, report.pending) == (
+    assert (report.runs_found, report.completed, report.failed, report.corrupt, report.running, report.pending) == (
         46, 42, 1, 1, 1, 1)
     assert not report.all_ended
 

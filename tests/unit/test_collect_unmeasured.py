@@ -28,7 +28,7 @@ def test_an_unmeasured_throughput_is_missing_not_a_zero_speed_up(tmp_path: Path,
     baseline_id = spec_dict("study", baseline, 1, None)["run_id"]
     for config in (baseline, other):
         spec = spec_dict("study", config, 1, baseline_id)
-        run_dir = write_run(experiment_dir / "runs", spec, "finished", run_values(config, 1))
+        run_dir = write_run(experiment_dir / "runs", spec, "completed", run_values(config, 1))
         if config is other:
             import json
 

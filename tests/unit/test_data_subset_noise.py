@@ -237,7 +237,7 @@ def test_collect_flags_a_classifier_at_chance_whatever_the_baseline() -> None:
     from orchestrator.collect.anomalies import find_anomalies
 
     def row(accuracy: float) -> pd.DataFrame:
-        return pd.DataFrame({"run_id": ["r1"], "run_name": ["X1-seed1"], "config_id": ["X1"], "status": ["finished"],
+        return pd.DataFrame({"run_id": ["r1"], "run_name": ["X1-seed1"], "config_id": ["X1"], "status": ["completed"],
                              "current": [True], "stale": [False], "in_matrix": [True], "warnings": [""],
                              "healthy": [True], "metrics.accuracy": [accuracy], "eval.num_classes": [2]})
 
@@ -294,7 +294,7 @@ def test_collect_shows_the_noise_and_the_training_rows_of_each_configuration(tmp
     runs_dir = tmp_path / "exp" / "runs"
     for config in (clean, noisy):
         for seed in (1, 2):
-            write_run(runs_dir, spec_dict("exp", config, seed, None), "finished", run_values(config, seed))
+            write_run(runs_dir, spec_dict("exp", config, seed, None), "completed", run_values(config, seed))
     collect(tmp_path / "exp", tmp_path / "results", formats=frozenset({"csv", "md"}))
     table = pd.read_csv(tmp_path / "results" / "tables" / "configurations.csv").set_index("id")
     assert table.loc[noisy.base_name, "noise"] == "word_swap 0.1 on eval"

@@ -66,7 +66,7 @@ def test_ia3_label_in_collect_tables(tmp_path: Path) -> None:
     for config in (full, ia3):
         for seed in (1, 2):
             spec = spec_dict("ia3-study", config, seed, None)
-            write_run(experiment_dir / "runs", spec, "finished", run_values(config, seed))
+            write_run(experiment_dir / "runs", spec, "completed", run_values(config, seed))
     out_dir = tmp_path / "results"
     collect(experiment_dir, out_dir, formats=frozenset({"csv"}))
     configs = pd.read_csv(out_dir / "tables" / "configurations.csv", keep_default_na=False).set_index("id")

@@ -1,0 +1,328 @@
+"""The training knobs: ``TrainConfig`` and its sections. Defaults live here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from jobs.contract.base import Strict
+
+
+class CompileConfig(Strict):
+    """torch.compile. ``compile: true`` in YAML means ``{enabled: true}``."""
+
+    enabled: bool = True
+    backend: Literal["inductor", "aot_eager"] = "inductor"
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+
+
+ALL_LINEAR = "all-linear"  # peft's shorthand: every linear layer except the output head
+
+
+class LoraConfig(Strict):
+    r: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    # Leaf module names (``query``, DistilBERT's ``q_lin``), dotted suffixes, or ``all-linear``.
+    target_modules: tuple[str, ...] = ("query", "value")
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _as_tuple(cls, value: Any) -> Any:
+        if value == ALL_LINEAR:
+            return (ALL_LINEAR,)
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one module, e.g. [query, value]")
+        if ALL_LINEAR in value and len(value) > 1:
+            raise ValueError(f"{ALL_LINEAR} already covers every linear layer: write target_modules: {ALL_LINEAR}")
+        return value
+
+
+class QuantizationConfig(Strict):
+    """Quantised base model via bitsandbytes: 4-bit NF4 (QLoRA) or 8-bit."""
+
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+
+
+class BitFitConfig(Strict):
+    """Train biases only; ``train_head`` keeps the task head trainable too."""
+
+    train_head: bool = True
+
+
+class FreezeConfig(Strict):
+    embeddings: bool = False
+    layers: int = Field(0, ge=0, description="freeze the lower N encoder layers")
+
+
+class IA3Config(Strict):
+    """(IA)^3 (Liu et al. 2022): learned vectors rescaling the targets' activations, the
+    ``feedforward_modules`` on their input, the others on their output. Defaults: peft's for BERT
+    (every ``output.dense``, the attention's and the FFN's, is a feed-forward module); when
+    ``target_modules`` is given alone, ``feedforward_modules`` is those of it that are ``output.dense``."""
+
+    target_modules: tuple[str, ...] = ("key", "value", "output.dense")
+    feedforward_modules: tuple[str, ...] = ("output.dense",)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _feedforward_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "target_modules" in data and "feedforward_modules" not in data:
+            targets = data["target_modules"]
+            return {**data, "feedforward_modules": [t for t in targets if t == "output.dense"]
+                    if isinstance(targets, (list, tuple)) else []}
+        return data
+
+    @field_validator("target_modules", "feedforward_modules", mode="before")
+    @classmethod
+    def _as_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one module, e.g. [key, value, output.dense]")
+        return value
+
+    @model_validator(mode="after")
+    def _feedforward_targeted(self) -> IA3Config:
+        extra = [name for name in self.feedforward_modules if name not in self.target_modules]
+        if extra:
+            raise ValueError(f"feedforward_modules {', '.join(map(repr, extra))} not in target_modules: "
+                             "add them to target_modules (peft scales only targeted modules)")
+        return self
+
+
+class SyntheticData(Strict):
+    """Generated, learnable data in the task's real format (no hub needed)."""
+
+    n_train: int = Field(400, ge=1)
+    n_eval: int = Field(100, ge=1)
+    seed: int = 0
+    max_context_words: int | None = Field(None, ge=20, description="keep only contexts this short (fast CPU studies)")
+
+
+# Hub data sets with several configurations, so that ``glue/sst2`` is read as data set
+# ``glue``, configuration ``sst2``. Any other ``a/b`` is a hub id (``rajpurkar/squad_v2``);
+# ``owner/name/config`` or ``data.config`` name a configuration of any data set.
+MULTI_CONFIG_DATASETS = frozenset({"glue", "super_glue"})
+
+
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")  # read as they are, by suffix, on both sides
+
+
+def is_csv_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a local data file is CSV: ``.csv``, or ``.csv`` then a compression suffix (``t.csv.gz``);
+    anything else is read as JSON Lines / JSON."""
+    suffixes = Path(path).suffixes
+    if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
+        suffixes = suffixes[:-1]
+    return bool(suffixes) and suffixes[-1] == ".csv"
+
+
+def hub_dataset(name: str, config: str | None = None) -> tuple[str, str | None]:
+    """``data.name`` (+ ``data.config``) -> ``(path, config)`` for ``datasets.load_dataset``.
+
+    ``squad_v2`` -> ``("squad_v2", None)``; ``glue/sst2`` -> ``("glue", "sst2")`` (a data set of
+    MULTI_CONFIG_DATASETS); ``rajpurkar/squad_v2`` -> itself (owner/name); ``nyu-mll/glue/sst2``
+    -> ``("nyu-mll/glue", "sst2")`` (a hub id has one '/', so a second one starts the config).
+    """
+    parts = name.split("/")
+    if config is None and len(parts) == 3:
+        return "/".join(parts[:2]), parts[2]
+    if config is None and len(parts) == 2 and parts[0] in MULTI_CONFIG_DATASETS:
+        return parts[0], parts[1]
+    return name, config
+
+
+# Text corruptions of data.noise (jobs/noise.py); each applies ``rate`` per character or per word.
+NOISE_KINDS = ("char_substitution", "char_deletion", "word_deletion", "word_swap", "emoji_insertion")
+NOISE_SPLITS = ("train", "eval")
+
+
+class NoiseConfig(Strict):
+    """A seeded corruption of the text (SST-2's sentence, SQuAD v2's question, never its context).
+
+    ``rate``: the probability per character (char_*) or per word (word_*, emoji_insertion: an
+    emoji after the word). ``seed``: None means the run's ``seed``."""
+
+    kind: Literal["char_substitution", "char_deletion", "word_deletion", "word_swap", "emoji_insertion"]
+    rate: float = Field(ge=0, le=1)
+    apply_to: tuple[Literal["train", "eval"], ...] = ("train", "eval")
+    seed: int | None = None
+
+    @field_validator("apply_to", mode="before")
+    @classmethod
+    def _apply_to_tuple(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return (value,)
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("apply_to")
+    @classmethod
+    def _apply_to_set(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one split: [train], [eval] or [train, eval]; "
+                             "drop data.noise for no noise")
+        if len(set(value)) != len(value):
+            raise ValueError(f"names a split twice: write each of train, eval once (got {list(value)})")
+        return value
+
+
+class DataConfig(Strict):
+    """Where the data comes from: exactly one of a hub name, local files, or synthetic."""
+
+    # hub name: "squad_v2", an owner/name id ("rajpurkar/squad_v2"), or with a configuration:
+    # "glue/sst2", "owner/name/config", or name + config (see hub_dataset)
+    name: str | None = None
+    config: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    synthetic: SyntheticData | None = None
+    # A seeded random subset of the training rows (stratified by label: jobs/subset.py), the same for
+    # the same seed in every configuration; 0 is a zero-shot run (evaluation of the initial model only).
+    max_train_samples: int | None = Field(None, ge=0)
+    max_eval_samples: int | None = Field(None, ge=1)
+    cache_dir: str | None = None  # tokenised-feature cache; default <root>/<experiment>/cache
+    noise: NoiseConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        sources = [self.name is not None, self.train_file is not None, self.synthetic is not None]
+        if sum(sources) != 1:
+            raise ValueError("set exactly one of data.name (hub), data.train_file (+ validation_file) or data.synthetic")
+        if self.train_file is not None and self.validation_file is None:
+            raise ValueError("data.train_file needs data.validation_file too")
+        if self.name is not None and self.config is not None and hub_dataset(self.name) != (self.name, None):
+            raise ValueError(f"data.name {self.name!r} already names a configuration: drop data.config "
+                             f"({self.config!r}) or write the data set alone in data.name")
+        if self.name is not None and (not self.name.strip("/") or self.name.count("/") > 2 or "//" in self.name):
+            raise ValueError(f"data.name {self.name!r} is not a hub data set: write name, owner/name, "
+                             "glue/sst2 or owner/name/config")
+        if (self.synthetic is not None and self.max_train_samples is not None
+                and self.max_train_samples > self.synthetic.n_train):
+            raise ValueError(f"data.max_train_samples {self.max_train_samples} is more than the "
+                             f"{self.synthetic.n_train} rows of data.synthetic.n_train: lower it to at most "
+                             f"{self.synthetic.n_train} or raise n_train")
+        return self
+
+
+class HealthConfig(Strict):
+    """When a finished run is flagged as unhealthy (result.json ``warnings``)."""
+
+    min_f1_ratio_to_baseline: float = Field(0.5, ge=0, le=1)
+    min_hasans_f1: float = Field(1.0, ge=0, description="absolute floor for HasAns_f1 when no baseline exists")
+
+
+class OomRetryConfig(Strict):
+    """How ``submit --retry-failed`` adapts a run that failed with CUDA out of memory (see
+    ``OomAdaptation``). A run policy, not a training knob: left out of the config hash."""
+
+    max_adaptations: int = Field(2, le=16, description="adaptations a run may get, counted over its retries")
+
+    @field_validator("max_adaptations")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1; to resubmit runs that ran out of memory unchanged, write "
+                             "oom_retry: null (the default)")
+        return value
+
+
+class TrainConfig(Strict):
+    """Every training knob. Defaults live here and nowhere else."""
+
+    task: Literal["squad_v2", "sst2"] = "squad_v2"
+    model_name_or_path: str = "bert-base-uncased"
+    random_init: bool = False  # random weights (speed benchmarks, plumbing tests)
+    model_overrides: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    data: DataConfig = Field(default_factory=lambda: DataConfig(name="squad_v2"))
+
+    max_seq_length: int = Field(384, ge=16, le=8192)
+    doc_stride: int = Field(128, ge=1)
+    max_answer_length: int = Field(30, ge=1)
+    n_best_size: int = Field(20, ge=1)
+    null_score_threshold: float = 0.0
+
+    attention: Literal["eager", "sdpa"] = "sdpa"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    compile: CompileConfig | None = None
+    padding: Literal["max_length", "dynamic"] = "max_length"
+    pad_to_multiple_of: int | None = Field(None, ge=1)
+    bucketing: bool = False
+
+    lora: LoraConfig | None = None
+    quantization: QuantizationConfig | None = None
+    bitfit: BitFitConfig | None = None
+    allow_bitfit_with_lora: bool = False
+    ia3: IA3Config | None = None
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+
+    optimizer: Literal["adamw", "adamw_fused", "adamw_8bit"] = "adamw"
+    gradient_checkpointing: bool = False
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int = Field(32, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(3e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup: float = Field(0.0, ge=0, description="a ratio of the steps below 1, else a number of steps")
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    seed: int = 42
+    logging_steps: int = Field(50, ge=1)
+    save_steps: int = Field(500, ge=1, description="checkpoint every N steps (resume after preemption)")
+    dataloader_workers: int = Field(2, ge=0)
+    profile: bool = False  # PyTorch profiler window: top kernels + Chrome trace
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    # None: a run that ran out of GPU memory is resubmitted unchanged by --retry-failed. Not hashed.
+    oom_retry: OomRetryConfig | None = None
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_shorthand(cls, value: Any) -> Any:
+        if value is True:
+            return {"enabled": True}
+        if value is False:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _combinations(self) -> TrainConfig:
+        problems = static_conflicts(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def static_conflicts(train: TrainConfig) -> list[str]:
+    """Knob combinations that cannot work on any hardware."""
+    problems: list[str] = []
+    if train.bitfit is not None and train.lora is not None and not train.allow_bitfit_with_lora:
+        problems.append("bitfit together with lora trains two things at once; set allow_bitfit_with_lora: true if you mean it")
+    if train.quantization is not None and train.lora is None:
+        problems.append("a quantised base model cannot be fine-tuned directly: add lora (QLoRA) or drop quantization")
+    for other in ("lora", "bitfit", "quantization"):
+        if train.ia3 is not None and getattr(train, other) is not None:
+            problems.append(f"ia3 together with {other}: train one method at a time (drop ia3 or {other})")
+    if train.task == "squad_v2" and train.doc_stride >= train.max_seq_length:
+        problems.append(f"doc_stride ({train.doc_stride}) must be smaller than max_seq_length ({train.max_seq_length}): "
+                        f"lower doc_stride (a quarter of max_seq_length, {train.max_seq_length // 4}, is usual) "
+                        "or raise max_seq_length")
+    if train.pad_to_multiple_of is not None and train.padding != "dynamic":
+        problems.append("pad_to_multiple_of only applies to padding: dynamic")
+    if train.bucketing and train.padding != "dynamic":
+        problems.append("bucketing only helps with padding: dynamic (with max_length every batch has the same length)")
+    return problems
