@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.store import Experiment
+from orchestrator.experiment.store import Experiment
 from orchestrator.submit import prune_submission_folders
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator import commands
+from orchestrator.backends import registry
 from orchestrator.errors import UserError
 
 log = logging.getLogger("orchestrate")
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("matrix", type=Path)
     p.add_argument("--dry-run", action="store_true", help="print the runs and the sbatch script; submit nothing")
     p.add_argument("--only", help="comma-separated run names or patterns, e.g. A1,B*")
-    p.add_argument("--executor", choices=("auto", "slurm", "local"), help="override the matrix's executor")
+    p.add_argument("--executor", choices=(registry.AUTO, *registry.names()), help="override the matrix's executor")
     p.add_argument("--retry-failed", action="store_true", help="resubmit runs that failed before")
     p.add_argument("--force", action="append", default=[], metavar="PATTERNS",
                    help="rerun the matching runs even if done (comma-separated names or patterns, as --only)")

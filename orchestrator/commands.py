@@ -7,12 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator import status, store
+from orchestrator import status
+from orchestrator.backends import registry
 from orchestrator.errors import EXIT_OK, EXIT_RUNTIME, UserError
+from orchestrator.experiment import store
 from orchestrator.matrix import load_matrix, select
 from orchestrator.submit import choose_executor, print_summary, raise_if_failed, submit
 
-MIN_SLURM_INTERVAL_S = 30.0
+MIN_SLURM_INTERVAL_S = 30.0  # status --watch: sacct/squeue in a loop load the controller
 MAX_BACKOFF_S = 300.0
 
 
@@ -31,7 +33,7 @@ def cmd_submit(args: argparse.Namespace, cwd: Path) -> int:
     print_summary(outcome, experiment)
     raise_if_failed(outcome)
     if args.wait:
-        interval = 2.0 if kind == "local" else max(args.interval, MIN_SLURM_INTERVAL_S)
+        interval = registry.get(kind).wait_interval_s(args.interval)
         rows = wait_until_ended(experiment, interval, {s.run_id for s in specs})
         bad = [r for r in rows if r.state != "completed"]
         return EXIT_RUNTIME if bad else EXIT_OK
