@@ -10,12 +10,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator import commands
 from orchestrator.backends import registry
+from orchestrator.commands import cancel, clean, collect, status, submit
 from orchestrator.errors import UserError
 
 log = logging.getLogger("orchestrate")
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+
+
+COMMANDS = {"submit": submit.run, "status": status.run, "collect": collect.run, "cancel": cancel.run,
+            "clean": clean.run}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handler = getattr(commands, f"cmd_{args.command}")
+    handler = COMMANDS[args.command]
     try:
         return int(handler(args, Path.cwd()))
     except UserError as exc:

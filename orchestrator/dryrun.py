@@ -18,9 +18,10 @@ from jobs.contract import RunSpec, redact_assignments
 from orchestrator import preflight, vram
 from orchestrator.backends import registry
 from orchestrator.backends.base import Group, job_name
+from orchestrator.experiment.plan import group_runs, plan, split_groups
 from orchestrator.experiment.store import Experiment
 from orchestrator.matrix import Matrix
-from orchestrator.submit import failed_text, group_runs, plan, split_groups
+from orchestrator.submit import failed_text
 
 HEADER = "### "  # starts each script's heading line (tests split the output there)
 # Stands for the submission token (time and random hex) in paths and the job name; needs no shell

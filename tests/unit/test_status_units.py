@@ -179,7 +179,7 @@ def test_accounting_lag_asks_squeue_before_saying_lost(tmp_path: Path, monkeypat
 def test_plan_never_resubmits_a_job_slurm_may_still_know(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from orchestrator.submit import plan
+    from orchestrator.experiment.plan import plan
 
     experiment = make_experiment(tmp_path, {"queued": "50_0", "unknown": "51", "gone": "52"})
     _age(experiment, 600)

@@ -385,7 +385,7 @@ def test_profile_paths_quoted_and_expanded_on_the_node(tmp_path: Path, capsys: p
 
 def test_force_matches_run_names_by_the_same_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from orchestrator.experiment.manifest import Manifest
-    from orchestrator.submit import plan
+    from orchestrator.experiment.plan import plan
 
     code, _, err = submit(tmp_path, "grid: {seed: [1, 2]}\nruns:\n  A4-b: {precision: fp16}\n  A4: {precision: fp16}\n", capsys)
     assert code == 0, err

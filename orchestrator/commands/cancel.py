@@ -1,4 +1,5 @@
-"""Cancel an experiment's active jobs (all, or the named runs): one call a backend (one scancel).
+"""``orchestrate cancel``: cancel an experiment's active jobs (all, or the named runs), one call a
+backend (one scancel).
 
 A run whose state is ``unknown`` (SLURM could not be asked, or answered a state we do not know) is
 cancelled too: it may still be queued or running, and scancel of a job that has ended is no error. If
@@ -7,8 +8,12 @@ the scheduler cannot be reached, nothing is recorded and the command fails sayin
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 from orchestrator.backends import registry
-from orchestrator.errors import UserError
+from orchestrator.errors import EXIT_OK, UserError
+from orchestrator.experiment import store
 from orchestrator.experiment.manifest import Manifest
 from orchestrator.experiment.store import Experiment
 from orchestrator.matrix import matches, name_patterns
@@ -46,3 +51,18 @@ def _base_name(experiment: Experiment, run_id: str, run_name: str) -> str:
         return experiment.run_dir(run_id).read_spec().base_name
     except (OSError, ValueError):
         return run_name  # no readable spec: the full name still matches
+
+
+def run(args: argparse.Namespace, cwd: Path) -> int:
+    patterns = list(args.runs)
+    try:
+        experiment = store.resolve(cwd, args.experiment)
+    except UserError:
+        if args.experiment is None:
+            raise
+        experiment = store.resolve(cwd, None)  # `orchestrate cancel A1`: A1 is a run of the last experiment
+        patterns.insert(0, args.experiment)
+    names = cancel(experiment, patterns)
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    print(f"cancelled {len(names)} run(s)" + (f": {shown}" if names else " (none were active)"))
+    return EXIT_OK
