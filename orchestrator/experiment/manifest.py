@@ -103,7 +103,8 @@ class Manifest(_Record):
 
     @classmethod
     def empty(cls, experiment: str) -> Manifest:
-        return cls(experiment=experiment, baseline=None, current_runs={}, runs={}, submissions={})
+        return cls(schema_version=SCHEMA_VERSION, experiment=experiment, baseline=None, current_runs={}, runs={},
+                   submissions={})
 
     def latest_attempt(self, run_id: str) -> Attempt | None:
         run = self.runs.get(run_id)

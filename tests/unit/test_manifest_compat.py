@@ -64,3 +64,8 @@ def test_unknown_keys_survive_a_round_trip() -> None:
     data = {"experiment": "x", "future_key": [1], "runs": {"r-1": {"run_name": "r", "attempts": [
         {"job_id": "1", "executor": "slurm", "submitted_at": 1.0, "queue_priority": 3}]}}}
     assert Manifest.model_validate(data).to_json() == data
+
+
+def test_a_new_manifest_has_the_keys_the_untyped_code_wrote() -> None:
+    assert Manifest.empty("x").to_json() == {"schema_version": 1, "experiment": "x", "baseline": None,
+                                             "current_runs": {}, "runs": {}, "submissions": {}}
