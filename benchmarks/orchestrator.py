@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from orchestrator import slurm
+from orchestrator.backends.slurm import commands as slurm
 from orchestrator.cli import main as orchestrate
 
 PROFILE = """

@@ -10,11 +10,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator import commands
+from orchestrator.backends import registry
+from orchestrator.commands import cancel, clean, collect, status, submit
 from orchestrator.errors import UserError
 
 log = logging.getLogger("orchestrate")
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+
+
+COMMANDS = {"submit": submit.run, "status": status.run, "collect": collect.run, "cancel": cancel.run,
+            "clean": clean.run}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("matrix", type=Path)
     p.add_argument("--dry-run", action="store_true", help="print the runs and the sbatch script; submit nothing")
     p.add_argument("--only", help="comma-separated run names or patterns, e.g. A1,B*")
-    p.add_argument("--executor", choices=("auto", "slurm", "local"), help="override the matrix's executor")
+    p.add_argument("--executor", choices=(registry.AUTO, *registry.names()), help="override the matrix's executor")
     p.add_argument("--retry-failed", action="store_true", help="resubmit runs that failed before")
     p.add_argument("--force", action="append", default=[], metavar="PATTERNS",
                    help="rerun the matching runs even if done (comma-separated names or patterns, as --only)")
@@ -64,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handler = getattr(commands, f"cmd_{args.command}")
+    handler = COMMANDS[args.command]
     try:
         return int(handler(args, Path.cwd()))
     except UserError as exc:

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from tabulate import tabulate
+
 from jobs.contract import RunSpec, redact_assignments
-from orchestrator import executors, profiles, slurm, vram
+from orchestrator import vram
+from orchestrator.backends import registry
+from orchestrator.backends.base import Group, job_name
+from orchestrator.experiment.plan import group_runs, plan, split_groups
+from orchestrator.experiment.store import Experiment
 from orchestrator.matrix import Matrix, preflight
-from orchestrator.store import Experiment
-from orchestrator.submit import failed_text, group_runs, plan, split_groups
+from orchestrator.submit import failed_text
 
 HEADER = "### "  # starts each script's heading line (tests split the output there)
 # Stands for the submission token (time and random hex) in paths and the job name; needs no shell
@@ -29,12 +34,11 @@ def print_dry_run(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, 
     """Print the runs, then each script (SLURM) or setup (local) the submission would use."""
     print(f"experiment {matrix.experiment} ({len(specs)} runs, executor {kind}, cluster {matrix.profile.name})", file=out)
     print(f"run directories under {matrix.experiment_dir / 'runs'}", file=out)
-    width = max(len(s.run_name) for s in specs)
     unknown: dict[str, list[str]] = {}
-    for spec in specs:
-        memory = _memory_column(matrix, spec, unknown)
-        print(f"  {spec.run_name.ljust(width)}  {spec.run_id}  series {spec.series}  group {spec.resources.group_key()}"
-              f"  {memory}", file=out)
+    rows = [[spec.run_name, spec.run_id, f"series {spec.series}", f"group {spec.resources.group_key()}",
+             _memory_column(matrix, spec, unknown)] for spec in specs]
+    for line in tabulate(rows, tablefmt="plain", disable_numparse=True).splitlines():
+        print(f"  {line.rstrip()}", file=out)
     for reason, unestimated in unknown.items():
         shown = ", ".join(unestimated[:8]) + (f" and {len(unestimated) - 8} more" if len(unestimated) > 8 else "")
         print(f"note: VRAM not estimated for {shown}: {reason}", file=out)
@@ -42,24 +46,20 @@ def print_dry_run(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, 
     if not new:
         print("nothing to submit", file=out)
         return
-    notes = _limit_notes(kind, len(new))
-    max_array, unchecked = executors.cluster_limits(kind, matrix.profile)
-    chunks = split_groups(group_runs(new), max_array)
-    folder = matrix.experiment_dir / "submitit" / TOKEN
+    backend = registry.get(kind)
+    limits = backend.limits(matrix, len(new), dry_run=True)
+    chunks = split_groups(group_runs(new), limits.max_array_size)
+    experiment = Experiment(matrix.experiment_dir)
+    folder = experiment.submitit_dir / TOKEN
     print(f"({TOKEN} below stands for the submission's token, e.g. 20261129-215528-ebfe63)", file=out)
     for index, (key, chunk) in enumerate(chunks, start=1):
         names = ", ".join(s.run_name for s in chunk[:8]) + (" ..." if len(chunk) > 8 else "")
         print(f"\n{HEADER}submission {index} of {len(chunks)}: resource group {key}: {len(chunk)} run(s): {names}",
               file=out)
-        if kind == "slurm":
-            text = executors.render_script(matrix, chunk[0].resources, len(chunk), folder,
-                                           executors.job_name(matrix.experiment, TOKEN))
-        else:
-            preamble = profiles.render_preamble(matrix.profile, chunk[0].resources, {"experiment": matrix.experiment})
-            setup = profiles.split_preamble(preamble)[1]
-            text = "# local executor: these lines run before each job\n" + ("\n".join(setup) or "# (none)")
+        text = backend.dry_run(Group(experiment=experiment, matrix=matrix, runs=chunk, folder=folder,
+                                     job_name=job_name(matrix.experiment, TOKEN)))
         print(redact_assignments(text), file=out)
-    for note in notes + unchecked:
+    for note in limits.notes:
         print(f"note: {note}", file=out)
 
 
@@ -93,12 +93,3 @@ def _new_runs(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, retr
     for run_name, note in the_plan.retried:
         print(f"  retry {run_name}: {note}", file=out)
     return the_plan.new
-
-
-def _limit_notes(kind: str, new_jobs: int) -> list[str]:
-    if kind != "slurm":
-        return []
-    if not slurm.slurm_available():
-        return [("MaxSubmitJobs not checked: SLURM's commands are not on the PATH here; "
-                "the real submit warns before passing it")]
-    return executors.limit_warnings(kind, new_jobs)

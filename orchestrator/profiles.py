@@ -56,7 +56,7 @@ class Profile(BaseModel):
     hf_home: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     local_parallelism: int = Field(1, ge=1)  # runs at once with the local executor
-    local_runs_per_gpu: int = Field(1, ge=1)  # local executor: runs sharing one GPU at once (orchestrator/localgpu.py)
+    local_runs_per_gpu: int = Field(1, ge=1)  # local executor: runs sharing one GPU at once (orchestrator/backends/local/gpus.py)
     max_array_size: int | None = Field(None, ge=1)  # override scontrol's MaxArraySize
     directory: str = ""
 

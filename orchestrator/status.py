@@ -1,12 +1,11 @@
 """One row a run: state, progress, elapsed time, node, and for failures the reason and log tail.
 
 Success is the run's result.json, never SLURM's COMPLETED alone (a job can exit 0 after
-swallowing an exception). SLURM is asked once for every job (jobstate.scheduler_states).
+swallowing an exception). Each backend is asked once for all of its jobs (backends/registry.py).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -14,11 +13,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+
+from tabulate import tabulate
 
 from jobs.contract import RunDir, RunOutcome, failure_outcome
-from orchestrator.jobstate import SchedState, scheduler_states
-from orchestrator.store import Experiment, latest_attempt
+from orchestrator.backends.base import SchedState
+from orchestrator.backends.registry import scheduler_states
+from orchestrator.experiment.manifest import Attempt, Manifest
+from orchestrator.experiment.store import Experiment
 
 DEFAULT_STALL_AFTER_S = 900.0
 ENDED = frozenset({"completed", "failed", "timeout", "preempted", "cancelled", "node_fail", "out_of_memory",
@@ -48,21 +50,20 @@ def gather(experiment: Experiment, stall_after_s: float = DEFAULT_STALL_AFTER_S,
            include_stale: bool = False) -> tuple[list[RunStatus], str | None]:
     """Status of every run of the experiment's current matrix (and older runs if asked)."""
     manifest = experiment.read_manifest()
-    run_ids = list(manifest.get("current_runs", {}).values())
+    run_ids = list(manifest.current_runs.values())
     if include_stale:
-        run_ids += [r for r in manifest.get("runs", {}) if r not in run_ids]
+        run_ids += [r for r in manifest.runs if r not in run_ids]
     states, note = scheduler_states(manifest, run_ids)
     rows = [_one(experiment, manifest, run_id, states.get(run_id), stall_after_s) for run_id in run_ids]
     return rows, note
 
 
-def _one(experiment: Experiment, manifest: dict[str, Any], run_id: str, sched: SchedState | None,
+def _one(experiment: Experiment, manifest: Manifest, run_id: str, sched: SchedState | None,
          stall_after_s: float) -> RunStatus:
     run_dir = experiment.run_dir(run_id)
-    attempt = latest_attempt(manifest, run_id) or {}
-    name = manifest.get("runs", {}).get(run_id, {}).get("run_name") or run_id.rsplit("-", 1)[0]
-    row = RunStatus(run_id=run_id, run_name=name, state=RunOutcome.NOT_SUBMITTED.value,
-                    job_id=str(attempt.get("job_id") or ""))
+    attempt = manifest.latest_attempt(run_id)
+    row = RunStatus(run_id=run_id, run_name=manifest.run_name(run_id), state=RunOutcome.NOT_SUBMITTED.value,
+                    job_id=str(attempt.job_id or "") if attempt is not None else "")
     heartbeat = run_dir.read_heartbeat()
     if heartbeat is not None:
         row.step, row.total_steps = heartbeat.step, heartbeat.total_steps
@@ -90,7 +91,7 @@ def _one(experiment: Experiment, manifest: dict[str, Any], run_id: str, sched: S
         row.reason = failure.text()
     elif sched is not None:
         row.state, row.reason = _ended_without_result(sched)
-    elif attempt:  # sacct and squeue both answered, and neither lists the job
+    elif attempt is not None:  # the scheduler answered, and does not list the job
         row.state, row.reason = RunOutcome.LOST.value, "the scheduler no longer knows the job and the run left no result"
     if row.state not in (RunOutcome.COMPLETED, RunOutcome.PENDING, RunOutcome.RUNNING, RunOutcome.REQUEUED,
                          RunOutcome.NOT_SUBMITTED, RunOutcome.UNKNOWN):
@@ -102,27 +103,27 @@ def _ended_without_result(sched: SchedState) -> tuple[str, str]:
     if sched.state == "unknown":  # not ended: SLURM could not be asked, or answered a state we do not know
         return "unknown", sched.reason or f"SLURM: {sched.raw or 'unknown state'}"
     if sched.state in ("completed", "ended"):
-        where = "process" if sched.source == "local" else f"job (exit {sched.exit_code or '0'})"
+        where = "process" if sched.unit == "process" else f"job (exit {sched.exit_code or '0'})"
         return "failed", f"{where} ended without result.json: see the log"
     if sched.state in ("timeout", "preempted", "cancelled", "node_fail", "out_of_memory"):
         return sched.state, f"SLURM: {sched.raw or sched.state}" + (f", exit {sched.exit_code}" if sched.exit_code else "")
     return "failed", f"SLURM: {sched.raw or sched.state}" + (f", exit {sched.exit_code}" if sched.exit_code else "")
 
 
-def log_paths(experiment: Experiment, attempt: dict[str, Any], run_dir: RunDir) -> list[Path]:
+def log_paths(experiment: Experiment, attempt: Attempt | None, run_dir: RunDir) -> list[Path]:
     """Where this attempt's output went: submitit's .err/.out, then the worker's own log."""
     paths: list[Path] = []
-    if attempt.get("log"):
-        err = Path(attempt["log"])
+    if attempt is not None and attempt.log:
+        err = Path(attempt.log)
         paths += [err, err.with_name(err.name.replace("_log.err", "_log.out"))]
-    elif attempt.get("job_id") and attempt.get("submission"):
-        folder = experiment.submitit_dir / attempt["submission"]
-        paths += [folder / f"{attempt['job_id']}_0_log.err", folder / f"{attempt['job_id']}_0_log.out"]
+    elif attempt is not None and attempt.job_id and attempt.submission:
+        folder = experiment.submitit_dir / attempt.submission
+        paths += [folder / f"{attempt.job_id}_0_log.err", folder / f"{attempt.job_id}_0_log.out"]
     paths.append(run_dir.log_path)
     return paths
 
 
-def log_tail(experiment: Experiment, attempt: dict[str, Any], run_dir: RunDir, lines: int = 8) -> list[str]:
+def log_tail(experiment: Experiment, attempt: Attempt | None, run_dir: RunDir, lines: int = 8) -> list[str]:
     for path in log_paths(experiment, attempt, run_dir):
         try:
             with open(path, "rb") as handle:
@@ -144,28 +145,31 @@ def _fmt_elapsed(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def render(rows: list[RunStatus], note: str | None, with_logs: bool = True, width: int | None = None) -> str:
-    """The status table for people (rich), fitted to ``width`` columns (default: the terminal's, or
-    ``$COLUMNS``, else 120 when not a terminal); the INFO column wraps rather than running off an
-    80-column screen. Below it: counts per state, the note, and the log tails of failed runs."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
+COLUMNS = ("RUN", "STATE", "PROGRESS", "ELAPSED", "NODE", "JOB", "INFO")
+_MIN_INFO = 10  # the INFO column wraps, but never narrower than this
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
-    for name in ("RUN", "STATE", "PROGRESS", "ELAPSED", "NODE", "JOB"):
-        table.add_column(name, no_wrap=name not in ("RUN", "NODE"), overflow="fold")
-    table.add_column("INFO", overflow="fold", ratio=1)
+
+def render(rows: list[RunStatus], note: str | None, with_logs: bool = True, width: int | None = None) -> str:
+    """The status table for people (tabulate), fitted to ``width`` columns (default: the terminal's,
+    or ``$COLUMNS``, else 120 when not a terminal): the INFO column wraps rather than running off an
+    80-column screen. Below it: counts per state, the note, and the log tails of failed runs."""
+    cells = []
     for row in rows:
         progress = f"{row.step or 0}/{row.total_steps}" if row.total_steps else (str(row.step) if row.step else "-")
         info = row.reason or ("; ".join(row.warnings) if row.warnings else "")
         state = row.state + (" (warn)" if row.warnings else "")
-        table.add_row(row.run_name, state, progress, _fmt_elapsed(row.elapsed_s), row.node or "-",
-                      row.job_id or "-", info[:200])
-    buffer = io.StringIO()
-    Console(file=buffer, width=width or _width(), color_system=None, highlight=False, soft_wrap=False,
-            emoji=False, markup=False).print(table)
-    out = [buffer.getvalue().rstrip("\n")]
+        cells.append([row.run_name, state, progress, _fmt_elapsed(row.elapsed_s), row.node or "-",
+                      row.job_id or "-", info[:200]])
+    target = width or _width()
+    info_width = target
+    while True:  # tabulate pads headers by its own rule: measure, then narrow INFO by the overflow
+        table = tabulate(cells, headers=COLUMNS, tablefmt="simple", disable_numparse=True,
+                         maxcolwidths=[None] * (len(COLUMNS) - 1) + [info_width])
+        overflow = max(len(line) for line in table.splitlines()) - target
+        if overflow <= 0 or info_width <= _MIN_INFO:
+            break
+        info_width = max(_MIN_INFO, info_width - overflow)
+    out = [table]
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.state] = counts.get(row.state, 0) + 1

@@ -1,9 +1,10 @@
 """Submit a validated matrix: skip what is done or running, group runs into job arrays.
 
 Every job id is recorded in the manifest as it is submitted: a submission is written as
-``submitting`` before sbatch runs and ``submitted`` with its job ids after, so a crash in
+``submitting`` before the backend is called and ``submitted`` with its job ids after, so a crash in
 between is visible (and recovered by job name) at the next submit. Submitting returns at
-once; it never waits for jobs unless ``--wait`` is given.
+once; it never waits for jobs unless ``--wait`` is given. Which scheduler runs the jobs is the
+backend's business (orchestrator/backends/).
 """
 
 from __future__ import annotations
@@ -12,83 +13,39 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jobs.contract import RunDir, RunSpec
-from orchestrator import executors, oomretry, slurm
-from orchestrator.errors import RuntimeUserError, UserError
-from orchestrator.jobstate import scheduler_states
-from orchestrator.matrix import Matrix, check_root_writable, matches, name_patterns
-from orchestrator.store import Experiment
+from orchestrator.backends import registry
+from orchestrator.backends.base import Backend, Group, job_name
+from orchestrator.errors import RuntimeUserError
+from orchestrator.experiment.manifest import FAILED, SUBMITTED, SUBMITTING, Attempt, Manifest, Submission
+from orchestrator.experiment.plan import Plan, group_runs, plan, split_groups
+from orchestrator.experiment.store import Experiment
+from orchestrator.matrix import Matrix, check_root_writable
 
 log = logging.getLogger(__name__)
 KEEP_SUBMISSION_FOLDERS = 50
-
-
-@dataclass
-class Plan:
-    """What a submit will do, run by run."""
-
-    new: list[RunSpec] = field(default_factory=list)
-    done: list[RunSpec] = field(default_factory=list)
-    active: list[tuple[RunSpec, str]] = field(default_factory=list)  # (spec, state)
-    failed: list[RunSpec] = field(default_factory=list)  # skipped: failed before; --retry-failed resubmits
-    resubmitted: int = 0  # of ``new``: runs that failed before, resubmitted by --retry-failed
-    note: str | None = None
-    retried: list[tuple[str, str]] = field(default_factory=list)  # (run name, what --retry-failed changed or kept)
+RECENT_S = 3600.0  # a submission folder younger than this is kept (its jobs may still start)
 
 
 @dataclass
 class Outcome:
     plan: Plan
     executor: str
-    submissions: list[dict[str, Any]] = field(default_factory=list)
+    submissions: list[Submission] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
 def choose_executor(matrix: Matrix, override: str | None, dry_run: bool = False) -> str:
-    """slurm or local. A dry run of a SLURM matrix renders its scripts even where sbatch is missing
-    (writing the matrix on a laptop)."""
-    wanted = override or matrix.executor
-    if wanted == "auto":
-        return "slurm" if slurm.slurm_available() else "local"
-    if wanted == "slurm" and not slurm.slurm_available() and not dry_run:
-        raise UserError("executor: slurm, but sbatch is not on the PATH; use executor: local (or auto)")
-    return wanted
-
-
-def plan(matrix: Matrix, specs: list[RunSpec], manifest: dict[str, Any], experiment: Experiment,
-         retry_failed: bool = False, force: frozenset[str] = frozenset()) -> Plan:
-    """Sort runs into new / done / active / failed, asking the scheduler once."""
-    result = Plan()
-    states, result.note = scheduler_states(manifest, [s.run_id for s in specs])
-    for spec in specs:
-        run_dir = experiment.run_dir(spec.run_id)
-        forced = spec.run_id in force or matches(spec.run_name, spec.base_name, name_patterns(sorted(force)))
-        state = states.get(spec.run_id)
-        if run_dir.result_path.exists() and not forced:
-            result.done.append(spec)  # done is done, even while its process is still exiting
-        elif state is not None and (state.active or state.state == "unknown"):
-            # a job SLURM still knows, or may know, is never submitted twice: not even with --force
-            result.active.append((spec, state.state if state.active else f"unknown ({state.reason})"))
-        elif forced:
-            result.new.append(spec)
-        elif spec.run_id in manifest.get("runs", {}) and manifest["runs"][spec.run_id].get("attempts"):
-            if not retry_failed:
-                result.failed.append(spec)
-                continue
-            retry = oomretry.retry_of(spec, run_dir)  # a CUDA OOM may shrink the micro-batch (oom_retry)
-            result.new.append(retry.spec)
-            result.resubmitted += 1
-            if retry.note:
-                result.retried.append((spec.run_name, retry.note))
-        else:
-            result.new.append(spec)
-    return result
+    """The backend's name for the matrix's executor (or ``--executor``); ``auto`` picks one here."""
+    return registry.choose(override or matrix.executor, dry_run).name
 
 
 def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_failed: bool = False,
@@ -96,14 +53,16 @@ def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_fa
     """Write specs and submit the new runs, one job array per resource group."""
     check_root_writable(matrix)
     experiment = Experiment(matrix.experiment_dir)
+    backend = registry.get(executor_kind)
     with experiment.locked():
         manifest = experiment.read_manifest()
-        executors.recover_interrupted(experiment, manifest)
+        recover_interrupted(experiment, manifest)
         the_plan = plan(matrix, specs, manifest, experiment, retry_failed, force)
         outcome = Outcome(plan=the_plan, executor=executor_kind)
-        manifest.update(experiment=matrix.experiment, baseline=matrix.baseline, matrix_path=str(matrix.source),
-                        matrix_sha256=matrix.sha256, cluster=matrix.profile.name,
-                        current_runs={s.run_name: s.run_id for s in matrix.runs})
+        manifest.experiment, manifest.baseline = matrix.experiment, matrix.baseline
+        manifest.matrix_path, manifest.matrix_sha256 = str(matrix.source), matrix.sha256
+        manifest.cluster = matrix.profile.name
+        manifest.current_runs = {s.run_name: s.run_id for s in matrix.runs}
         experiment.write_manifest(manifest)
         for spec in the_plan.new:
             run_dir = experiment.run_dir(spec.run_id)
@@ -111,13 +70,10 @@ def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_fa
             _archive_previous_result(run_dir)
             run_dir.write_spec(spec)
         if the_plan.new:
-            groups = group_runs(the_plan.new)
-            outcome.warnings += executors.limit_warnings(executor_kind, len(the_plan.new))
-            max_array, unchecked = executors.cluster_limits(executor_kind, matrix.profile)
-            outcome.warnings += unchecked
-            for resources_key, chunk in split_groups(groups, max_array):
-                outcome.submissions.append(
-                    executors.submit_chunk(experiment, manifest, matrix, chunk, executor_kind, resources_key))
+            limits = backend.limits(matrix, len(the_plan.new))
+            outcome.warnings += limits.notes
+            for resources_key, chunk in split_groups(group_runs(the_plan.new), limits.max_array_size):
+                outcome.submissions.append(submit_group(experiment, manifest, matrix, chunk, backend, resources_key))
         prune_submission_folders(experiment, manifest)
     return outcome
 
@@ -133,43 +89,20 @@ def _archive_previous_result(run_dir: RunDir) -> None:
             os.replace(path, target / path.name)
 
 
-def group_runs(specs: list[RunSpec]) -> dict[str, list[RunSpec]]:
-    """Runs with identical resources share one array."""
-    groups: dict[str, list[RunSpec]] = {}
-    for spec in specs:
-        groups.setdefault(spec.resources.group_key(), []).append(spec)
-    return groups
-
-
-def split_groups(groups: dict[str, list[RunSpec]], max_array: int) -> list[tuple[str, list[RunSpec]]]:
-    """Split each group into arrays of at most ``max_array`` tasks (indices 0..max_array-1)."""
-    chunks = []
-    for key, specs in groups.items():
-        for start in range(0, len(specs), max_array):
-            chunks.append((key, specs[start:start + max_array]))
-    return chunks
-
-
-def prune_submission_folders(experiment: Experiment, manifest: dict[str, Any]) -> None:
+def prune_submission_folders(experiment: Experiment, manifest: Manifest) -> None:
     """Delete submitit folders whose runs have all finished or been resubmitted since,
     keeping the newest KEEP_SUBMISSION_FOLDERS."""
-    submissions = manifest.get("submissions", {})
-    latest = {run_id: info["attempts"][-1].get("submission") for run_id, info in manifest.get("runs", {}).items()
-              if info.get("attempts")}
-    ordered = sorted(submissions, key=lambda t: submissions[t].get("started_at", 0))
+    submissions = manifest.submissions
+    latest = {run_id: run.attempts[-1].submission for run_id, run in manifest.runs.items() if run.attempts}
+    ordered = sorted(submissions, key=lambda t: submissions[t].started_at)
     for token in ordered[:-KEEP_SUBMISSION_FOLDERS] if len(ordered) > KEEP_SUBMISSION_FOLDERS else ordered:
         entry = submissions[token]
-        run_ids = entry.get("run_ids", [])
-        superseded = all(latest.get(r) != token or experiment.run_dir(r).result_path.exists() for r in run_ids)
-        if superseded and entry.get("state") in ("submitted", "finished", "failed") and len(ordered) > 1:
+        superseded = all(latest.get(r) != token or experiment.run_dir(r).result_path.exists() for r in entry.run_ids)
+        if superseded and entry.state in ("submitted", "finished", "failed") and len(ordered) > 1:
             folder = experiment.submitit_dir / token
-            if folder.is_dir() and not _recent(entry):
+            if folder.is_dir() and time.time() - entry.started_at >= RECENT_S:
                 shutil.rmtree(folder, ignore_errors=True)
-                entry["pruned"] = True
-
-
-def _recent(entry: dict[str, Any], seconds: float = 3600.0) -> bool:
-    return time.time() - float(entry.get("started_at", 0)) < seconds
+                entry.pruned = True
 
 
 def new_token() -> str:
@@ -196,12 +129,12 @@ def print_summary(outcome: Outcome, experiment: Experiment, out: Any = None) -> 
     for run_name, note in p.retried:
         print(f"  retry {run_name}: {note}", file=out)
     for entry in outcome.submissions:
-        if entry.get("state") == "failed":  # the reason follows as the command's error
-            print(f"  not submitted: {len(entry['run_ids'])} run(s) (submission {entry['token']} failed)", file=out)
+        if entry.state == FAILED:  # the reason follows as the command's error
+            print(f"  not submitted: {len(entry.run_ids)} run(s) (submission {entry.token} failed)", file=out)
             continue
-        ids = entry.get("array_job_id") or ", ".join(entry.get("job_ids", [])[:3])
+        ids = entry.array_job_id or ", ".join(entry.job_ids[:3])
         where = f"as {outcome.executor} job {ids}" if ids else f"as {outcome.executor} jobs"  # local: ids come later
-        print(f"  submitted {len(entry['run_ids'])} run(s) {where} (logs: {entry['folder']})", file=out)
+        print(f"  submitted {len(entry.run_ids)} run(s) {where} (logs: {entry.folder})", file=out)
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=out)
     if p.note:
@@ -210,6 +143,99 @@ def print_summary(outcome: Outcome, experiment: Experiment, out: Any = None) -> 
 
 
 def raise_if_failed(outcome: Outcome) -> None:
-    failed = [s for s in outcome.submissions if s.get("state") == "failed"]
+    failed = [s for s in outcome.submissions if s.state == FAILED]
     if failed:
-        raise RuntimeUserError("; ".join(f"submission {s['token']} failed: {s.get('error')}" for s in failed))
+        raise RuntimeUserError("; ".join(f"submission {s.token} failed: {s.error}" for s in failed))
+
+
+def submit_group(experiment: Experiment, manifest: Manifest, matrix: Matrix, chunk: list[RunSpec],
+                 backend: Backend, group: str) -> Submission:
+    """Record, submit, record: the manifest never misses a job that reached the scheduler."""
+    token = new_token()
+    folder = experiment.submitit_dir / token
+    entry = Submission(token=token, group=group, state=SUBMITTING, executor=backend.name,
+                       run_ids=[s.run_id for s in chunk], job_name=job_name(matrix.experiment, token),
+                       folder=str(folder), started_at=time.time())
+    manifest.submissions[token] = entry
+    experiment.write_manifest(manifest)
+    request = Group(experiment=experiment, matrix=matrix, runs=chunk, folder=folder, job_name=entry.job_name)
+    try:
+        job_ids = backend.submit(request)
+    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised as a user-facing failure
+        entry.state = FAILED
+        entry.error = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+        experiment.write_manifest(manifest)
+        return entry
+    _inject_fault("after-sbatch")
+    record_attempts(manifest, chunk, job_ids, token, backend)
+    entry.state, entry.job_ids = SUBMITTED, [j for j in job_ids if j]
+    entry.array_job_id, entry.submitted_at = (job_ids[0] or "").split("_")[0] or None, time.time()
+    backend.launch(request, entry, lambda: experiment.write_manifest(manifest))
+    experiment.write_manifest(manifest)
+    return entry
+
+
+def _inject_fault(point: str) -> None:
+    """Tests kill orchestrate for real at a chosen point (ORCHESTRATE_FAULT_INJECT=after-sbatch)
+    to prove that an interrupted submit is recovered; unset in normal use."""
+    if os.environ.get("ORCHESTRATE_FAULT_INJECT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def record_attempts(manifest: Manifest, chunk: Sequence[RunSpec | RunRef], job_ids: list[str | None], token: str,
+                    backend: Backend) -> None:
+    """One new attempt a run, in array task order."""
+    now = time.time()
+    for spec, job_id in zip(chunk, job_ids):
+        attempt = Attempt(job_id=job_id, submission=token, submitted_at=now, executor=backend.name)
+        if backend.initial_attempt_state is not None:
+            attempt.state = backend.initial_attempt_state
+        if spec.adaptation is not None:  # resubmitted with a smaller micro-batch after a CUDA OOM
+            attempt.adapted = spec.adaptation.model_dump(mode="json")
+        manifest.add_attempt(spec.run_id, spec.run_name, attempt)
+
+
+def recover_interrupted(experiment: Experiment, manifest: Manifest) -> None:
+    """A submission left 'submitting' (orchestrate was killed mid-submit): find its jobs by
+    name in the scheduler and record them, or mark it failed if the scheduler never got it."""
+    changed = False
+    for token, entry in manifest.submissions.items():
+        if entry.state != SUBMITTING:
+            continue
+        backend = registry.get(entry.executor)
+        try:
+            found = backend.find_submitted(entry)
+        except Exception as exc:  # noqa: BLE001 - the scheduler could not be asked: keep it for the next submit
+            log.warning("could not check interrupted submission %s: %s", token, exc)
+            continue
+        if found:
+            runs = [_recorded_spec(experiment, r) for r in entry.run_ids]
+            ids = [found.get(index) for index in range(len(runs))]
+            if len(runs) == 1 and not ids[0]:
+                ids = [next(iter(found.values()))]
+            record_attempts(manifest, runs, ids, token, backend)
+            entry.state, entry.recovered, entry.job_ids = SUBMITTED, True, [i for i in ids if i]
+        else:
+            entry.state, entry.error = FAILED, "interrupted before the scheduler accepted it"
+        changed = True
+    if changed:
+        experiment.write_manifest(manifest)
+
+
+def _recorded_spec(experiment: Experiment, run_id: str) -> RunSpec | RunRef:
+    """The spec.json submit wrote before the backend ran (it carries an OOM adaptation), or, where it
+    cannot be read, what the run id alone says."""
+    try:
+        return experiment.run_dir(run_id).read_spec()
+    except (OSError, ValueError):
+        return RunRef(run_id)
+
+
+class RunRef:
+    """Enough of a RunSpec for record_attempts when only the run id is known."""
+
+    adaptation = None  # not known without spec.json
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.run_name = run_id.rsplit("-", 1)[0]

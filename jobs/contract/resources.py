@@ -12,7 +12,7 @@ from jobs.contract.base import Strict, canonical_json
 from jobs.contract.knobs import TrainConfig
 
 # Set by the local queue in each job's environment: the GPUs it found on the machine and how
-# (orchestrator/localgpu.py), so that a no_gpu failure can say what the queue saw.
+# (orchestrator/backends/local/gpus.py), so that a no_gpu failure can say what the queue saw.
 LOCAL_GPUS_VARIABLE = "ORCHESTRATE_LOCAL_GPUS"
 
 _SLURM_WORD = re.compile(r"^[A-Za-z0-9_.:,+|&*\[\]-]{1,200}$")

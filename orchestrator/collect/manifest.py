@@ -1,17 +1,17 @@
 """The few manifest.json keys collect relies on: experiment, baseline, current_runs.
 
-The manifest is the lead's store module's file; collect reads only these keys and
-treats the whole file as optional (absent: no staleness check, baselines from the
-specs' ``baseline_run_id``).
+The manifest is read by orchestrator/experiment/manifest.py (its one reader); collect keeps
+only these keys and treats the whole file as optional (absent or unreadable: no staleness
+check, baselines from the specs' ``baseline_run_id``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MANIFEST_FILE = "manifest.json"
+from orchestrator.experiment import manifest
+from orchestrator.experiment.manifest import MANIFEST_FILE
 
 
 @dataclass(frozen=True)
@@ -34,31 +34,8 @@ class Manifest:
 
 def read_manifest(experiment_dir: Path) -> tuple[Manifest | None, list[str]]:
     """The manifest, or None when absent; a broken one is a problem, never a crash."""
-    path = Path(experiment_dir) / MANIFEST_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, []
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, [f"{MANIFEST_FILE}: unreadable ({_short(exc)}); no staleness check"]
-    if not isinstance(data, dict):
-        return None, [f"{MANIFEST_FILE}: not a JSON object; no staleness check"]
-    problems: list[str] = []
-    current = data.get("current_runs")
-    if not isinstance(current, dict):
-        problems.append(f"{MANIFEST_FILE}: current_runs missing or not a mapping; no staleness check")
-        current = {}
-    baseline = data.get("baseline")
-    experiment = data.get("experiment")
-    return (
-        Manifest(
-            experiment=experiment if isinstance(experiment, str) else None,
-            baseline=baseline if isinstance(baseline, str) and baseline else None,
-            current_runs={str(name): str(run_id) for name, run_id in current.items()},
-        ),
-        problems,
-    )
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+    record, problems = manifest.read_optional(Path(experiment_dir) / MANIFEST_FILE)
+    if record is None:
+        return None, [f"{problem}; no staleness check" for problem in problems]
+    return Manifest(experiment=record.experiment or None, baseline=record.baseline or None,
+                    current_runs=dict(record.current_runs)), []

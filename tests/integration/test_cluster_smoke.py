@@ -1,4 +1,4 @@
-"""Smoke tests of orchestrator.slurm against the real local cluster: arrays, cancel, GPUs, limits."""
+"""Smoke tests of orchestrator.backends.slurm against the real local cluster: arrays, cancel, GPUs, limits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import TypeVar
 
 import pytest
 
-from orchestrator import slurm
+from orchestrator.backends.slurm import commands as slurm
+from orchestrator.backends.slurm import parse as slurm_parse
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -49,7 +50,7 @@ def test_array_tasks_expand_run_concurrently_and_cancel_one() -> None:
     task_ids = [f"{array_id}_{index}" for index in range(4)]
     try:
 
-        def all_running() -> dict[str, slurm.JobState] | None:
+        def all_running() -> dict[str, slurm_parse.JobState] | None:
             states = slurm.sacct_states([array_id], start_time)
             return states if all(states.get(t) and states[t].state == "running" for t in task_ids) else None
 
@@ -62,7 +63,7 @@ def test_array_tasks_expand_run_concurrently_and_cancel_one() -> None:
 
         slurm.scancel([task_ids[2]])
 
-        def task_2_cancelled() -> dict[str, slurm.JobState] | None:
+        def task_2_cancelled() -> dict[str, slurm_parse.JobState] | None:
             states = slurm.sacct_states([task_ids[2]], start_time)
             return states if states[task_ids[2]].state == "cancelled" else None
 
@@ -96,7 +97,7 @@ def test_gpu_job_on_t4_partition(tmp_path: Path) -> None:
         "-p", "t4", "--gres=gpu:t4:1", "-J", "smoke-gpu", "-o", str(output), "--wrap", "echo gpus=$SLURM_GPUS_ON_NODE"
     )  # fmt: skip
 
-    def finished() -> slurm.JobState | None:
+    def finished() -> slurm_parse.JobState | None:
         state = slurm.sacct_states([job_id], start_time).get(job_id)
         return state if state is not None and state.finished else None
 
@@ -108,4 +109,4 @@ def test_gpu_job_on_t4_partition(tmp_path: Path) -> None:
 def test_max_array_size_is_the_default() -> None:
     config = slurm.read_config()
     assert config["ClusterName"] == "orchestrate-test"
-    assert slurm.max_array_size(config) == 1001
+    assert slurm_parse.max_array_size(config) == 1001

@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-from orchestrator import slurm
+from orchestrator.backends.slurm import commands as slurm
 from tests.integration.tiny import REPO, TINY_DEFAULTS, orchestrate
 
 PROFILE = """

@@ -23,10 +23,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = frozenset({"torch", "transformers", "peft", "datasets", "bitsandbytes", "accelerate"})
 PACKAGES = ("orchestrator", "jobs")
-# The ONLY allowed exception: the submit <-> executors cycle of today (executors imports submit in a
-# function). Issue 10 removes it in the backends branch; delete this entry after merging that branch
-# (the test fails once the cycle is gone, to say so). Never add an entry: remove the cycle instead.
-KNOWN_CYCLES: set[frozenset[str]] = {frozenset({"orchestrator.submit", "orchestrator.executors"})}
+# No cycle is allowed: never add an entry here, remove the cycle instead.
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 Graph = dict[str, set[str]]
 

@@ -10,7 +10,7 @@ import pytest
 
 from jobs.contract import read_jsonl, write_json_atomic
 from orchestrator.errors import UserError
-from orchestrator.store import Experiment
+from orchestrator.experiment.store import Experiment
 
 
 def test_files_get_the_users_umask(tmp_path: Path) -> None:

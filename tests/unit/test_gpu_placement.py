@@ -1,5 +1,5 @@
 """A run that asked for a GPU gets one or fails with no_gpu: the worker's check (jobs/gpu.py) and the
-local queue's placement rule (orchestrator/localgpu.py), on this CPU machine."""
+local queue's placement rule (orchestrator/backends/local/gpus.py), on this CPU machine."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from jobs.contract import Resources, RunSpec, TrainConfig
 from jobs.failures import classify_exception
 from jobs.gpu import NoGPUError, cuda_needs, require_cuda
-from orchestrator import localgpu
+from orchestrator.backends.local import gpus as localgpu
 
 NO_CUDA = {"torch_cuda": "13.0", "available": False, "device_count": 0, "error": None}
 ONE_GPU = {"torch_cuda": "13.0", "available": True, "device_count": 1, "error": None}

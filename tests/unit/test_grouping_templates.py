@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import executors, profiles
+from orchestrator import profiles
+from orchestrator.backends.slurm import script as executors
 from orchestrator.errors import UserError
+from orchestrator.experiment.plan import group_runs, split_groups
 from orchestrator.matrix import load_matrix
 from orchestrator.matrix.cluster import load_profile
-from orchestrator.submit import group_runs, split_groups
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -100,7 +101,7 @@ def test_template_refuses_reserved_directives_and_newlines(tmp_path: Path, matri
 
 def test_login_node_commands_never_import_torch() -> None:
     code = ("import sys, orchestrator.cli, orchestrator.commands, orchestrator.submit, orchestrator.status, "
-            "orchestrator.executors, orchestrator.collect, orchestrator.cancel, jobs.entrypoint; "
+            "orchestrator.backends.registry, orchestrator.collect, orchestrator.commands.cancel, jobs.entrypoint; "
             "bad = [m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
@@ -109,7 +110,7 @@ def test_login_node_commands_never_import_torch() -> None:
 
 
 def test_executor_auto_follows_sbatch_on_path(matrix, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator import slurm
+    from orchestrator.backends.slurm import commands as slurm
     from orchestrator.submit import choose_executor
 
     monkeypatch.setattr(slurm, "slurm_available", lambda: False)

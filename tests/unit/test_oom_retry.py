@@ -143,20 +143,21 @@ def test_dry_run_with_retry_failed_shows_the_adaptation_and_writes_nothing(tmp_p
     import io
 
     from orchestrator.dryrun import print_dry_run
-    from orchestrator.store import Experiment, empty_manifest
+    from orchestrator.experiment.manifest import Manifest
+    from orchestrator.experiment.store import Experiment
 
     path = tmp_path / "matrix.yaml"
     path.write_text(textwrap.dedent(MATRIX).replace("{root}", str(tmp_path / "scratch")))
     matrix = load_matrix(path)
     experiment = Experiment(matrix.experiment_dir)
-    manifest = empty_manifest("oom")
+    manifest = Manifest.empty("oom").to_json()
     for spec in matrix.runs:  # both ran once, locally, and ended with CUDA out of memory
         manifest["runs"][spec.run_id] = {"run_name": spec.run_name, "attempts": [
             {"job_id": "local-1", "submission": "t", "submitted_at": 0.0, "executor": "local", "state": "ended"}]}
         run_dir = experiment.run_dir(spec.run_id)
         run_dir.write_spec(spec)
         run_dir.write_failure("cuda_oom", "OutOfMemoryError: CUDA out of memory")
-    experiment.write_manifest(manifest)
+    experiment.write_manifest(Manifest.model_validate(manifest))
     before = {p: p.read_bytes() for p in matrix.experiment_dir.rglob("*") if p.is_file()}
     out = io.StringIO()
     print_dry_run(matrix, list(matrix.runs), "local", out, retry_failed=True)
@@ -195,19 +196,23 @@ def test_a_submission_recovered_after_a_crash_records_its_adaptation(tmp_path: P
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """orchestrate killed after sbatch: the next submit finds the jobs by name and records the attempts from
     the spec.json written before sbatch (it crashed on the adaptation field of a stand-in spec)."""
-    from orchestrator import executors, slurm
-    from orchestrator.store import Experiment, empty_manifest
+    from orchestrator.backends.slurm import commands as slurm
+    from orchestrator.experiment.manifest import Manifest
+    from orchestrator.experiment.store import Experiment
+    from orchestrator.submit import recover_interrupted
 
     spec = load(tmp_path)["A1"]
     adapted = plan_retry(spec, spec, OOM).spec
     experiment = Experiment(tmp_path / "scratch" / "oom")
     experiment.run_dir(adapted.run_id).write_spec(adapted)
-    manifest = empty_manifest("oom")
+    manifest = Manifest.empty("oom").to_json()
     manifest["submissions"]["t"] = {"token": "t", "state": "submitting", "executor": "slurm", "job_name": "orc.oom.t",
                                     "run_ids": [adapted.run_id, "B1-gone-12345678"]}
     monkeypatch.setattr(slurm, "jobs_by_name", lambda name: {0: "77_0", 1: "77_1"})
     experiment.path.mkdir(parents=True, exist_ok=True)
-    executors.recover_interrupted(experiment, manifest)
+    record = Manifest.model_validate(manifest)
+    recover_interrupted(experiment, record)
+    manifest = record.to_json()
     assert manifest["submissions"]["t"]["state"] == "submitted"
     first, = manifest["runs"][adapted.run_id]["attempts"]
     assert first["job_id"] == "77_0" and first["adapted"]["to"]["batch_size"] == 6, first

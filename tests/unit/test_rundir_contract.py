@@ -34,7 +34,8 @@ from jobs.health import check_health
 from orchestrator import status
 from orchestrator.collect.anomalies import find_anomalies
 from orchestrator.collect.parse import RUN_FILES, read_run
-from orchestrator.store import Experiment
+from orchestrator.experiment.manifest import Manifest
+from orchestrator.experiment.store import Experiment
 
 V1 = Path(__file__).parent / "data" / "rundir_v1"
 
@@ -111,7 +112,7 @@ def _experiment_from_v1(tmp_path: Path) -> tuple[Experiment, dict[str, str]]:
         manifest["current_runs"][run_spec.run_name] = run_spec.run_id
         manifest["runs"][run_spec.run_id] = {"run_name": run_spec.run_name, "attempts": []}
         ids[name] = run_spec.run_id
-    experiment.write_manifest(manifest)
+    experiment.write_manifest(Manifest.model_validate(manifest))
     return experiment, ids
 
 

@@ -1,4 +1,4 @@
-"""orchestrator.slurm's parsers on output recorded from the local SLURM 22.05 cluster.
+"""orchestrator.backends.slurm's parsers on output recorded from the local SLURM 22.05 cluster.
 
 The files under data/slurm/ come from data/slurm/record.sh (job ids in data/slurm/job_ids.txt):
 41 timed out, 42 completed, 43 failed (exit 3), 44 ran, 45 was cancelled, 46 was requeued, 47 is an
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import slurm
+from orchestrator.backends.slurm import commands as slurm
+from orchestrator.backends.slurm import parse as slurm_parse
 
 DATA = Path(__file__).parent / "data" / "slurm"
 
@@ -37,7 +38,7 @@ def read(name: str) -> str:
     ],
 )
 def test_expand_array_id(job_id: str, expected: list[str]) -> None:
-    assert slurm.expand_array_id(job_id) == expected
+    assert slurm_parse.expand_array_id(job_id) == expected
 
 
 @pytest.mark.parametrize(
@@ -63,16 +64,16 @@ def test_expand_array_id(job_id: str, expected: list[str]) -> None:
     ],
 )
 def test_normalise_state(raw_state: str, expected: str) -> None:
-    assert slurm.normalise_state(raw_state) == expected
-    assert expected in slurm.CANONICAL_STATES
+    assert slurm_parse.normalise_state(raw_state) == expected
+    assert expected in slurm_parse.CANONICAL_STATES
 
 
 # ---------------------------------------------------------------- sacct
 
 
 def test_sacct_live_jobs() -> None:
-    states = slurm.parse_sacct(read("sacct_live.txt"))
-    assert states["41"] == slurm.JobState(
+    states = slurm_parse.parse_sacct(read("sacct_live.txt"))
+    assert states["41"] == slurm_parse.JobState(
         job_id="41", state="running", raw_state="RUNNING", exit_code=None, elapsed_s=5, node="vm",
         start="2026-11-23T11:49:22", end=None, reason=None,
     )  # fmt: skip
@@ -85,7 +86,7 @@ def test_sacct_live_jobs() -> None:
 
 
 def test_sacct_expands_pending_arrays_one_entry_a_task() -> None:
-    states = slurm.parse_sacct(read("sacct_live.txt"))
+    states = slurm_parse.parse_sacct(read("sacct_live.txt"))
     assert [states[f"47_{index}"].state for index in range(10)] == (
         ["running", "cancelled", "running"] + ["pending"] * 7
     )
@@ -97,7 +98,7 @@ def test_sacct_expands_pending_arrays_one_entry_a_task() -> None:
 
 def test_sacct_task_row_beats_stale_range_row() -> None:
     # Recorded while tasks 2 and 3 ran: sacct still listed them inside the pending range 36_[2-5%2].
-    states = slurm.parse_sacct(read("sacct_array_stale_range.txt"))
+    states = slurm_parse.parse_sacct(read("sacct_array_stale_range.txt"))
     assert {key: state.state for key, state in states.items()} == {
         "36_0": "completed", "36_1": "completed", "36_2": "running", "36_3": "running",
         "36_4": "pending", "36_5": "pending",
@@ -106,7 +107,7 @@ def test_sacct_task_row_beats_stale_range_row() -> None:
 
 
 def test_sacct_finished_jobs() -> None:
-    states = slurm.parse_sacct(read("sacct_finished.txt"))
+    states = slurm_parse.parse_sacct(read("sacct_finished.txt"))
     assert states["41"].state == "timeout" and states["41"].elapsed_s == 64
     assert states["41"].end == "2026-11-23T11:50:26"
     # Cancelled while pending: Start prints "None", no node.
@@ -116,21 +117,21 @@ def test_sacct_finished_jobs() -> None:
 
 
 def test_sacct_duplicates_keep_the_latest_record() -> None:
-    states = slurm.parse_sacct(read("sacct_requeue_duplicates.txt"))
+    states = slurm_parse.parse_sacct(read("sacct_requeue_duplicates.txt"))
     assert list(states) == ["46"]
     assert states["46"].state == "pending"
     assert not states["46"].finished
 
 
 def test_sacct_skips_blank_and_short_lines() -> None:
-    assert slurm.parse_sacct("\n\nnot|enough|fields\n") == {}
+    assert slurm_parse.parse_sacct("\n\nnot|enough|fields\n") == {}
 
 
 # ---------------------------------------------------------------- squeue
 
 
 def test_squeue_live_jobs() -> None:
-    states = slurm.parse_squeue(read("squeue_live.txt"))
+    states = slurm_parse.parse_squeue(read("squeue_live.txt"))
     assert states["44"].state == "running" and states["44"].elapsed_s == 5 and states["44"].node == "vm"
     # %e of a running job is the expected end (its time limit), not an end.
     assert states["41"].end is None
@@ -144,7 +145,7 @@ def test_squeue_live_jobs() -> None:
 
 
 def test_squeue_finished_jobs() -> None:
-    states = slurm.parse_squeue(read("squeue_finished.txt"))
+    states = slurm_parse.parse_squeue(read("squeue_finished.txt"))
     assert (states["41"].state, states["41"].reason, states["41"].elapsed_s) == ("timeout", "TimeLimit", 64)
     assert states["41"].end == "2026-11-23T11:50:26"
     assert len([key for key in states if key.startswith("47_")]) == 10
@@ -153,35 +154,35 @@ def test_squeue_finished_jobs() -> None:
 @pytest.mark.parametrize(("text", "seconds"), [("0:05", 5), ("1:04", 64), ("2:03:04", 7384), ("1-00:00:01", 86401)])
 def test_squeue_elapsed(text: str, seconds: int) -> None:
     line = f"7|RUNNING|{text}|vm|2026-11-23T11:49:22|NONE|None"
-    assert slurm.parse_squeue(line)["7"].elapsed_s == seconds
+    assert slurm_parse.parse_squeue(line)["7"].elapsed_s == seconds
 
 
 # ---------------------------------------------------------------- config and limits
 
 
 def test_parse_config() -> None:
-    config = slurm.parse_config(read("scontrol_show_config.txt"))
+    config = slurm_parse.parse_config(read("scontrol_show_config.txt"))
     assert config["ClusterName"] == "orchestrate-test"
     assert config["MinJobAge"] == "300 sec"
     assert config["SelectTypeParameters"] == "CR_CORE_MEMORY"
-    assert slurm.max_array_size(config) == 1001
+    assert slurm_parse.max_array_size(config) == 1001
     assert config["SlurmctldHost[0]"] == "vm"
     assert all(" " not in key and "(" not in key for key in config)  # the header and footer lines are not keys
 
 
 def test_max_array_size_default_and_garbage() -> None:
-    assert slurm.max_array_size({}) == 1001
-    assert slurm.max_array_size({"MaxArraySize": "40001"}) == 40001
-    assert slurm.max_array_size({"MaxArraySize": "(null)"}) == 1001
+    assert slurm_parse.max_array_size({}) == 1001
+    assert slurm_parse.max_array_size({"MaxArraySize": "40001"}) == 40001
+    assert slurm_parse.max_array_size({"MaxArraySize": "(null)"}) == 1001
 
 
 def test_parse_max_submit() -> None:
-    unlimited = slurm.parse_max_submit(read("sacctmgr_assoc_unlimited.txt"), read("sacctmgr_qos_unlimited.txt"))
+    unlimited = slurm_parse.parse_max_submit(read("sacctmgr_assoc_unlimited.txt"), read("sacctmgr_qos_unlimited.txt"))
     assert unlimited is None
-    limited = slurm.parse_max_submit(read("sacctmgr_assoc_limited.txt"), read("sacctmgr_qos_limited.txt"))
+    limited = slurm_parse.parse_max_submit(read("sacctmgr_assoc_limited.txt"), read("sacctmgr_qos_limited.txt"))
     assert limited == 300
-    assert slurm.parse_max_submit(read("sacctmgr_assoc_limited.txt"), read("sacctmgr_qos_unlimited.txt")) == 500
-    assert slurm.parse_max_submit("", "") is None
+    assert slurm_parse.parse_max_submit(read("sacctmgr_assoc_limited.txt"), read("sacctmgr_qos_unlimited.txt")) == 500
+    assert slurm_parse.parse_max_submit("", "") is None
 
 
 # ---------------------------------------------------------------- commands (no cluster needed)
@@ -241,11 +242,6 @@ def test_jobs_by_name_keys_tasks_by_index_newest_wins(monkeypatch: pytest.Monkey
     assert slurm.jobs_by_name("orc.study.abc") == {0: "47_0", 1: "47_1", 2: "47_2", 3: "30_3"}
 
 
-def test_record_sbatch_call_counts() -> None:
-    before = slurm.count_sbatch_calls()
-    slurm.record_sbatch_call()
-    assert slurm.count_sbatch_calls() == before + 1
-
 
 # ---------------------------------------------------------------- #SBATCH directives
 
@@ -264,7 +260,7 @@ export HF_HOME=/scratch/hf
 
 
 def test_parse_sbatch_directives() -> None:
-    assert slurm.parse_sbatch_directives(PREAMBLE) == {
+    assert slurm_parse.parse_sbatch_directives(PREAMBLE) == {
         "partition": "t4",
         "gres": "gpu:t4:1",
         "cpus-per-task": "4",
@@ -286,8 +282,8 @@ def test_parse_sbatch_directives() -> None:
     ],
 )
 def test_parse_sbatch_directives_errors_name_the_line(text: str, message: str) -> None:
-    with pytest.raises(slurm.SbatchDirectiveError, match=message):
-        slurm.parse_sbatch_directives(text)
+    with pytest.raises(slurm_parse.SbatchDirectiveError, match=message):
+        slurm_parse.parse_sbatch_directives(text)
 
 
 def test_submit_hides_the_enclosing_job_but_keeps_the_site_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -295,7 +291,7 @@ def test_submit_hides_the_enclosing_job_but_keeps_the_site_configuration(monkeyp
     configuration stays (without SLURM_CONF, sbatch on a SLURM_CONF-only cluster cannot run)."""
     import os
 
-    from orchestrator.executors import outside_enclosing_job
+    from orchestrator.backends.slurm.backend import outside_enclosing_job
 
     outer = {"SLURM_CONF": "/site/slurm.conf", "SLURM_CLUSTERS": "gpu", "SLURM_JOB_ID": "77",
              "SLURM_MEM_PER_CPU": "300", "SBATCH_PARTITION": "cpu", "SUBMITIT_EXECUTOR": "slurm"}

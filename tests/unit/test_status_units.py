@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from jobs.contract import RunDir
-from orchestrator import slurm, status
-from orchestrator.store import Experiment
+from orchestrator import status
+from orchestrator.backends.slurm import commands as slurm
+from orchestrator.backends.slurm import parse as slurm_parse
+from orchestrator.experiment.manifest import Manifest
+from orchestrator.experiment.store import Experiment
 
 
 def make_experiment(tmp_path: Path, runs: dict[str, str | None]) -> Experiment:
@@ -23,14 +26,14 @@ def make_experiment(tmp_path: Path, runs: dict[str, str | None]) -> Experiment:
         attempts = [{"job_id": job_id, "submission": "tok", "submitted_at": time.time(), "executor": "slurm"}] if job_id else []
         manifest["runs"][run_id] = {"run_name": name, "attempts": attempts}
         experiment.run_dir(run_id).path.mkdir(parents=True)
-    experiment.write_manifest(manifest)
+    experiment.write_manifest(Manifest.model_validate(manifest))
     return experiment
 
 
 def fake_sacct(monkeypatch: pytest.MonkeyPatch, states: dict[str, str], calls: list[list[str]]) -> None:
-    def sacct_states(job_ids: list[str], start_time: str | None = None) -> dict[str, slurm.JobState]:
+    def sacct_states(job_ids: list[str], start_time: str | None = None) -> dict[str, slurm_parse.JobState]:
         calls.append(job_ids)
-        return {j: slurm.JobState(j, s, s.upper(), 0, 12, "node1", None, None, None) for j, s in states.items()}
+        return {j: slurm_parse.JobState(j, s, s.upper(), 0, 12, "node1", None, None, None) for j, s in states.items()}
 
     monkeypatch.setattr(slurm, "sacct_states", sacct_states)
 
@@ -74,7 +77,7 @@ def test_fallback_to_squeue_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         raise slurm.SlurmError(["sacct"], 1, "Slurm accounting storage is disabled")
 
     monkeypatch.setattr(slurm, "sacct_states", broken)
-    monkeypatch.setattr(slurm, "squeue_states", lambda ids: {"20_0": slurm.JobState("20_0", "pending", "PENDING", None, 0, None, None, None, "Priority")})
+    monkeypatch.setattr(slurm, "squeue_states", lambda ids: {"20_0": slurm_parse.JobState("20_0", "pending", "PENDING", None, 0, None, None, None, "Priority")})
     rows, note = status.gather(experiment)
     assert rows[0].state == "pending" and rows[0].reason == "Priority"
     assert note is not None and note.startswith("sacct unavailable (") and "squeue" in note
@@ -122,10 +125,10 @@ def test_preempted_in_accounting_but_queued_again_is_not_ended(tmp_path: Path, m
     fake_sacct(monkeypatch, {"30_0": "preempted", "30_1": "preempted", "30_2": "running"}, calls)
     asked: list[list[str]] = []
 
-    def squeue_states(job_ids: list[str]) -> dict[str, slurm.JobState]:
+    def squeue_states(job_ids: list[str]) -> dict[str, slurm_parse.JobState]:
         asked.append(sorted(job_ids))
-        return {"30_0": slurm.JobState("30_0", "pending", "PENDING", None, 0, None, None, None, "BeginTime"),
-                "30_1": slurm.JobState("30_1", "preempted", "PREEMPTED", 0, 9, "n", None, None, None)}
+        return {"30_0": slurm_parse.JobState("30_0", "pending", "PENDING", None, 0, None, None, None, "BeginTime"),
+                "30_1": slurm_parse.JobState("30_1", "preempted", "PREEMPTED", 0, 9, "n", None, None, None)}
 
     monkeypatch.setattr(slurm, "squeue_states", squeue_states)
     rows = rows_by_name(experiment)
@@ -137,9 +140,9 @@ def test_preempted_in_accounting_but_queued_again_is_not_ended(tmp_path: Path, m
 
 def _age(experiment: Experiment, seconds: float) -> None:
     manifest = experiment.read_manifest()
-    for run in manifest["runs"].values():
-        for attempt in run["attempts"]:
-            attempt["submitted_at"] -= seconds
+    for run in manifest.runs.values():
+        for attempt in run.attempts:
+            attempt.submitted_at -= seconds
     experiment.write_manifest(manifest)
 
 
@@ -151,9 +154,9 @@ def test_accounting_lag_asks_squeue_before_saying_lost(tmp_path: Path, monkeypat
     fake_sacct(monkeypatch, {"42": "running"}, [])
     asked: list[list[str]] = []
 
-    def squeue_states(job_ids: list[str]) -> dict[str, slurm.JobState]:
+    def squeue_states(job_ids: list[str]) -> dict[str, slurm_parse.JobState]:
         asked.append(sorted(job_ids))
-        return {"40_0": slurm.JobState("40_0", "pending", "PENDING", None, 0, None, None, None, "JobHeldUser")}
+        return {"40_0": slurm_parse.JobState("40_0", "pending", "PENDING", None, 0, None, None, None, "JobHeldUser")}
 
     monkeypatch.setattr(slurm, "squeue_states", squeue_states)
     rows = rows_by_name(experiment)
@@ -176,16 +179,16 @@ def test_accounting_lag_asks_squeue_before_saying_lost(tmp_path: Path, monkeypat
 def test_plan_never_resubmits_a_job_slurm_may_still_know(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from orchestrator.submit import plan
+    from orchestrator.experiment.plan import plan
 
     experiment = make_experiment(tmp_path, {"queued": "50_0", "unknown": "51", "gone": "52"})
     _age(experiment, 600)
     fake_sacct(monkeypatch, {}, [])
     monkeypatch.setattr(slurm, "squeue_states", lambda ids: {
-        "50_0": slurm.JobState("50_0", "pending", "PENDING", None, 0, None, None, None, "Priority")})
+        "50_0": slurm_parse.JobState("50_0", "pending", "PENDING", None, 0, None, None, None, "Priority")})
     manifest = experiment.read_manifest()
     specs = [SimpleNamespace(run_id=run_id, run_name=name, base_name=name)
-             for name, run_id in manifest["current_runs"].items()]
+             for name, run_id in manifest.current_runs.items()]
     result = plan(None, specs, manifest, experiment, retry_failed=True)  # type: ignore[arg-type]
     assert [s.run_name for s, _ in result.active] == ["queued"] and sorted(s.run_name for s in result.new) == ["gone", "unknown"]
 

@@ -12,8 +12,8 @@ import pytest
 
 from jobs.contract import write_json_atomic
 from orchestrator.cli import main
+from orchestrator.experiment.store import Experiment
 from orchestrator.matrix import load_matrix
-from orchestrator.store import Experiment
 from tests.unit.dry_run import dry_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -384,8 +384,8 @@ def test_profile_paths_quoted_and_expanded_on_the_node(tmp_path: Path, capsys: p
 
 
 def test_force_matches_run_names_by_the_same_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from orchestrator.store import empty_manifest
-    from orchestrator.submit import plan
+    from orchestrator.experiment.manifest import Manifest
+    from orchestrator.experiment.plan import plan
 
     code, _, err = submit(tmp_path, "grid: {seed: [1, 2]}\nruns:\n  A4-b: {precision: fp16}\n  A4: {precision: fp16}\n", capsys)
     assert code == 0, err
@@ -393,7 +393,7 @@ def test_force_matches_run_names_by_the_same_rule(tmp_path: Path, capsys: pytest
     experiment = Experiment(matrix.experiment_dir)
     for spec in matrix.runs:  # every run done
         write_json_atomic(experiment.run_dir(spec.run_id).result_path, {"f1": 1.0})
-    manifest = empty_manifest(matrix.experiment)
+    manifest = Manifest.empty(matrix.experiment)
     chosen = plan(matrix, list(matrix.runs), manifest, experiment, force=frozenset({"A4-b"}))
     assert sorted(s.run_name for s in chosen.new) == ["A4-b-seed1", "A4-b-seed2"]
     chosen = plan(matrix, list(matrix.runs), manifest, experiment, force=frozenset({"A4-*1,A4-seed2"}))

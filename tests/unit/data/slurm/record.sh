@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-record the SLURM output that tests/unit/test_slurm_parse.py parses, from the local test cluster
 # (tests/slurm/start-cluster.sh). Takes about 2 minutes (a job must hit its 1-minute time limit).
-# The command lines match orchestrator/slurm.py's; the unit tests name the job ids below, so after a
+# The command lines match orchestrator/backends/slurm/commands.py's; the unit tests name the job ids below, so after a
 # re-recording update them there. Cancels every job it submits. sacct_array_stale_range.txt is not
 # made here (it needs a lucky moment): it is `sacct ... -j A` polled until task 2 of
 # `sbatch -a 0-5%2 --wrap 'sleep 3'` had a row of its own while the range row still covered it.

@@ -1,11 +1,11 @@
 """The local queue: runs one submission's jobs through submitit's LocalExecutor, at most
 ``parallelism`` at a time, in a detached process so ``orchestrate submit`` returns at once.
 
-    python -m orchestrator.localq EXPERIMENT_DIR TOKEN
+    python -m orchestrator.backends.local.queue EXPERIMENT_DIR TOKEN
 
 Each started job's process id is recorded in the manifest (under the experiment lock), so
 ``status`` and ``cancel`` work the same as with SLURM. Each job gets the GPUs it asks for
-(``orchestrator/localgpu.py`` gives the rule), recorded in its attempt as ``gpus``.
+(``orchestrator/backends/local/gpus.py`` gives the rule), recorded in its attempt as ``gpus``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator import localgpu
+from orchestrator.backends.local import gpus as localgpu
+from orchestrator.experiment.manifest import CANCELLED, ENDED, FINISHED, QUEUED, STARTED, Manifest
+from orchestrator.experiment.store import Experiment
 
 POLL_S = 1.0
 
@@ -29,7 +31,7 @@ def start(experiment_dir: Path, token: str) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "localq.log", "ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.localq", str(experiment_dir), token],
+            [sys.executable, "-m", "orchestrator.backends.local.queue", str(experiment_dir), token],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
     return process.pid
@@ -37,8 +39,6 @@ def start(experiment_dir: Path, token: str) -> int:
 
 class _Runner:
     def __init__(self, experiment_dir: Path, token: str) -> None:
-        from orchestrator.store import Experiment
-
         self.experiment = Experiment(experiment_dir)
         self.token = token
         self.stopping = False
@@ -46,25 +46,26 @@ class _Runner:
         self.found = ""  # how the machine's GPUs were found (localgpu.discover)
         self.pool = localgpu.GpuPool([])
 
-    def _update(self, run_id: str | None, **fields: Any) -> dict[str, Any]:
+    def _update(self, run_id: str | None, **fields: Any) -> Manifest:
+        """Set ``fields`` on the run's latest attempt (if it is still this submission's), or on the
+        submission when ``run_id`` is None, under the experiment lock."""
         with self.experiment.locked():
             manifest = self.experiment.read_manifest()
-            entry = manifest["submissions"][self.token]
+            record: Any = manifest.submissions[self.token]
             if run_id is not None:
-                attempt = manifest["runs"][run_id]["attempts"][-1]
-                if attempt.get("submission") == self.token:
-                    attempt.update(fields)
-            else:
-                entry.update(fields)
+                record = manifest.runs[run_id].attempts[-1]
+                if record.submission != self.token:
+                    return manifest
+            for name, value in fields.items():
+                setattr(record, name, value)
             self.experiment.write_manifest(manifest)
             return manifest
 
-    def _queued(self, manifest: dict[str, Any]) -> list[str]:
-        entry = manifest["submissions"][self.token]
+    def _queued(self, manifest: Manifest) -> list[str]:
         out = []
-        for run_id in entry["run_ids"]:
-            attempt = manifest["runs"][run_id]["attempts"][-1]
-            if attempt.get("submission") == self.token and attempt.get("state") == "queued":
+        for run_id in manifest.submissions[self.token].run_ids:
+            attempt = manifest.runs[run_id].attempts[-1]
+            if attempt.submission == self.token and attempt.state == QUEUED:
                 out.append(run_id)
         return out
 
@@ -80,7 +81,7 @@ class _Runner:
         executor.update_parameters(timeout_min=timeout_min, setup=[*setup, *gpu_lines])
         job = executor.submit(Worker(), str(self.experiment.run_dir(run_id).path))
         self.running[run_id] = job
-        self._update(run_id, state="started", job_id=f"local-{job.job_id}", pid=int(job.job_id),
+        self._update(run_id, state=STARTED, job_id=f"local-{job.job_id}", pid=int(job.job_id),
                      started_at=time.time(), log=str(job.paths.stderr), gpus=",".join(devices))
 
     def _next(self, queue: list[str], gpus: dict[str, int]) -> tuple[str, list[str]] | None:
@@ -98,10 +99,10 @@ class _Runner:
         devices, self.found = localgpu.discover()
         manifest = self._update(None, runner_pid=os.getpid(), runner_state="running", gpus_found=devices,
                                 gpus_found_by=self.found)
-        entry = manifest["submissions"][self.token]
-        parallelism = int(entry.get("parallelism", 1))
-        self.pool = localgpu.GpuPool(devices, runs_per_gpu=int(entry.get("runs_per_gpu", 1)))
-        setup = list(entry.get("setup", []))
+        entry = manifest.submissions[self.token]
+        parallelism = entry.parallelism or 1
+        self.pool = localgpu.GpuPool(devices, runs_per_gpu=entry.runs_per_gpu or 1)
+        setup = list(entry.setup or [])
         queue = self._queued(manifest)
         specs = {r: _spec_resources(self.experiment, r) for r in queue}
         while (queue or self.running) and not self.stopping:
@@ -118,27 +119,44 @@ class _Runner:
                 if job.done():
                     del self.running[run_id]
                     self.pool.release(run_id)
-                    self._update(run_id, state="ended", ended_at=time.time())
+                    self._update(run_id, state=ENDED, ended_at=time.time())
             time.sleep(POLL_S)
         if self.stopping:
             self._cancel(queue)
-        self._update(None, runner_state="cancelled" if self.stopping else "finished", state="finished")
+        self._update(None, runner_state=CANCELLED if self.stopping else FINISHED, state=FINISHED)
 
     def _cancel(self, queue: list[str]) -> None:
         for run_id, job in self.running.items():
             job.cancel(check=False)
-            self._update(run_id, state="cancelled", ended_at=time.time())
+            self._update(run_id, state=CANCELLED, ended_at=time.time())
         for run_id in queue:
-            self._update(run_id, state="cancelled")
+            self._update(run_id, state=CANCELLED)
 
 
-def _spec_resources(experiment: Any, run_id: str) -> tuple[int, int]:
+def _spec_resources(experiment: Experiment, run_id: str) -> tuple[int, int]:
     """(time limit in minutes, GPUs asked for) of a run."""
     try:
         resources = experiment.run_dir(run_id).read_spec().resources
     except Exception:  # noqa: BLE001 - a broken spec is reported by the worker itself
         return 60, 0
     return resources.time_min, resources.gpus
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True if ``pid`` is a live, non-zombie process."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:

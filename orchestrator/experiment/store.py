@@ -2,7 +2,7 @@
 
 Layout of ``<root>/<experiment>/``::
 
-    manifest.json        every submission and job id, written under the lock, atomically
+    manifest.json        every submission and job id (orchestrator/experiment/manifest.py), under the lock
     .lock                file lock: one writer of the manifest at a time
     runs/<run_id>/       one directory a run (the contract in jobs/contract/rundir.py)
     submitit/<token>/    submitit's scripts, pickles and logs of one submission (pruned)
@@ -12,18 +12,18 @@ Layout of ``<root>/<experiment>/``::
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import filelock
 
-from jobs.contract import RunDir, read_json, write_bytes_atomic, write_json_atomic
+from jobs.contract import RunDir, read_json, write_json_atomic
 from orchestrator.errors import RuntimeUserError, UserError
+from orchestrator.experiment import manifest
+from orchestrator.experiment.manifest import MANIFEST_FILE as MANIFEST
+from orchestrator.experiment.manifest import Manifest
 
-MANIFEST = "manifest.json"
 LOCK = ".lock"
 STATE_DIR = ".orchestrate"  # in the directory the user submits from
 LOCK_TIMEOUT_S = 60.0
@@ -57,40 +57,13 @@ class Experiment:
             raise RuntimeUserError(f"{self.path}: another orchestrate command holds the lock "
                                    f"({self.path / LOCK}) for over {timeout_s:.0f} s; try again") from None
 
-    def read_manifest(self) -> dict[str, Any]:
-        try:
-            data = read_json(self.manifest_path)
-        except FileNotFoundError:
-            return empty_manifest(self.path.name)
-        except json.JSONDecodeError as exc:
-            raise RuntimeUserError(f"{self.manifest_path} is corrupt ({exc}); restore it from "
-                                   f"{self.manifest_path}.bak") from None
-        return data
+    def read_manifest(self) -> Manifest:
+        """The manifest (empty when none was written yet); RuntimeUserError when corrupt."""
+        return manifest.read(self.manifest_path, self.path.name)
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        """Atomic replace, keeping the previous version as manifest.json.bak."""
-        manifest["updated_at"] = time.time()
-        try:  # the backup is a copy: manifest.json itself must exist at every moment for readers
-            write_bytes_atomic(Path(str(self.manifest_path) + ".bak"), self.manifest_path.read_bytes())
-        except FileNotFoundError:
-            pass
-        write_json_atomic(self.manifest_path, manifest)
-
-
-def empty_manifest(experiment: str) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "experiment": experiment,
-        "baseline": None,
-        "current_runs": {},
-        "runs": {},
-        "submissions": {},
-    }
-
-
-def latest_attempt(manifest: dict[str, Any], run_id: str) -> dict[str, Any] | None:
-    attempts = manifest.get("runs", {}).get(run_id, {}).get("attempts", [])
-    return attempts[-1] if attempts else None
+    def write_manifest(self, record: Manifest) -> None:
+        """Atomic replace, keeping the previous version as manifest.json.bak (hold the lock)."""
+        manifest.write(self.manifest_path, record)
 
 
 # ----------------------------------------------------------------- CLI memory

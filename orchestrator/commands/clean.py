@@ -3,12 +3,15 @@ submitit folders go; results, specs, logs and metrics never do."""
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.contract import CHECKPOINT_DIR, RESULT_FILE
-from orchestrator.store import Experiment
+from orchestrator.errors import EXIT_OK
+from orchestrator.experiment import store
+from orchestrator.experiment.store import Experiment
 from orchestrator.submit import prune_submission_folders
 
 
@@ -38,3 +41,11 @@ def clean(experiment: Experiment, dry_run: bool = False) -> Cleaned:
             prune_submission_folders(experiment, manifest)
             experiment.write_manifest(manifest)
     return out
+
+
+def run(args: argparse.Namespace, cwd: Path) -> int:
+    experiment = store.resolve(cwd, args.experiment)
+    cleaned = clean(experiment, dry_run=args.dry_run)
+    verb = "would free" if args.dry_run else "freed"
+    print(f"{verb} {cleaned.freed_bytes / 2**20:.1f} MiB: checkpoints of {len(cleaned.removed)} finished run(s)")
+    return EXIT_OK

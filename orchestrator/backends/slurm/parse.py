@@ -1,12 +1,5 @@
-"""The one module that runs SLURM's commands (sacct, squeue, scontrol, scancel, sacctmgr) and parses them.
-
-Every command runs from an argument list (never a shell), under a timeout, and a failure raises
-`SlurmError` naming the command, its exit status and its stderr. `CALLS` counts the commands run, by
-name, so a benchmark can report how many scheduler queries a status poll cost.
-
-submitit runs `sbatch` itself: the submit module uses submitit's executor and calls
-`record_sbatch_call()` once for each array (or job) it submitted, so `count_sbatch_calls()` is
-comparable with the `sacct` count in `CALLS`.
+"""Parsing SLURM's output (sacct, squeue, scontrol show config, sacctmgr, #SBATCH lines): pure
+functions, tested against output recorded from SLURM 22.05 in tests/unit/data/slurm/.
 
 What SLURM 22.05 does, as recorded in tests/unit/data/slurm/:
 - sacct collapses a pending array into one row, `36_[2-5%2]` or `27_[1,3,5-7]`, and updates that row
@@ -22,20 +15,12 @@ What SLURM 22.05 does, as recorded in tests/unit/data/slurm/:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import getpass
 import re
 import shlex
-import shutil
-import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_ARRAY_SIZE = 1001
-
-CALLS: collections.Counter[str] = collections.Counter()
-"""How many times each command ran from this process (key: the program's name, e.g. "sacct")."""
 
 CANONICAL_STATES = (
     "pending", "running", "completed", "failed", "timeout", "preempted", "cancelled", "requeued",
@@ -54,22 +39,11 @@ _STATE_NAMES = {
     "COMPLETING": "completing", "STAGE_OUT": "completing", "SUSPENDED": "suspended", "STOPPED": "suspended",
 }  # fmt: skip
 
-_SACCT_FIELDS = "JobID,JobIDRaw,State,ExitCode,ElapsedRaw,NodeList,Start,End,Reason"
-_SQUEUE_FORMAT = "%i|%T|%M|%N|%S|%e|%r"
-_FINISHED = frozenset({"completed", "failed", "timeout", "preempted", "cancelled", "node_fail", "out_of_memory"})
+SACCT_FIELDS = "JobID,JobIDRaw,State,ExitCode,ElapsedRaw,NodeList,Start,End,Reason"
+SQUEUE_FORMAT = "%i|%T|%M|%N|%S|%e|%r"
+FINISHED = frozenset({"completed", "failed", "timeout", "preempted", "cancelled", "node_fail", "out_of_memory"})
 _RANGE_ID = re.compile(r"^(\d+)_\[([^\]]+)\]$")
 _NO_VALUE = frozenset({"", "None", "none", "NONE", "N/A", "Unknown", "None assigned", "(null)"})
-
-
-class SlurmError(RuntimeError):
-    """A SLURM command failed, timed out or is missing."""
-
-    def __init__(self, command: Sequence[str], returncode: int | None, stderr: str) -> None:
-        self.command = list(command)
-        self.returncode = returncode
-        self.stderr = stderr.strip()
-        status = "did not run" if returncode is None else f"exit {returncode}"
-        super().__init__(f"`{shlex.join(self.command)}` failed ({status}): {self.stderr or '(no stderr)'}")
 
 
 class SbatchDirectiveError(ValueError):
@@ -93,44 +67,7 @@ class JobState:
     @property
     def finished(self) -> bool:
         """True when the job will not run again by itself (requeued jobs are not finished)."""
-        return self.state in _FINISHED
-
-
-def _run(args: list[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
-    """Run one SLURM command and return its stdout; raise SlurmError on any failure."""
-    CALLS[args[0]] += 1
-    try:
-        completed = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except FileNotFoundError:
-        raise SlurmError(args, None, f"{args[0]}: command not found") from None
-    except subprocess.TimeoutExpired:
-        raise SlurmError(args, None, f"timed out after {timeout_s:g} s") from None
-    if completed.returncode != 0:
-        raise SlurmError(args, completed.returncode, completed.stderr)
-    return completed.stdout
-
-
-def which_sbatch() -> str | None:
-    """The path of `sbatch` on the PATH, or None (then orchestrate runs jobs locally)."""
-    return shutil.which("sbatch")
-
-
-def slurm_available() -> bool:
-    """True when SLURM's client commands are installed (whether a controller answers is not checked)."""
-    return which_sbatch() is not None
-
-
-def record_sbatch_call() -> None:
-    """Count one `sbatch` that submitit ran for us; call it once per submitted array or job."""
-    CALLS["sbatch"] += 1
-
-
-def count_sbatch_calls() -> int:
-    """How many `sbatch` calls were recorded with record_sbatch_call() in this process."""
-    return CALLS["sbatch"]
-
-
-# ---------------------------------------------------------------- configuration and limits
+        return self.state in FINISHED
 
 
 def parse_config(text: str) -> dict[str, str]:
@@ -142,11 +79,6 @@ def parse_config(text: str) -> dict[str, str]:
         if sep and key and " " not in key:
             config.setdefault(key, value.strip())
     return config
-
-
-def read_config() -> dict[str, str]:
-    """The running controller's configuration, from `scontrol show config`."""
-    return parse_config(_run(["scontrol", "show", "config"]))
 
 
 def max_array_size(config: dict[str, str]) -> int:
@@ -164,27 +96,6 @@ def parse_max_submit(assoc_text: str, qos_text: str) -> int | None:
     limits += [line.split("|")[1] for line in qos_text.splitlines() if "|" in line]
     numbers = [int(limit) for limit in limits if limit.strip()]
     return min(numbers) if numbers else None
-
-
-def max_submit_jobs(user: str) -> int | None:
-    """How many jobs `user` may have queued at once (array tasks count one each), best effort from the
-    association's MaxSubmit and its QOS's MaxSubmitPU. None when unlimited or unknown; never raises."""
-    try:
-        assoc = _run(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={user}", "format=MaxSubmit,QOS"])
-        qos_names = sorted({name for line in assoc.splitlines() for name in line.partition("|")[2].split(",") if name})
-        qos = ""
-        if qos_names:
-            qos = _run(["sacctmgr", "-n", "-P", "show", "qos", "where", f"name={','.join(qos_names)}",
-                        "format=Name,MaxSubmitPU"])  # fmt: skip
-        return parse_max_submit(assoc, qos)
-    except (SlurmError, ValueError, IndexError):
-        return None
-
-
-def count_user_jobs(user: str) -> int:
-    """How many jobs and array tasks `user` has in the queue (pending, running, ...), as MaxSubmit counts."""
-    output = _run(["squeue", "-h", "-r", "-u", user, "-o", "%i"])
-    return sum(1 for line in output.splitlines() if line.strip())
 
 
 # ---------------------------------------------------------------- job states
@@ -254,7 +165,7 @@ def parse_sacct(text: str) -> dict[str, JobState]:
         job_id, _raw_id, raw_state, exit_code, elapsed, node, start, end, reason = fields[:9]
         canonical = normalise_state(raw_state)
         # sacct prints 0:0 for jobs that have not ended: no exit code yet.
-        code = _int_or_none(exit_code.partition(":")[0]) if canonical in _FINISHED else None
+        code = _int_or_none(exit_code.partition(":")[0]) if canonical in FINISHED else None
         state = JobState(
             job_id=job_id, state=canonical, raw_state=raw_state, exit_code=code, elapsed_s=_int_or_none(elapsed),
             node=_value(node), start=_value(start), end=_value(end), reason=_value(reason),
@@ -273,7 +184,7 @@ def parse_squeue(text: str) -> dict[str, JobState]:
         job_id, raw_state, elapsed, node, start, end, reason = fields[:7]
         state = normalise_state(raw_state)
         # For jobs still queued or running squeue's %e is the expected end, not an end.
-        finished = state in _FINISHED
+        finished = state in FINISHED
         rows.append((JobState(
             job_id=job_id, state=state, raw_state=raw_state, exit_code=None, elapsed_s=_elapsed_s(elapsed),
             node=_value(node), start=_value(start) if state != "pending" else None,
@@ -282,78 +193,14 @@ def parse_squeue(text: str) -> dict[str, JobState]:
     return _merge(rows)
 
 
-def _base_ids(job_ids: Iterable[str]) -> list[str]:
-    return sorted({job_id.partition("_")[0] for job_id in job_ids}, key=lambda job_id: (len(job_id), job_id))
-
-
-def sacct_states(job_ids: list[str], start_time: str | None = None) -> dict[str, JobState]:
-    """The accounting record of each job in ONE sacct call.
-
-    `job_ids` may be plain ids ("124"), array ids ("123") or task ids ("123_4"); the whole array is
-    queried either way (sacct cannot find a task still pending inside a collapsed range), so the result
-    holds every task of each array, keyed "123_4", and plain jobs keyed "124". `start_time` (any sacct
-    time, e.g. "2026-11-23T10:00:00") keeps out older jobs that reused an id; without it all history.
-    """
-    if not job_ids:
-        return {}
-    args = ["sacct", "-X", "--parsable2", "--noheader", "-o", _SACCT_FIELDS, "-j", ",".join(_base_ids(job_ids))]
-    if start_time:
-        args += ["-S", start_time]
-    return parse_sacct(_run(args))
-
-
-def squeue_states(job_ids: list[str]) -> dict[str, JobState]:
-    """The controller's view of the jobs still queued, running or recently finished, in ONE squeue call
-    (a fallback when accounting is unavailable). Ids the controller no longer knows are left out."""
-    if not job_ids:
-        return {}
-    args = ["squeue", "-h", "-r", "-t", "all", "-o", _SQUEUE_FORMAT, "-j", ",".join(sorted(set(job_ids)))]
-    try:
-        return parse_squeue(_run(args))
-    except SlurmError as error:
-        # 22.05 fails the whole call only when every id is unknown.
-        if error.returncode == 1 and "Invalid job id specified" in error.stderr:
-            return {}
-        raise
-
-
-def _task_index(job_id: str) -> int:
+def task_index(job_id: str) -> int:
     index = job_id.partition("_")[2]
     return int(index) if index.isdigit() else 0
 
 
-def _submission_order(job_id: str) -> tuple[int, int]:
+def submission_order(job_id: str) -> tuple[int, int]:
     base = re.match(r"\d+", job_id)
-    return (int(base.group()) if base else 0, _task_index(job_id))
-
-
-def jobs_by_name(job_name: str, start_time: str | None = None) -> dict[int, str]:
-    """This user's jobs named `job_name`, keyed by array task index (0 for a plain job): "123_4" at 4.
-
-    Asks squeue (queued and recently finished) and sacct (since `start_time`, by default today's
-    midnight; skipped if accounting fails). Where the name was used twice the newest job wins. Used to
-    recover a submission interrupted between sbatch and recording its job id.
-    """
-    user = getpass.getuser()
-    squeue = ["squeue", "-h", "-r", "-t", "all", "-u", user, "-n", job_name, "-o", _SQUEUE_FORMAT]
-    found = parse_squeue(_run(squeue))
-    sacct = ["sacct", "-X", "--parsable2", "--noheader", "-o", _SACCT_FIELDS, "-u", user, "--name", job_name]
-    try:
-        found = {**parse_sacct(_run(sacct + (["-S", start_time] if start_time else []))), **found}
-    except SlurmError:
-        pass  # accounting down or disabled: squeue's answer is the best there is
-    return {_task_index(job_id): job_id for job_id in sorted(found, key=_submission_order)}  # newest last, wins
-
-
-def scancel(job_ids: list[str]) -> None:
-    """Cancel jobs, arrays ("123") or tasks ("123_4") in one call; finished or unknown ids are no error."""
-    if job_ids:
-        _run(["scancel", *job_ids])
-
-
-def scontrol_requeue(job_id: str) -> None:
-    """Requeue a batch job (it goes back to pending; SLURM delays its next start by a couple of minutes)."""
-    _run(["scontrol", "requeue", job_id])
+    return (int(base.group()) if base else 0, task_index(job_id))
 
 
 # ---------------------------------------------------------------- sbatch directives

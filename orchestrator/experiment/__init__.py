@@ -1,0 +1,1 @@
+"""The experiment directory (store.py), its typed manifest (manifest.py) and what a submit will do (plan.py)."""
