@@ -367,7 +367,9 @@ def static_conflicts(train: TrainConfig) -> list[str]:
         problems.append("bitfit together with lora trains two things at once; set allow_bitfit_with_lora: true if you mean it")
     if train.quantization is not None and train.lora is None:
         problems.append("a quantised base model cannot be fine-tuned directly: add lora (QLoRA) or drop quantization")
-    if train.task == "squad_v2" and train.doc_stride >= train.max_seq_length:
+    from jobs.tasks import get_task  # here: the registry's task modules import this module
+
+    if get_task(train.task).overflow_windows and train.doc_stride >= train.max_seq_length:
         problems.append(f"doc_stride ({train.doc_stride}) must be smaller than max_seq_length ({train.max_seq_length}): "
                         f"lower doc_stride (a quarter of max_seq_length, {train.max_seq_length // 4}, is usual) "
                         "or raise max_seq_length")

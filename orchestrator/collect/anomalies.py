@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.contract import chance_ceiling
+from jobs.tasks import chance_metrics
 from orchestrator.collect.report import FINISHED
 
 SHORT_RUN_RATIO = 0.9
@@ -92,7 +93,7 @@ def _suspicious(runs: pd.DataFrame, primary: str | None, baseline_means: Mapping
         mask |= value < ratio * reference
         floor = number("train.health.min_hasans_f1").fillna(DEFAULT_HASANS_FLOOR)
         mask |= reference.isna() & (number("metrics.HasAns_f1") < floor)
-        if primary == "accuracy":
+        if primary in chance_metrics():
             mask |= value <= chance_ceiling(number("eval.num_classes"))
     return mask.fillna(False).astype(bool)
 
@@ -125,11 +126,11 @@ def _collapse(row: Mapping[str, Any], primary: str | None, baseline_mean: float 
     ratio = _number(row.get("train.health.min_f1_ratio_to_baseline"), DEFAULT_COLLAPSE_RATIO)
     label = "F1" if primary == "f1" else primary
     classes = _number(row.get("eval.num_classes"))
-    if primary == "accuracy" and np.isfinite(value) and np.isfinite(classes) and classes >= 2:
+    if primary in chance_metrics() and np.isfinite(value) and np.isfinite(classes) and classes >= 2:
         chance = 100.0 / classes
         if value <= chance_ceiling(classes):
             return [Anomaly("collapse", str(row["run_id"]), str(row["config_id"]),
-                            f"accuracy {value:.2f} is at chance level ({chance:.1f} for {int(classes)} classes; "
+                            f"{primary} {value:.2f} is at chance level ({chance:.1f} for {int(classes)} classes; "
                             "collapse whatever the baseline)")]
     if baseline_mean is not None and np.isfinite(baseline_mean) and np.isfinite(value):
         if value < ratio * baseline_mean:
