@@ -191,15 +191,17 @@ class Task:
                             splits)
 
     def evaluate(self, trainer: Trainer, data: PreparedData, train: TrainConfig, out_dir: Path) -> EvalOutput:
-        """Predict on the evaluation features, then ``score``; the primary metric must be among the metrics."""
+        """Predict on the evaluation features, then ``score``. Raises ValueError when the metrics lack the
+        primary one or hold one the task does not declare (collect's tables read the declaration)."""
         features = data.eval_features
         output = trainer.predict(features.remove_columns([c for c in self.non_model_columns
                                                           if c in features.column_names]))
         started = time.perf_counter()
         metrics, extra = self.score(data, output.predictions, train, out_dir)
         postprocess_s = time.perf_counter() - started
-        if self.primary_metric not in metrics:
-            raise ValueError(f"task {self.name}: its score returned {sorted(metrics)}, without its primary metric "
-                             f"{self.primary_metric!r}")
+        undeclared = sorted(set(metrics) - set(self.metrics))
+        if self.primary_metric not in metrics or undeclared:
+            raise ValueError(f"task {self.name}: its score returned {sorted(metrics)}: it must return its primary "
+                             f"metric {self.primary_metric!r} and only its declared metrics {list(self.metrics)}")
         speed = output.metrics or {}
         return EvalOutput(metrics, speed["test_runtime"], speed["test_samples_per_second"], postprocess_s, extra)

@@ -119,6 +119,11 @@ def test_every_task_declares_what_the_others_read(tmp_path: Path) -> None:
         for path in (train_path, eval_path):
             first = json.loads(path.read_text().splitlines()[0])
             assert set(task.required_columns) <= set(first), (name, path)
+    from jobs.tasks.squad_v2.metric import score
+    from jobs.tasks.squad_v2.synthetic import generate_squad_v2
+
+    examples = generate_squad_v2(30, 0)
+    assert tuple(score(examples, {e["id"]: "" for e in examples})) == TASKS["squad_v2"].metrics
     assert TASKS["sst2"].chance_level == 50.0 and TASKS["squad_v2"].chance_level is None
     assert TASKS["squad_v2"].overflow_windows and not TASKS["sst2"].overflow_windows
 
@@ -160,12 +165,14 @@ def test_a_task_is_one_module(word_count: Task, tmp_path: Path) -> None:
     assert output.runtime_s == 0.5 and "length" not in seen[0]
 
 
-def test_a_score_without_the_primary_metric_is_refused(word_count: Task, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(word_count, "score", lambda *args: ({"accuracy": 50.0}, {}))
+@pytest.mark.parametrize("metrics", [{"accuracy": 50.0}, {"hit_rate": 50.0, "accuracy": 50.0}])
+def test_a_score_without_the_primary_metric_or_with_an_undeclared_one_is_refused(
+        metrics: dict[str, float], word_count: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(word_count, "score", lambda *args: (metrics, {}))
     data = SimpleNamespace(eval_features=SimpleNamespace(column_names=["input_ids"], remove_columns=lambda c: None))
     trainer = SimpleNamespace(predict=lambda f: SimpleNamespace(predictions=None, metrics={}))
-    with pytest.raises(ValueError, match="without its primary metric 'hit_rate'"):
+    with pytest.raises(ValueError, match=r"must return its primary metric 'hit_rate' and only its declared metrics "
+                                         r"\['hit_rate'\]"):
         word_count.evaluate(trainer, data, toy_config(), tmp_path)  # type: ignore[arg-type]
 
 
