@@ -17,8 +17,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from jobs.contract import SyntheticData, TrainConfig
 from jobs.tasks.base import PreparedData, Task, write_jsonl
 from jobs.tasks.batching import MODEL_INPUT_KEYS
@@ -47,8 +45,10 @@ def prepare_sst2_features(examples: Mapping[str, list], tokenizer: Any, max_seq_
     return columns
 
 
-def accuracy(predictions: Any, labels: Sequence[int] | np.ndarray) -> dict[str, float]:
+def accuracy(predictions: Any, labels: Sequence[int] | Any) -> dict[str, float]:
     """``{"accuracy": percent}`` from class ids (1-D) or logits (2-D: argmax over the last axis)."""
+    import numpy as np  # here: the login node reads this module's declarations, and numpy costs its startup
+
     predicted = np.asarray(predictions)
     if predicted.ndim == 2:
         predicted = predicted.argmax(axis=-1)
@@ -60,6 +60,8 @@ def accuracy(predictions: Any, labels: Sequence[int] | np.ndarray) -> dict[str, 
 
 def class_counts(predictions: Any, num_classes: int) -> dict[str, int]:
     """``{"0": n0, "1": n1, ...}``: how often each class id was predicted (logits: argmax)."""
+    import numpy as np
+
     predicted = np.asarray(predictions)
     if predicted.ndim == 2:
         predicted = predicted.argmax(axis=-1)

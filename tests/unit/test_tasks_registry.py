@@ -98,8 +98,9 @@ def toy_config(**data: Any) -> TrainConfig:
 
 
 def test_importing_the_registry_imports_no_torch_transformers_or_datasets() -> None:
+    """Nor numpy: the login node's commands read the declarations, and numpy costs their startup."""
     code = ("import sys, jobs.tasks\n"
-            "print([m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules])")
+            "print([m for m in ('torch', 'transformers', 'datasets', 'peft', 'numpy') if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
                           check=False, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr

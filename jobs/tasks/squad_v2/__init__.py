@@ -16,7 +16,6 @@ from jobs.contract import SyntheticData, TrainConfig
 from jobs.tasks.base import PreparedData, Task
 from jobs.tasks.squad_v2 import features, synthetic
 from jobs.tasks.squad_v2.metric import score
-from jobs.tasks.squad_v2.postprocess import postprocess_qa_predictions, write_predictions
 
 if TYPE_CHECKING:
     import datasets
@@ -110,6 +109,8 @@ class SquadV2Task(Task):
 
     def score(self, data: PreparedData, predictions: Any, train: TrainConfig,
               out_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
+        from jobs.tasks.squad_v2.postprocess import postprocess_qa_predictions, write_predictions  # numpy
+
         start_logits, end_logits = predictions[0], predictions[1]
         answers, na_probs, nbest = postprocess_qa_predictions(
             data.eval_examples, data.eval_features, start_logits, end_logits,
