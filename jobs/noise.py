@@ -15,8 +15,8 @@ generator, seeded with (seed, split, row index): the same seed gives the same co
 data in every run and whatever rows a subset kept. The seed is ``noise.seed``, else the
 run's ``seed``.
 
-Which text: SST-2's ``sentence``; SQuAD v2's ``question`` only. The context is never
-touched: the answers are character spans in it, and a corrupted context would move them.
+Which text: the task's ``noise_column`` (``jobs.tasks``): SST-2's ``sentence``; SQuAD v2's
+``question`` only (its context is never touched: the answers are character spans in it).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobs.contract import NOISE_SAMPLE_SIZE, NoiseConfig
+from jobs.tasks import get_task
 
-TEXT_COLUMN = {"sst2": "sentence", "squad_v2": "question"}
 EMOJIS = ("😀", "😂", "😍", "😢", "😡", "👍", "👎", "🔥", "🎉", "🙄", "💯", "🤔")
 _TOKENS = re.compile(r"\S+|\s+")
 
@@ -125,7 +125,7 @@ def corrupt_split(dataset: Any, task: str, noise: NoiseConfig, run_seed: int, sp
 
     ``row_indices``: each row's position in the full split (a subset's rows), so that a row is
     corrupted the same way whatever subset it is in; default its position in ``dataset``."""
-    column = TEXT_COLUMN[task]
+    column = get_task(task).noise_column
     seed = noise_seed(noise, run_seed)
     originals = list(dataset[column])
     rows = list(row_indices) if row_indices is not None else list(range(len(originals)))

@@ -1,7 +1,7 @@
 """The transformers Trainer with the few hooks the run spec needs, and nothing else.
 
 * Length bucketing: with ``bucketing: true`` the training batches come from
-  :class:`jobs.qa_features.BucketBatchSampler` (feature indices grouped by the
+  :class:`jobs.tasks.batching.BucketBatchSampler` (feature indices grouped by the
   precomputed ``length`` column; each feature dict carries its own labels, so
   batching can never separate a label from its tokens). Why not the Trainer's own
   ``train_sampling_strategy="group_by_length"`` (``LengthGroupedSampler``): its
@@ -49,8 +49,8 @@ from jobs.contract import write_json_atomic
 from jobs.flat_optim import FlatAdamW, flat_groups_possible
 from jobs.preemption import ChildSignals, shield_loader
 from jobs.profiler import TokenCounter
-from jobs.qa_features import BucketBatchSampler
 from jobs.resume import seal_checkpoint
+from jobs.tasks.batching import BucketBatchSampler
 
 
 class SpecTrainer(Trainer):

@@ -30,7 +30,6 @@ from transformers import TrainerCallback, TrainerState, set_seed
 from jobs import accounting, preemption
 from jobs.callbacks import FiniteLossGuard, LossGuardCallback, RunDirCallback
 from jobs.contract import RunDir, RunSpec, TrainConfig, append_jsonl, read_jsonl, write_json_atomic
-from jobs.data import resolve_cache_dir
 from jobs.gpu import require_cuda
 from jobs.methods import apply_methods, method_names
 from jobs.model import load_model, load_tokenizer, parameter_counts, present_modules
@@ -38,7 +37,8 @@ from jobs.noise import noise_seed
 from jobs.profiler import KernelProfiler, StepProfiler, TokenCounter
 from jobs.resume import ResumePoint, find_resume_point
 from jobs.spec_trainer import SpecTrainer
-from jobs.tasks import TASKS, PreparedData, Task
+from jobs.tasks import PreparedData, Task, get_task
+from jobs.tasks.data import resolve_cache_dir
 from jobs.training_args import build_training_arguments
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def run_training(
     ``extra_callbacks`` go to the Trainer too (e.g. the entry point's preemption handler).
     """
     train = spec.train
-    task = TASKS[train.task]
+    task = get_task(train.task)
     device_warnings = require_cuda(spec)  # before any tokenising: a GPU run never falls back to the CPU
     set_seed(train.seed)
     run_dir.write_heartbeat("loading", step=0)

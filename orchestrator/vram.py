@@ -43,6 +43,7 @@ from typing import Any
 from jobs import methods
 from jobs.contract import ALL_LINEAR, TrainConfig
 from jobs.methods.base import Adapter
+from jobs.tasks import get_task
 from orchestrator.oomretry import smallest_prime_factor
 
 MIB = 2**20
@@ -179,7 +180,7 @@ def _counts(d: Dims, task: str) -> dict[str, int]:
     """Parameter counts: embeddings, one layer's linear weights / biases and norms, the head."""
     h, e = d.hidden, d.embedding or d.hidden
     embeddings = (d.vocab + d.positions + d.type_vocab) * e + 2 * e + (e * h + h if e != h else 0)
-    head = 2 * h + 2 + (h * h + h if task == "sst2" else 0)  # sst2: pooler / pre_classifier too
+    head = get_task(task).head_parameters(h)
     return {"embeddings": embeddings, "linear": 4 * h * h + 2 * h * d.intermediate,
             "bias_norm": 5 * h + d.intermediate + 4 * h, "head": head}
 

@@ -317,7 +317,9 @@ def static_conflicts(train: TrainConfig) -> list[str]:
     for other in ("lora", "bitfit", "quantization"):
         if train.ia3 is not None and getattr(train, other) is not None:
             problems.append(f"ia3 together with {other}: train one method at a time (drop ia3 or {other})")
-    if train.task == "squad_v2" and train.doc_stride >= train.max_seq_length:
+    from jobs.tasks import get_task  # here: the registry's task modules import the contract
+
+    if get_task(train.task).overflow_windows and train.doc_stride >= train.max_seq_length:
         problems.append(f"doc_stride ({train.doc_stride}) must be smaller than max_seq_length ({train.max_seq_length}): "
                         f"lower doc_stride (a quarter of max_seq_length, {train.max_seq_length // 4}, is usual) "
                         "or raise max_seq_length")

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jobs.tasks import TASKS, primary_metrics
 from orchestrator.collect.anomalies import DISQUALIFYING, LABELS, Anomaly, find_anomalies, flags_by_config
 from orchestrator.collect.caveats import speed_caveats
 from orchestrator.collect.describe import data_words, describe, method
@@ -52,8 +53,11 @@ class Analysis:
 
 
 def primary_metric(runs: pd.DataFrame) -> str | None:
-    """"f1" for SQuAD-style results, "accuracy" for classification, None when neither."""
-    for name in ("f1", "accuracy"):
+    """The primary metric its task declares (jobs.tasks: "f1" for squad_v2, "accuracy" for sst2) of
+    the runs' tasks, the first in registry order with values; None when none has values."""
+    present = set(runs["train.task"].dropna()) if "train.task" in runs.columns else set()
+    names = [task.primary_metric for task in TASKS.values() if task.name in present] or list(primary_metrics())
+    for name in dict.fromkeys(names):
         column = f"metrics.{name}"
         if column in runs.columns and pd.to_numeric(runs[column], errors="coerce").notna().any():
             return name

@@ -30,6 +30,7 @@ from jobs.contract.health import (
     short_run,
     under_hasans_floor,
 )
+from jobs.tasks import chance_metrics
 from orchestrator.collect.report import COMPLETED
 
 # Kinds that make a configuration unfit for a recipe.
@@ -99,7 +100,7 @@ def _suspicious(runs: pd.DataFrame, primary: str | None, baseline_means: Mapping
         mask |= collapsed(value, reference, ratio)
         floor = number("train.health.min_hasans_f1").fillna(DEFAULT_HASANS_FLOOR)
         mask |= reference.isna() & under_hasans_floor(number("metrics.HasAns_f1"), floor)
-        if primary == "accuracy":
+        if primary in chance_metrics():
             mask |= at_chance(value, number("eval.num_classes"))
     return mask.fillna(False).astype(bool)
 
@@ -132,11 +133,11 @@ def _collapse(row: Mapping[str, Any], primary: str | None, baseline_mean: float 
     ratio = _number(row.get("train.health.min_f1_ratio_to_baseline"), DEFAULT_COLLAPSE_RATIO)
     label = "F1" if primary == "f1" else primary
     classes = _number(row.get("eval.num_classes"))
-    if primary == "accuracy" and np.isfinite(value) and np.isfinite(classes) and classes >= 2:
+    if primary in chance_metrics() and np.isfinite(value) and np.isfinite(classes) and classes >= 2:
         chance = 100.0 / classes
         if at_chance(value, classes):
             return [Anomaly("collapse", str(row["run_id"]), str(row["config_id"]),
-                            f"accuracy {value:.2f} is at chance level ({chance:.1f} for {int(classes)} classes; "
+                            f"{primary} {value:.2f} is at chance level ({chance:.1f} for {int(classes)} classes; "
                             "collapse whatever the baseline)")]
     if baseline_mean is not None and np.isfinite(baseline_mean) and np.isfinite(value):
         if collapsed(value, baseline_mean, ratio):

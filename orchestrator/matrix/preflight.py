@@ -33,14 +33,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, is_csv_file, resolve_model_ref
+from jobs.tasks import get_task
 from orchestrator import vram
 from orchestrator.matrix.problems import Problems, suggest
 from orchestrator.profiles import Profile
 
-# Columns the task's loader reads (jobs.tasks); SQuAD v2's ``title`` is optional.
-TASK_COLUMNS = {"squad_v2": ("id", "question", "context", "answers"), "sst2": ("sentence", "label")}
-
-# Hub data sets whose columns are known, by (name, config) as jobs.data loads them.
+# Hub data sets whose columns are known, by (name, config) as jobs.tasks.data loads them.
 HUB_COLUMNS: dict[tuple[str, str | None], tuple[str, ...]] = {
     ("squad_v2", None): ("id", "title", "context", "question", "answers"),
     ("squad", None): ("id", "title", "context", "question", "answers"),
@@ -58,7 +56,6 @@ HUB_COLUMNS: dict[tuple[str, str | None], tuple[str, ...]] = {
 # Owner-prefixed hub ids of the data sets above (the same files as the short names).
 HUB_OWNERS = {"rajpurkar/squad_v2": "squad_v2", "rajpurkar/squad": "squad", "nyu-mll/glue": "glue",
               "stanfordnlp/imdb": "imdb"}
-HUB_FOR_TASK = {"squad_v2": "squad_v2", "sst2": "glue/sst2"}
 # Training rows of hub data sets, by (name, config) as above: data.max_train_samples above them is refused.
 HUB_TRAIN_ROWS: dict[tuple[str, str | None], int] = {("squad_v2", None): 130_319, ("glue", "sst2"): 67_349}
 
@@ -84,7 +81,6 @@ MODULES_BY_TYPE: dict[str, tuple[str, ...]] = {
     "deberta-v2": ("query_proj", "key_proj", "value_proj", "dense", "word_embeddings", "position_embeddings"),
     "gpt2": ("c_attn", "c_proj", "c_fc", "wte", "wpe"),
 }
-TASK_HEADS = {"squad_v2": ("qa_outputs",), "sst2": ("classifier", "pre_classifier")}
 LAYER_COUNT_KEYS = vram.KEYS["layers"]  # the config keys the VRAM estimate reads the depth from, too
 
 
@@ -142,8 +138,8 @@ def train_problems(train: TrainConfig, where: str, hf_home: str | None = None) -
 
 
 def stride_problems(train: TrainConfig, where: str) -> Problems:
-    """SQuAD v2 windows: the stride must fit the room left after the question."""
-    if train.task != "squad_v2":
+    """Overflow windows (SQuAD v2): the stride must fit the room left after the question."""
+    if not get_task(train.task).overflow_windows:
         return []
     source = "synthetic" if train.data.synthetic is not None else "real"
     room = QUESTION_ROOM[source]
@@ -223,7 +219,7 @@ def model_problems(train: TrainConfig, config: dict[str, Any], where: str) -> Pr
     name = train.model_name_or_path
     known = MODULES_BY_TYPE.get(model_type)
     if train.lora is not None and known is not None and ALL_LINEAR not in train.lora.target_modules:
-        targets = known + TASK_HEADS.get(train.task, ())
+        targets = known + get_task(train.task).head_modules
         unmatched = [t for t in train.lora.target_modules if t.rsplit(".", 1)[-1] not in targets]
         if unmatched:
             hints = [f"{t!r}{suggest(t.rsplit('.', 1)[-1], list(targets))}" for t in unmatched]
@@ -254,7 +250,8 @@ def data_problems(train: TrainConfig, where: str) -> Problems:
     """Local files present, readable and with the task's columns; hub data that fits the task."""
     data = train.data
     found: Problems = []
-    needed = TASK_COLUMNS[train.task]
+    task = get_task(train.task)
+    needed = task.required_columns  # the columns the task's loader reads
     for key, value in (("train_file", data.train_file), ("validation_file", data.validation_file)):
         if value is not None:
             problem = file_problem(value, needed)
@@ -267,7 +264,7 @@ def data_problems(train: TrainConfig, where: str) -> Problems:
         if missing:
             shown = f"{data.name!r}" + (f" (config {data.config!r})" if data.config else "")
             message = (f"{shown} has columns {', '.join(columns or ())}, not the {', '.join(missing)} task "
-                       f"{train.task} needs: use data.name: {HUB_FOR_TASK[train.task]}, or set task to the data's task")
+                       f"{train.task} needs: use data.name: {task.hub_dataset}, or set task to the data's task")
             found.append((f"{where}.data.name", message))
     return found + size_problems(train, where)
 

@@ -9,9 +9,9 @@ from typing import Any
 import datasets
 import pytest
 
-from jobs import qa_features
 from jobs.contract import TrainConfig
-from jobs.data import cached_features, resolve_cache_dir
+from jobs.tasks.data import cached_features, resolve_cache_dir
+from jobs.tasks.squad_v2 import features as qa_features
 from jobs.trainer import run_training
 
 pytestmark = pytest.mark.train

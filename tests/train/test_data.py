@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 
-from jobs import synthetic
 from jobs.contract import TrainConfig
-from jobs.data import load_local_file
-from jobs.tasks import SQUAD_FEATURES
+from jobs.tasks.data import load_local_file
+from jobs.tasks.squad_v2 import squad_features
+from jobs.tasks.squad_v2.synthetic import generate_squad_v2, write_squad_v2
+from jobs.tasks.sst2 import generate_sst2
 from jobs.trainer import run_training
+
+SQUAD_FEATURES = squad_features()
 
 pytestmark = pytest.mark.train
 
@@ -22,7 +25,7 @@ pytestmark = pytest.mark.train
 def test_squad_v2_from_json_lines_and_the_official_nested_file(
     tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_for: Any, tmp_path: Path
 ) -> None:
-    train_path, _, official_path = synthetic.write_squad_v2(tmp_path / "files", n_train=30, n_eval=10, seed=2)
+    train_path, _, official_path = write_squad_v2(tmp_path / "files", n_train=30, n_eval=10, seed=2)
     train = tiny(data={"synthetic": None, "train_file": str(train_path), "validation_file": str(official_path)})
     result = run_training(spec_for(train, "local"), run_dir_for("local"))
     assert result["data"]["eval_examples"] == 10
@@ -32,7 +35,7 @@ def test_squad_v2_from_json_lines_and_the_official_nested_file(
 
 
 def test_an_all_unanswerable_file_keeps_its_answer_types(tmp_path: Path) -> None:
-    rows = [example for example in synthetic.generate_squad_v2(40, 4) if not example["answers"]["text"]][:3]
+    rows = [example for example in generate_squad_v2(40, 4) if not example["answers"]["text"]][:3]
     path = tmp_path / "no_answers.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     dataset = load_local_file(path, SQUAD_FEATURES, tmp_path)
@@ -47,7 +50,7 @@ def test_sst2_from_csv(tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_
         with open(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=["sentence", "label"])
             writer.writeheader()
-            writer.writerows({"sentence": r["sentence"], "label": r["label"]} for r in synthetic.generate_sst2(n, 1, split))
+            writer.writerows({"sentence": r["sentence"], "label": r["label"]} for r in generate_sst2(n, 1, split))
         paths.append(path)
     train = tiny(task="sst2", data={"synthetic": None, "train_file": str(paths[0]), "validation_file": str(paths[1])})
     result = run_training(spec_for(train, "csv"), run_dir_for("csv"))
@@ -68,7 +71,7 @@ def test_hub_names_go_to_load_dataset(name: str, expected: tuple[str, str | None
 
     calls = []
     task = "sst2" if name.startswith("glue") else "squad_v2"
-    generate = synthetic.generate_sst2 if task == "sst2" else synthetic.generate_squad_v2
+    generate = generate_sst2 if task == "sst2" else generate_squad_v2
     features = None if task == "sst2" else SQUAD_FEATURES
 
     def fake_load_dataset(path: str, config: str | None = None, **kwargs: Any) -> datasets.DatasetDict:
@@ -90,7 +93,7 @@ def test_a_compressed_csv_and_a_json_list_of_records_load(tmp_path: Path) -> Non
 
     from jobs.tasks import TASKS
 
-    rows = [{"sentence": r["sentence"], "label": r["label"]} for r in synthetic.generate_sst2(6, 1, "train")]
+    rows = [{"sentence": r["sentence"], "label": r["label"]} for r in generate_sst2(6, 1, "train")]
     compressed = tmp_path / "t.csv.gz"
     with gzip.open(compressed, "wt", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["sentence", "label"])

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from jobs.contract import TrainConfig
-from jobs.data import load_splits
 from jobs.failures import NonFiniteLossError, classify_exception
 from jobs.model import load_tokenizer
-from jobs.squad_v2_eval import normalize_answer
 from jobs.tasks import TASKS
+from jobs.tasks.data import load_splits
+from jobs.tasks.squad_v2.metric import normalize_answer
 from jobs.trainer import build_model, build_session, run_training, train_session
 
 pytestmark = pytest.mark.train
@@ -44,7 +44,7 @@ def test_labels_point_at_the_answer_after_batching(mode: str, tiny: Callable[...
     cache_dir = Path(train.data.cache_dir or "")
     features = task.prepare(train, tokenizer, cache_dir).train_features
     example_of = {tuple(row["input_ids"][: row["length"]]): row["example_id"] for row in features}
-    splits = load_splits(train, cache_dir, task.raw_features, task.write_synthetic)
+    splits = load_splits(train, cache_dir, task)
     gold = {row["id"]: row["answers"]["text"] for row in splits.train}
     session = build_session(train, run_dir_for(mode), build_model(train, task), tokenizer, task, features)
     seen, answered = 0, 0

@@ -11,8 +11,8 @@ import pytest
 
 from jobs.contract import RunDir, TrainConfig
 from jobs.model import load_tokenizer
-from jobs.synthetic import generate_squad_v2
 from jobs.tasks import TASKS
+from jobs.tasks.squad_v2.synthetic import generate_squad_v2
 from jobs.trainer import build_model, build_session, run_training
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]

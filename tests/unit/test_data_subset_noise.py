@@ -58,7 +58,7 @@ def test_plain_random_and_bounds() -> None:
 def test_the_subset_is_the_same_across_configurations(tmp_path: Path) -> None:
     """The subset depends on (data, N, seed) only: the same for full fine-tuning and LoRA at any lr."""
     datasets = pytest.importorskip("datasets")
-    from jobs.data import train_subset
+    from jobs.tasks.data import train_subset
 
     rows = datasets.Dataset.from_list([{"idx": i, "sentence": f"s{i}", "label": label} for i, label in enumerate(LABELS)])
     data = {"synthetic": {"n_train": 100}, "max_train_samples": 10}
@@ -75,11 +75,11 @@ def test_the_subset_is_the_same_across_configurations(tmp_path: Path) -> None:
 
 def test_squad_v2_subsets_keep_the_share_of_unanswerable_questions() -> None:
     datasets = pytest.importorskip("datasets")
-    from jobs.data import train_subset
-    from jobs.synthetic import generate_squad_v2
-    from jobs.tasks import SQUAD_FEATURES
+    from jobs.tasks.data import train_subset
+    from jobs.tasks.squad_v2 import squad_features
+    from jobs.tasks.squad_v2.synthetic import generate_squad_v2
 
-    rows = datasets.Dataset.from_list(generate_squad_v2(120, 0), features=SQUAD_FEATURES)
+    rows = datasets.Dataset.from_list(generate_squad_v2(120, 0), features=squad_features())
     answerable = sum(bool(a["text"]) for a in rows["answers"])
     train = TrainConfig(task="squad_v2", seed=1, data={"synthetic": {"n_train": 120}, "max_train_samples": 30})
     kept, subset, ids, warnings = train_subset(train, rows)
@@ -90,7 +90,7 @@ def test_squad_v2_subsets_keep_the_share_of_unanswerable_questions() -> None:
 
 def test_an_n_above_the_rows_keeps_all_with_a_warning() -> None:
     datasets = pytest.importorskip("datasets")
-    from jobs.data import train_subset
+    from jobs.tasks.data import train_subset
 
     rows = datasets.Dataset.from_list([{"sentence": f"s{i}", "label": i % 2} for i in range(8)])
     train = TrainConfig(task="sst2", data={"name": "glue/sst2", "max_train_samples": 20})
@@ -169,10 +169,10 @@ def test_emoji_insertion_inserts_emoji_after_words() -> None:
 def test_squad_v2_noise_corrupts_only_the_question() -> None:
     datasets = pytest.importorskip("datasets")
     from jobs.noise import corrupt_split
-    from jobs.synthetic import generate_squad_v2
-    from jobs.tasks import SQUAD_FEATURES
+    from jobs.tasks.squad_v2 import squad_features
+    from jobs.tasks.squad_v2.synthetic import generate_squad_v2
 
-    rows = datasets.Dataset.from_list(generate_squad_v2(30, 0), features=SQUAD_FEATURES)
+    rows = datasets.Dataset.from_list(generate_squad_v2(30, 0), features=squad_features())
     noisy, report = corrupt_split(rows, "squad_v2", NoiseConfig(kind="char_deletion", rate=0.3), 1, "train")
     assert noisy["context"] == rows["context"] and noisy["answers"] == rows["answers"] and noisy["id"] == rows["id"]
     assert noisy["question"] != rows["question"]
@@ -307,15 +307,15 @@ def test_collect_shows_the_noise_and_the_training_rows_of_each_configuration(tmp
 
 def test_the_feature_cache_key_names_the_subset_and_the_noise(tmp_path: Path) -> None:
     pytest.importorskip("datasets")
-    from jobs.data import load_splits
     from jobs.tasks import TASKS
+    from jobs.tasks.data import load_splits
 
     task = TASKS["sst2"]
 
     def fingerprints(**overrides: object) -> tuple[str, str]:
         data = {"synthetic": {"n_train": 60, "n_eval": 10}, "max_train_samples": 20, **overrides.pop("data", {})}
         train = TrainConfig(task="sst2", data=data, **overrides)
-        splits = load_splits(train, tmp_path, task.raw_features, task.write_synthetic)
+        splits = load_splits(train, tmp_path, task)
         return splits.train_fingerprint, splits.validation_fingerprint
 
     base = fingerprints(seed=1)

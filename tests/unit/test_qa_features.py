@@ -21,17 +21,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jobs.qa_features import (
-    BucketBatchSampler,
-    QACollator,
-    bucketed_batches,
-    postprocess_qa_predictions,
-    prepare_eval_features,
-    prepare_train_features,
-    write_predictions,
-)
-from jobs.squad_v2_eval import normalize_answer, score
-from jobs.synthetic import generate_squad_v2, write_squad_v2
+from jobs.tasks.batching import BucketBatchSampler, PaddingCollator, bucketed_batches
+from jobs.tasks.squad_v2.features import prepare_eval_features, prepare_train_features
+from jobs.tasks.squad_v2.metric import normalize_answer, score
+from jobs.tasks.squad_v2.postprocess import postprocess_qa_predictions, write_predictions
+from jobs.tasks.squad_v2.synthetic import generate_squad_v2, write_squad_v2
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before any tokenizer load: never wait on a hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -92,7 +86,7 @@ def _batches_as_the_trainer_builds_them(tokenizer: Any, examples: dict[str, list
         indices = list(range(len(rows)))
         random.Random(1).shuffle(indices)  # a random sampler
         order = [indices[i:i + BATCH_SIZE] for i in range(0, len(indices), BATCH_SIZE)]
-    collator = QACollator(tokenizer, pad_to_multiple_of=multiple)
+    collator = PaddingCollator(tokenizer, pad_to_multiple_of=multiple)
     return rows, order, [collator([rows[i] for i in batch]) for batch in order]
 
 
@@ -159,7 +153,7 @@ def test_the_guard_catches_labels_reordered_apart_from_their_features(tokenizer:
     broken_rows = [None] * len(rows)
     for position, i in enumerate(sorted_by_length):
         broken_rows[i] = broken[position]
-    collator = QACollator(tokenizer)
+    collator = PaddingCollator(tokenizer)
     batches = [collator([broken_rows[i] for i in batch]) for batch in order]
     assert len(_label_errors(tokenizer, examples, windows, order, batches)) > len(rows) // 4
 
@@ -167,7 +161,7 @@ def test_the_guard_catches_labels_reordered_apart_from_their_features(tokenizer:
 def test_collator_rejects_a_label_outside_its_feature(tokenizer: Any) -> None:
     feature = {"input_ids": [101, 2054, 102], "attention_mask": [1, 1, 1], "start_positions": 3, "end_positions": 3}
     with pytest.raises(ValueError, match="outside its feature"):
-        QACollator(tokenizer)([feature])
+        PaddingCollator(tokenizer)([feature])
 
 
 def test_bucketed_batches_are_a_length_homogeneous_permutation() -> None:
@@ -348,7 +342,7 @@ def test_write_predictions_atomically(tmp_path: Any) -> None:
 
 
 def test_the_datasets_path_end_to_end(tokenizer: Any, tmp_path: Path) -> None:
-    """load_dataset("json") -> map -> DataLoader(BucketBatchSampler, QACollator) -> post-process Datasets."""
+    """load_dataset("json") -> map -> DataLoader(BucketBatchSampler, PaddingCollator) -> post-process Datasets."""
     datasets, torch = pytest.importorskip("datasets"), pytest.importorskip("torch")
     train_path, eval_path, _ = write_squad_v2(tmp_path, n_train=40, n_eval=30, seed=2)
     string = datasets.Value("string")
@@ -361,7 +355,7 @@ def test_the_datasets_path_end_to_end(tokenizer: Any, tmp_path: Path) -> None:
     train = raw["train"].map(partial(prepare_train_features, **settings), batched=True,
                              remove_columns=raw["train"].column_names)
     loader = torch.utils.data.DataLoader(train, batch_sampler=BucketBatchSampler(train["length"], 8, seed=0),
-                                         collate_fn=QACollator(tokenizer, pad_to_multiple_of=8))
+                                         collate_fn=PaddingCollator(tokenizer, pad_to_multiple_of=8))
     assert sum(len(batch["start_positions"]) for batch in loader) == len(train)
     examples = raw["eval"]
     labels = examples.map(partial(prepare_train_features, **settings), batched=True,

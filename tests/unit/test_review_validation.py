@@ -125,7 +125,7 @@ def test_owner_prefixed_hub_ids_are_checked_against_the_task() -> None:
 def test_the_worker_loads_an_owner_name_hub_id_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
 
-    from jobs import data
+    from jobs.tasks import TASKS, data
 
     calls: list[tuple[object, ...]] = []
     split = datasets.Dataset.from_list([{"x": 1}])
@@ -136,7 +136,7 @@ def test_the_worker_loads_an_owner_name_hub_id_whole(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(data.datasets, "load_dataset", load_dataset)
     for name in ("rajpurkar/squad_v2", "glue/sst2"):
-        data.load_splits(TrainConfig(data=DataConfig(name=name)), tmp_path, datasets.Features(), lambda *a: (tmp_path, tmp_path))
+        data.load_splits(TrainConfig(data=DataConfig(name=name)), tmp_path, TASKS["squad_v2"])
     assert calls == [("rajpurkar/squad_v2", None), ("glue", "sst2")]
 
 
@@ -252,11 +252,13 @@ def test_a_grid_far_beyond_max_runs_is_refused_before_it_is_built(tmp_path: Path
 def test_compressed_data_files_the_worker_reads_are_accepted(tmp_path: Path) -> None:
     import gzip
 
+    from jobs.tasks import TASKS
+
     row = b'{"id": "1", "question": "q", "context": "c", "answers": {"text": [], "answer_start": []}}\n'
     good, fake = tmp_path / "train.jsonl.gz", tmp_path / "fake.jsonl.gz"
     good.write_bytes(gzip.compress(row))
     fake.write_bytes(row)  # named .gz, not compressed
-    needed = preflight.TASK_COLUMNS["squad_v2"]
+    needed = TASKS["squad_v2"].required_columns
     assert preflight.file_problem(str(good), needed) is None
     assert "cannot be decompressed (Not a gzipped file" in str(preflight.file_problem(str(fake), needed))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.squad_v2_eval import compute_exact, compute_f1, evaluate_with_library, normalize_answer, score
+from jobs.tasks.squad_v2.metric import compute_exact, compute_f1, evaluate_with_library, normalize_answer, score
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -179,12 +179,12 @@ def test_real_library_offline_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "jobs.squad_v2_eval", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "jobs.tasks.squad_v2", *args], capture_output=True, text=True,
                           env=env, cwd=REPO_ROOT, timeout=60, check=False)
 
 
 def test_cli_has_the_official_interface(tmp_path: Path) -> None:
-    from jobs.synthetic import to_official
+    from jobs.tasks.squad_v2.synthetic import to_official
 
     data = tmp_path / "dev.json"
     examples = [{**_flat(q["id"], *q["answers"]["text"]), "title": "t", "context": "c", "question": "?"}

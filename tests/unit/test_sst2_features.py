@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jobs.qa_features import bucketed_batches
-from jobs.sst2_features import SST2Collator, accuracy, prepare_sst2_features
-from jobs.synthetic import generate_sst2
+from jobs.tasks.batching import PaddingCollator, bucketed_batches
+from jobs.tasks.sst2 import accuracy, generate_sst2, prepare_sst2_features
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before any tokenizer load: never wait on a hub
 
@@ -32,7 +31,7 @@ def test_batches_keep_each_label_with_its_sentence(tokenizer: Any, pad: bool, mu
     features = [dict(zip(columns, values)) for values in zip(*columns.values())]
     sequential = [list(range(i, i + 8)) for i in range(0, 64, 8)]
     order = bucketed_batches(columns["length"], 8, seed=0) if bucketing else sequential
-    collator = SST2Collator(tokenizer, pad_to_multiple_of=multiple)
+    collator = PaddingCollator(tokenizer, pad_to_multiple_of=multiple)
     for indices in order:
         batch = collator([features[i] for i in indices])
         width = batch["input_ids"].shape[1]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.synthetic import ATTRIBUTES, generate_squad_v2, generate_sst2, to_official, write_squad_v2, write_sst2
+from jobs.tasks.squad_v2.synthetic import ATTRIBUTES, generate_squad_v2, to_official, write_squad_v2
+from jobs.tasks.sst2 import generate_sst2, write_sst2
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,7 +116,7 @@ def test_sst2_is_balanced_learnable_and_varied() -> None:
     positives = sum(row["label"] for row in rows) / len(rows)
     assert 0.4 < positives < 0.6
     # A bag-of-words rule on the generator's own lists gets nearly all of them: learnable.
-    from jobs.synthetic import _NEGATIVE, _POSITIVE
+    from jobs.tasks.sst2 import _NEGATIVE, _POSITIVE
 
     def rule(sentence: str) -> int:
         words = sentence.split()
@@ -131,7 +132,7 @@ def test_write_sst2_and_cli(tmp_path: Path) -> None:
     train, evaluation = write_sst2(tmp_path / "api", n_train=20, n_eval=5, seed=0)
     assert len(train.read_text().splitlines()) == 20 and len(evaluation.read_text().splitlines()) == 5
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    done = subprocess.run([sys.executable, "-m", "jobs.synthetic", "squad_v2", str(tmp_path / "cli"), "--n-train", "12",
+    done = subprocess.run([sys.executable, "-m", "jobs.tasks.generate", "squad_v2", str(tmp_path / "cli"), "--n-train", "12",
                            "--n-eval", "4", "--seed", "2"], capture_output=True, text=True, env=env, cwd=REPO_ROOT,
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
@@ -144,7 +145,7 @@ def test_write_sst2_and_cli(tmp_path: Path) -> None:
 def test_max_context_words_keeps_only_short_contexts(tmp_path) -> None:
     import json
 
-    from jobs.synthetic import write_squad_v2
+    from jobs.tasks.squad_v2.synthetic import write_squad_v2
 
     train_path, eval_path, _ = write_squad_v2(tmp_path, 50, 20, seed=3, max_context_words=60)
     for path, count in ((train_path, 50), (eval_path, 20)):

@@ -7,7 +7,7 @@ Sources (exactly one, validated by the contract's ``DataConfig``):
   ``datasets.load_dataset`` (``HF_DATASETS_CACHE`` on shared scratch, set by the
   cluster profile);
 * local files in the same format: JSON Lines / JSON (flat rows, or the official
-  nested SQuAD v2 file) or CSV;
+  nested SQuAD v2 file: a task's own layout, ``Task.local_rows``) or CSV;
 * generated data (``data.synthetic``), written once into the cache directory.
 
 The feature cache: ``<cache_dir>/features/<task>-<split>-<key>/`` (``save_to_disk``),
@@ -36,10 +36,12 @@ from filelock import FileLock
 from jobs import noise as text_noise
 from jobs.contract import RunDir, SyntheticData, TrainConfig, apply_umask, canonical_json, hub_dataset, is_csv_file
 from jobs.subset import Subset, select_subset
+from jobs.tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
 
 SyntheticWriter = Callable[[Path, SyntheticData], tuple[Path, Path]]
+RowReader = Callable[[Path], list[dict[str, Any]] | None]
 LOCK_TIMEOUT_S = 6 * 3600  # another run tokenising a large data set: wait for it
 
 
@@ -76,40 +78,18 @@ def file_fingerprint(path: Path) -> str:
     return _sha(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
 
 
-def _official_rows(path: Path) -> list[dict[str, Any]] | None:
-    """Flat rows of an official nested SQuAD v2 file, or None if the file is not one."""
-    with open(path, encoding="utf-8") as handle:
-        if handle.read(1) != "{":
-            return None
-        handle.seek(0)
-        try:
-            document = json.load(handle)
-        except json.JSONDecodeError:
-            return None  # JSON Lines
-    if not isinstance(document, dict) or "data" not in document:
-        return None
-    rows = []
-    for article in document["data"]:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                answers = qa.get("answers", [])
-                rows.append({
-                    "id": qa["id"], "title": article.get("title", ""), "context": paragraph["context"],
-                    "question": qa["question"],
-                    "answers": {"text": [a["text"] for a in answers], "answer_start": [a["answer_start"] for a in answers]},
-                })
-    return rows
-
-
-def load_local_file(path: Path, features: datasets.Features, cache_dir: Path) -> datasets.Dataset:
-    """One split from a local JSON / JSON Lines / CSV file, with explicit ``features``
-    (an all-unanswerable file would otherwise infer ``answers.text`` as nulls)."""
+def load_local_file(path: Path, features: datasets.Features | None, cache_dir: Path,
+                    task_rows: RowReader | None = None) -> datasets.Dataset:
+    """One split from a local JSON / JSON Lines / CSV file, with explicit ``features`` where the
+    task has them (an all-unanswerable SQuAD file would otherwise infer ``answers.text`` as nulls).
+    ``task_rows``: the task's reader of a layout of its own (``Task.local_rows``), tried first
+    on JSON files."""
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     if is_csv_file(path):  # also t.csv.gz: datasets decompresses by suffix
         return datasets.load_dataset("csv", data_files=str(path), split="train", features=features,
                                      cache_dir=str(cache_dir / "datasets"))
-    rows = _official_rows(path) if path.suffix == ".json" else None
+    rows = task_rows(path) if task_rows is not None and path.suffix == ".json" else None
     if rows is not None:
         return datasets.Dataset.from_list(rows, features=features)
     return datasets.load_dataset("json", data_files=str(path), split="train", features=features,
@@ -142,14 +122,6 @@ def _select(dataset: datasets.Dataset, limit: int | None) -> datasets.Dataset:
     return dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
 
 
-def strata(task: str, dataset: datasets.Dataset) -> tuple[list[Any], str]:
-    """The class of each row a training subset is stratified by, and its name: SST-2's label;
-    SQuAD v2's answerable or not (its questions' one natural class)."""
-    if task == "squad_v2":
-        return [bool(answers["text"]) for answers in dataset["answers"]], "answerable"
-    return list(dataset["label"]), "label"
-
-
 def _row_ids(dataset: datasets.Dataset, indices: list[int]) -> list[Any]:
     """The data set's own ids of the rows (``id``, GLUE's ``idx``), else the row numbers."""
     for column in ("id", "idx"):
@@ -172,14 +144,14 @@ def train_subset(train: TrainConfig, dataset: datasets.Dataset) -> tuple[dataset
     if requested > len(dataset):
         warnings.append(f"data.max_train_samples {requested} is more than the {len(dataset)} training rows: "
                         f"all {len(dataset)} used")
-    labels, name = strata(train.task, dataset)
+    labels, name = get_task(train.task).strata(dataset)
     # the subset records what the matrix asked for, even where fewer rows were there to draw
     subset = replace(select_subset(len(dataset), min(requested, len(dataset)), train.seed, labels, name),
                      requested=requested)
     return dataset.select(subset.indices), subset, _row_ids(dataset, subset.indices), warnings
 
 
-def load_splits(train: TrainConfig, cache_dir: Path, features: datasets.Features, writer: SyntheticWriter) -> Splits:
+def load_splits(train: TrainConfig, cache_dir: Path, task: Task) -> Splits:
     """The raw training and evaluation examples the spec points at: the training subset of
     ``max_train_samples``, the first ``max_eval_samples`` evaluation rows, ``noise`` applied."""
     data = train.data
@@ -189,11 +161,11 @@ def load_splits(train: TrainConfig, cache_dir: Path, features: datasets.Features
         train_id, eval_id = train_set._fingerprint, eval_set._fingerprint
     else:
         if data.synthetic is not None:
-            train_path, eval_path = synthetic_files(train, cache_dir, writer)
+            train_path, eval_path = synthetic_files(train, cache_dir, task.write_synthetic)
         else:
             train_path, eval_path = Path(data.train_file or ""), Path(data.validation_file or "")
-        train_set = load_local_file(train_path, features, cache_dir)
-        eval_set = load_local_file(eval_path, features, cache_dir)
+        train_set = load_local_file(train_path, task.raw_features, cache_dir, task.local_rows)
+        eval_set = load_local_file(eval_path, task.raw_features, cache_dir, task.local_rows)
         train_id, eval_id = file_fingerprint(train_path), file_fingerprint(eval_path)
     train_rows, subset, ids, warnings = train_subset(train, train_set)
     eval_rows = _select(eval_set, data.max_eval_samples)

@@ -19,24 +19,18 @@ always the number of questions in the data set.
 
 CLI, the official script's interface::
 
-    python -m jobs.squad_v2_eval DATA.json PREDICTIONS.json \
+    python -m jobs.tasks.squad_v2 DATA.json PREDICTIONS.json \
         [--na-prob-file NA_PROBS.json] [--na-prob-thresh 1.0] [--out-file OUT.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
-import json
 import logging
 import re
 import string
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
-
-from jobs.contract import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -240,43 +234,3 @@ def evaluate_with_library(
     if differences:
         logger.warning("evaluate's squad_v2 disagrees with ours (ours, theirs): %s", differences)
     return ours
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def load_data_file(path: Path) -> Any:
-    """An official SQuAD v2 JSON file, a JSON list of examples, or JSON Lines."""
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Score PREDICTIONS.json against DATA.json; print the metrics as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m jobs.squad_v2_eval", description="SQuAD v2.0 scoring")
-    parser.add_argument("data_file", type=Path, help="official SQuAD v2 JSON (or flat examples)")
-    parser.add_argument("pred_file", type=Path, help="JSON object: question id -> predicted text")
-    parser.add_argument("--na-prob-file", type=Path, help="JSON object: question id -> no-answer probability")
-    parser.add_argument("--na-prob-thresh", type=float, default=1.0, help="predict empty above this probability")
-    parser.add_argument("--out-file", "-o", type=Path, help="also write the metrics here")
-    args = parser.parse_args(argv)
-    try:
-        dataset = load_data_file(args.data_file)
-        predictions = json.loads(args.pred_file.read_text(encoding="utf-8"))
-        na_probs = json.loads(args.na_prob_file.read_text(encoding="utf-8")) if args.na_prob_file else None
-        metrics = score(dataset, predictions, na_probs, args.na_prob_thresh)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    text = json.dumps(metrics, indent=2)
-    if args.out_file:
-        write_text_atomic(args.out_file, text + "\n")
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,39 +1,33 @@
-"""Small, learnable, deterministic data sets in the real SQuAD v2 and SST-2 formats.
+"""A small, learnable, deterministic data set in the real SQuAD v2 format.
 
-No package ships SQuAD v2 or SST-2 and our machines cannot reach the hub, so tests
-and smoke studies generate data that goes through the same loading code as the
-real files:
-
-* SQuAD v2: paragraphs of templated facts about invented places ("The capital of
-  Zorbia is Quellton.", "Zorbia was founded in 1843.") padded with filler
-  sentences to varied lengths (from a few dozen tokens to well over 384, so long
-  contexts overflow into several features). About a third of the questions are
-  unanswerable: they ask for an attribute the paragraph does not state for that
-  place, sometimes while stating it for another place (a distractor).
-* SST-2: lower-cased movie-review sentences whose label follows the majority of
-  positive or negative words, with varied lengths and 5% label noise.
+No package ships SQuAD v2 and our machines cannot reach the hub, so tests and smoke
+studies generate data that goes through the same loading code as the real files:
+paragraphs of templated facts about invented places ("The capital of
+Zorbia is Quellton.", "Zorbia was founded in 1843.") padded with filler
+sentences to varied lengths (from a few dozen tokens to well over 384, so long
+contexts overflow into several features). About a third of the questions are
+unanswerable: they ask for an attribute the paragraph does not state for that
+place, sometimes while stating it for another place (a distractor).
 
 Files (JSON Lines are what ``datasets.load_dataset("json", ...)`` reads)::
 
     squad_v2_train.jsonl         {id, title, context, question, answers{text[], answer_start[]}}
     squad_v2_eval.jsonl          same, evaluation split
     squad_v2_eval_official.json  {"version": "v2.0", "data": [{title, paragraphs: [{context, qas}]}]}
-    sst2_train.jsonl, sst2_eval.jsonl   {idx, sentence, label}
 
-CLI: ``python -m jobs.synthetic squad_v2|sst2 OUT_DIR --n-train N --n-eval N --seed S``.
+CLI (every task): ``python -m jobs.tasks.generate squad_v2 OUT_DIR --n-train N --n-eval N --seed S``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from jobs.contract import write_text_atomic
+from jobs.tasks.base import write_jsonl
 
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "qu", "r", "s", "t", "v", "z", "br", "dr", "th", "kr")
 _VOWELS = ("a", "e", "i", "o", "u", "ae", "ou")
@@ -197,11 +191,6 @@ def to_official(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"version": "v2.0", "data": articles}
 
 
-def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    return path
-
-
 def _fitting(n: int, seed: int, split: str, max_context_words: int | None) -> list[dict[str, Any]]:
     """``n`` examples, only those whose context has at most ``max_context_words`` words."""
     if max_context_words is None:
@@ -227,73 +216,7 @@ def write_squad_v2(path_dir: Path | str, n_train: int, n_eval: int, seed: int,
     official = out / "squad_v2_eval_official.json"
     write_text_atomic(official, json.dumps(to_official(evaluation), ensure_ascii=False) + "\n")
     return (
-        _write_jsonl(out / "squad_v2_train.jsonl", _fitting(n_train, seed, "train", max_context_words)),
-        _write_jsonl(out / "squad_v2_eval.jsonl", evaluation),
+        write_jsonl(out / "squad_v2_train.jsonl", _fitting(n_train, seed, "train", max_context_words)),
+        write_jsonl(out / "squad_v2_eval.jsonl", evaluation),
         official,
     )
-
-
-# ---------------------------------------------------------------------------- SST-2
-
-_POSITIVE = ("wonderful", "moving", "brilliant", "charming", "delightful", "superb", "heartfelt", "funny",
-             "gripping", "beautiful", "warm", "clever", "touching", "smart", "engaging")
-_NEGATIVE = ("dull", "tedious", "clumsy", "boring", "awful", "lifeless", "predictable", "shallow",
-             "bland", "painful", "messy", "tiresome", "flat", "forgettable", "incoherent")
-_SUBJECTS = ("the film", "this movie", "the director 's latest", "the script", "the cast", "the story",
-             "the final act", "the performances", "this thriller", "the comedy")
-_CLAUSES = ("for most of its running time", "in its second half", "despite a familiar premise",
-            "from the opening scene", "by any measure", "as the plot unfolds", "in a crowded season")
-
-
-def _sst2_sentence(rng: random.Random, positive: bool) -> str:
-    main, other = (_POSITIVE, _NEGATIVE) if positive else (_NEGATIVE, _POSITIVE)
-    adjectives = rng.sample(main, rng.randint(1, 3))
-    words = [rng.choice(_SUBJECTS), "is", " and ".join(adjectives)]
-    words += [rng.choice(_CLAUSES) for _ in range(rng.choices([0, 1, 2, 4], weights=[35, 35, 20, 10])[0])]
-    if rng.random() < 0.25:  # a weaker contrary note: the majority still decides
-        words += [", though at times", rng.choice(other)]
-    return " ".join(words) + " ."
-
-
-def generate_sst2(n: int, seed: int, split: str = "train", label_noise: float = 0.05) -> list[dict[str, Any]]:
-    """``n`` SST-2 rows {idx, sentence, label} (1 positive, 0 negative), balanced, with
-    ``label_noise`` of the labels flipped. Deterministic in (seed, split)."""
-    rng = random.Random(f"sst2:{seed}:{split}")
-    rows = []
-    for idx in range(n):
-        positive = rng.random() < 0.5
-        sentence = _sst2_sentence(rng, positive)
-        label = int(positive) ^ int(rng.random() < label_noise)
-        rows.append({"idx": idx, "sentence": sentence, "label": label})
-    return rows
-
-
-def write_sst2(path_dir: Path | str, n_train: int, n_eval: int, seed: int) -> tuple[Path, Path]:
-    """Write sst2_train.jsonl and sst2_eval.jsonl; return their paths."""
-    out = Path(path_dir)
-    return (
-        _write_jsonl(out / "sst2_train.jsonl", generate_sst2(n_train, seed, split="train")),
-        _write_jsonl(out / "sst2_eval.jsonl", generate_sst2(n_eval, seed, split="eval")),
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Write a generated data set; print the paths as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m jobs.synthetic", description="generate a small data set")
-    parser.add_argument("task", choices=("squad_v2", "sst2"))
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--n-train", type=int, default=400)
-    parser.add_argument("--n-eval", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.n_train < 1 or args.n_eval < 1:
-        print("error: --n-train and --n-eval must be at least 1", file=sys.stderr)
-        return 2
-    writer = write_squad_v2 if args.task == "squad_v2" else write_sst2
-    paths = writer(args.out_dir, args.n_train, args.n_eval, args.seed)
-    print(json.dumps([str(path) for path in paths]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

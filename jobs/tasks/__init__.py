@@ -1,0 +1,38 @@
+"""The tasks registry: one module (or package) a task, one line a task in ``TASKS``.
+
+A task (``jobs.tasks.base.Task``) declares its data columns, model head, features,
+post-processing, metrics with a primary one, chance level and synthetic data generator.
+Everything outside this package asks ``get_task(name)``; nothing else branches on a
+task's name.
+
+Importing this package imports neither torch, transformers nor datasets (the login
+node reads the declarations); the runtime parts import them when called.
+"""
+
+from __future__ import annotations
+
+from jobs.tasks.base import EvalOutput, PreparedData, Task
+from jobs.tasks.squad_v2 import SquadV2Task
+from jobs.tasks.sst2 import Sst2Task
+
+__all__ = ["TASKS", "EvalOutput", "PreparedData", "Task", "chance_metrics", "get_task", "primary_metrics"]
+
+TASKS: dict[str, Task] = {task.name: task for task in (SquadV2Task(), Sst2Task())}
+
+
+def get_task(name: str) -> Task:
+    """The registered task ``name``; a KeyError naming the known tasks otherwise."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}: known tasks are {', '.join(sorted(TASKS))}") from None
+
+
+def primary_metrics() -> tuple[str, ...]:
+    """Each registered task's primary metric, in registry order, without repeats."""
+    return tuple(dict.fromkeys(task.primary_metric for task in TASKS.values()))
+
+
+def chance_metrics() -> frozenset[str]:
+    """The primary metrics of the classifiers (tasks with ``num_classes``): those judged against chance."""
+    return frozenset(task.primary_metric for task in TASKS.values() if task.num_classes)
