@@ -28,6 +28,7 @@ import torch
 from transformers import TrainerCallback, TrainerState, set_seed
 
 from jobs import accounting, preemption
+from jobs.adapter_analysis import write_adapter_analysis
 from jobs.callbacks import FiniteLossGuard, LossGuardCallback, RunDirCallback
 from jobs.contract import RunDir, RunSpec, TrainConfig, append_jsonl, read_jsonl, write_json_atomic
 from jobs.gpu import require_cuda
@@ -197,6 +198,7 @@ def run_training(
     run_dir.write_heartbeat("evaluating", step=session.trainer.state.global_step,
                             total_steps=session.trainer.state.max_steps)
     evaluation = task.evaluate(session.trainer, data, train, run_dir.path)
+    session.warnings.extend(write_adapter_analysis(model, train, run_dir))  # never raises
     return {
         "metrics": evaluation.metrics,
         "train": train_section,

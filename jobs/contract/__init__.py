@@ -52,6 +52,7 @@ from jobs.contract.knobs import (
 from jobs.contract.resources import LOCAL_GPUS_VARIABLE, DeviceInfo, Resources, check_compat
 from jobs.contract.rundir import (
     ACCOUNTING_FILE,
+    ADAPTER_ANALYSIS_FILE,
     ATTEMPTS_FILE,
     CHECKPOINT_DIR,
     CHECKPOINT_MARKER_FILE,
@@ -106,6 +107,7 @@ from jobs.contract.spec import (
 
 __all__ = [
     "ACCOUNTING_FILE",
+    "ADAPTER_ANALYSIS_FILE",
     "ALL_LINEAR",
     "ATTEMPTS_FILE",
     "CHANCE_MARGIN_POINTS",

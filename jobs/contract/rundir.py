@@ -62,6 +62,7 @@ LOG_FILE = "worker.log"
 ATTEMPTS_FILE = "attempts.jsonl"
 SUBSET_FILE = "train_subset.json"
 NOISE_SAMPLE_FILE = "noise_sample.json"
+ADAPTER_ANALYSIS_FILE = "adapter_analysis.json"  # LoRA runs: spectra and ranks of each update (jobs/adapter_analysis.py)
 SPACE_RESERVE_FILE = "space_reserve.bin"  # jobs.failures.SpaceReserve: room to record a disk-full failure
 PREDICTIONS_FILE = "predictions.json"
 NBEST_PREDICTIONS_FILE = "nbest_predictions.json"

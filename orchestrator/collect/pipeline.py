@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from orchestrator.collect.adapters import adapter_tables
 from orchestrator.collect.analysis import analyse
 from orchestrator.collect.frame import build_runs_frame, ordered
 from orchestrator.collect.manifest import read_manifest
@@ -48,7 +49,7 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
     experiment_dir = roots[0].path
     experiment = (manifest.experiment if manifest and manifest.experiment else None) or experiment_dir.name
     counts = _counts(analysis.runs)
-    tables = build_tables(analysis)
+    tables = build_tables(analysis) + adapter_tables(analysis.runs, experiment_dir, problems)
     recipes, reference_text = find_recipes(analysis, gpu_memory_mib)
     recipe_table = recipes_table(recipes, analysis.primary) if recipes else None
     writer = Writer(out_dir, formats)
