@@ -15,7 +15,7 @@ generator, seeded with (seed, split, row index): the same seed gives the same co
 data in every run and whatever rows a subset kept. The seed is ``noise.seed``, else the
 run's ``seed``.
 
-Which text: the task's ``noise_column`` (``jobs.tasks``): SST-2's ``sentence``; SQuAD v2's
+Which text: the caller passes the task's ``noise_column`` (``jobs.tasks``): SST-2's ``sentence``; SQuAD v2's
 ``question`` only (its context is never touched: the answers are character spans in it).
 """
 
@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobs.contract import NOISE_SAMPLE_SIZE, NoiseConfig
-from jobs.tasks import get_task
 
 EMOJIS = ("😀", "😂", "😍", "😢", "😡", "👍", "👎", "🔥", "🎉", "🙄", "💯", "🤔")
 _TOKENS = re.compile(r"\S+|\s+")
@@ -117,15 +116,15 @@ def identity(noise: NoiseConfig, run_seed: int, split: str) -> str | None:
     return f"noise(kind={noise.kind},rate={noise.rate!r},seed={noise_seed(noise, run_seed)})"
 
 
-def corrupt_split(dataset: Any, task: str, noise: NoiseConfig, run_seed: int, split: str,
+def corrupt_split(dataset: Any, column: str, noise: NoiseConfig, run_seed: int, split: str,
                   row_indices: Sequence[int] | None = None) -> tuple[Any, dict[str, Any]]:
     """``dataset`` (a ``datasets.Dataset``) with its text column corrupted, and a report:
     {column, examples, changed, sample: [{split, index, original, corrupted}] (changed rows first,
     at most NOISE_SAMPLE_SIZE, in row order)}.
 
     ``row_indices``: each row's position in the full split (a subset's rows), so that a row is
-    corrupted the same way whatever subset it is in; default its position in ``dataset``."""
-    column = get_task(task).noise_column
+    corrupted the same way whatever subset it is in; default its position in ``dataset``.
+    ``column``: the text column to corrupt (the task's ``noise_column``)."""
     seed = noise_seed(noise, run_seed)
     originals = list(dataset[column])
     rows = list(row_indices) if row_indices is not None else list(range(len(originals)))

@@ -317,12 +317,7 @@ def static_conflicts(train: TrainConfig) -> list[str]:
     for other in ("lora", "bitfit", "quantization"):
         if train.ia3 is not None and getattr(train, other) is not None:
             problems.append(f"ia3 together with {other}: train one method at a time (drop ia3 or {other})")
-    from jobs.tasks import get_task  # here: the registry's task modules import the contract
-
-    if get_task(train.task).overflow_windows and train.doc_stride >= train.max_seq_length:
-        problems.append(f"doc_stride ({train.doc_stride}) must be smaller than max_seq_length ({train.max_seq_length}): "
-                        f"lower doc_stride (a quarter of max_seq_length, {train.max_seq_length // 4}, is usual) "
-                        "or raise max_seq_length")
+    # A task's own rules (e.g. SQuAD v2's doc_stride) live with the task: jobs.tasks.base.Task.knob_problems.
     if train.pad_to_multiple_of is not None and train.padding != "dynamic":
         problems.append("pad_to_multiple_of only applies to padding: dynamic")
     if train.bucketing and train.padding != "dynamic":

@@ -168,8 +168,21 @@ class Task:
             del key["doc_stride"]  # no windows: the stride changes nothing
         return key
 
+    def knob_problems(self, train: TrainConfig) -> list[str]:
+        """Knob values that cannot work for this task (reported by the login node's preflight at submit,
+        refused by :meth:`prepare` on the compute node): with overflow windows, a stride past the window."""
+        if self.overflow_windows and train.doc_stride >= train.max_seq_length:
+            return [(f"doc_stride ({train.doc_stride}) must be smaller than max_seq_length ({train.max_seq_length}): "
+                     f"lower doc_stride (a quarter of max_seq_length, {train.max_seq_length // 4}, is usual) "
+                     "or raise max_seq_length")]
+        return []
+
     def prepare(self, train: TrainConfig, tokenizer: Any, cache_dir: Path) -> PreparedData:
-        """Load the raw splits and tokenise them (or reuse the cached features)."""
+        """Load the raw splits and tokenise them (or reuse the cached features). Raises ValueError for
+        :meth:`knob_problems`."""
+        problems = self.knob_problems(train)
+        if problems:
+            raise ValueError("; ".join(problems))
         import datasets
 
         from jobs.tasks.data import cached_features, load_splits

@@ -173,13 +173,13 @@ def load_splits(train: TrainConfig, cache_dir: Path, task: Task) -> Splits:
     eval_key = f"{eval_id}:{data.max_eval_samples}"
     reports: dict[str, dict[str, Any]] = {}
     if data.noise is not None:
+        column = get_task(train.task).noise_column
         if "train" in data.noise.apply_to and len(train_rows):
             train_rows, reports["train"] = text_noise.corrupt_split(
-                train_rows, train.task, data.noise, train.seed, "train", subset.indices if subset else None)
+                train_rows, column, data.noise, train.seed, "train", subset.indices if subset else None)
             train_key += ":" + str(text_noise.identity(data.noise, train.seed, "train"))
         if "eval" in data.noise.apply_to:
-            eval_rows, reports["eval"] = text_noise.corrupt_split(eval_rows, train.task, data.noise, train.seed,
-                                                                  "eval")
+            eval_rows, reports["eval"] = text_noise.corrupt_split(eval_rows, column, data.noise, train.seed, "eval")
             eval_key += ":" + str(text_noise.identity(data.noise, train.seed, "eval"))
     return Splits(train=train_rows, validation=eval_rows, train_fingerprint=train_key,
                   validation_fingerprint=eval_key, subset=subset, subset_ids=ids, noise=reports, warnings=warnings)

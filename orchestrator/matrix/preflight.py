@@ -139,7 +139,11 @@ def train_problems(train: TrainConfig, where: str, hf_home: str | None = None) -
 
 def stride_problems(train: TrainConfig, where: str) -> Problems:
     """Overflow windows (SQuAD v2): the stride must fit the room left after the question."""
-    if not get_task(train.task).overflow_windows:
+    task = get_task(train.task)
+    own = task.knob_problems(train)
+    if own:
+        return [(f"{where}.doc_stride", problem) for problem in own]
+    if not task.overflow_windows:
         return []
     source = "synthetic" if train.data.synthetic is not None else "real"
     room = QUESTION_ROOM[source]

@@ -173,7 +173,7 @@ def test_squad_v2_noise_corrupts_only_the_question() -> None:
     from jobs.tasks.squad_v2.synthetic import generate_squad_v2
 
     rows = datasets.Dataset.from_list(generate_squad_v2(30, 0), features=squad_features())
-    noisy, report = corrupt_split(rows, "squad_v2", NoiseConfig(kind="char_deletion", rate=0.3), 1, "train")
+    noisy, report = corrupt_split(rows, "question", NoiseConfig(kind="char_deletion", rate=0.3), 1, "train")
     assert noisy["context"] == rows["context"] and noisy["answers"] == rows["answers"] and noisy["id"] == rows["id"]
     assert noisy["question"] != rows["question"]
     assert report["column"] == "question" and report["changed"] > 0 and len(report["sample"]) == 20
