@@ -179,8 +179,8 @@ def test_a_score_without_the_primary_metric_or_with_an_undeclared_one_is_refused
 
 def test_the_login_node_reads_a_new_task_from_the_registry(word_count: Task, tmp_path: Path) -> None:
     pd = pytest.importorskip("pandas")
-    from orchestrator.matrix import preflight
     from orchestrator.collect.analysis import primary_metric
+    from orchestrator.matrix import preflight
 
     no_label = tmp_path / "train.jsonl"
     no_label.write_text('{"text": "w w"}\n')
