@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="include runs of earlier versions of the matrix")
     p.add_argument("--stall-after", type=float, default=900.0, help="seconds without heartbeat before 'stalled'")
 
-    p = sub.add_parser("collect", help="merge finished runs into tables and plots under results/<experiment>")
+    p = sub.add_parser("collect", help="merge completed runs into tables and plots under results/<experiment>")
     p.add_argument("experiment", nargs="?")
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory (default: ./results)")
     p.add_argument("--format", default="all", help="comma-separated: csv,parquet,md,tex,png,svg,html (default all)")
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel the experiment's active jobs (or the named runs)")
     p.add_argument("experiment", nargs="?")
     p.add_argument("runs", nargs="*", help="run names or patterns")
-    p = sub.add_parser("clean", help="delete checkpoints of finished runs (results are never deleted)")
+    p = sub.add_parser("clean", help="delete checkpoints of completed runs (results are never deleted)")
     p.add_argument("experiment", nargs="?")
     p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     return parser

@@ -101,13 +101,23 @@ def _one(experiment: Experiment, manifest: Manifest, run_id: str, sched: SchedSt
 
 def _ended_without_result(sched: SchedState) -> tuple[str, str]:
     if sched.state == "unknown":  # not ended: SLURM could not be asked, or answered a state we do not know
-        return "unknown", sched.reason or f"SLURM: {sched.raw or 'unknown state'}"
+        return "unknown", sched.reason or _said(sched, sched.raw or "unknown state")
     if sched.state in ("completed", "ended"):
         where = "process" if sched.unit == "process" else f"job (exit {sched.exit_code or '0'})"
         return "failed", f"{where} ended without result.json: see the log"
+    said = _said(sched, sched.raw or sched.state) + (f", exit {sched.exit_code}" if sched.exit_code else "")
     if sched.state in ("timeout", "preempted", "cancelled", "node_fail", "out_of_memory"):
-        return sched.state, f"SLURM: {sched.raw or sched.state}" + (f", exit {sched.exit_code}" if sched.exit_code else "")
-    return "failed", f"SLURM: {sched.raw or sched.state}" + (f", exit {sched.exit_code}" if sched.exit_code else "")
+        return sched.state, said
+    return "failed", said
+
+
+def _said(sched: SchedState, text: str) -> str:
+    """``text`` credited to whoever said it: SLURM (sacct, squeue) or another backend, whose own reason,
+    when it gives one, is kept (e.g. the local queue's "runner stopped")."""
+    if sched.source in ("sacct", "squeue"):
+        return f"SLURM: {text}"
+    who = sched.source if sched.source not in ("", "none") else "scheduler"
+    return f"{who}: {sched.reason or text}"
 
 
 def log_paths(experiment: Experiment, attempt: Attempt | None, run_dir: RunDir) -> list[Path]:

@@ -15,7 +15,8 @@ from jobs.tasks.base import EvalOutput, PreparedData, Task
 from jobs.tasks.squad_v2 import SquadV2Task
 from jobs.tasks.sst2 import Sst2Task
 
-__all__ = ["TASKS", "EvalOutput", "PreparedData", "Task", "chance_metrics", "get_task", "primary_metrics"]
+__all__ = ["TASKS", "EvalOutput", "PreparedData", "Task", "chance_metrics", "get_task", "metric_labels",
+           "primary_metrics"]
 
 TASKS: dict[str, Task] = {task.name: task for task in (SquadV2Task(), Sst2Task())}
 
@@ -31,6 +32,16 @@ def get_task(name: str) -> Task:
 def primary_metrics() -> tuple[str, ...]:
     """Each registered task's primary metric, in registry order, without repeats."""
     return tuple(dict.fromkeys(task.primary_metric for task in TASKS.values()))
+
+
+def metric_labels() -> dict[str, str]:
+    """Every metric collect tabulates, over all registered tasks (registry order), with its column label:
+    a task's ``metric_labels``, or each declared metric under its own name."""
+    labels: dict[str, str] = {}
+    for task in TASKS.values():
+        for metric, label in (task.metric_labels or {m: m for m in task.metrics}).items():
+            labels.setdefault(metric, label)
+    return labels
 
 
 def chance_metrics() -> frozenset[str]:

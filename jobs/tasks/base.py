@@ -88,6 +88,9 @@ class Task:
     head_modules: ClassVar[tuple[str, ...]] = ()
     metrics: ClassVar[tuple[str, ...]] = ()
     primary_metric: ClassVar[str] = ""
+    # The metrics collect tabulates (mean, std, CI a configuration), each with its column label; empty: every
+    # declared metric under its own name.
+    metric_labels: ClassVar[dict[str, str]] = {}
     num_classes: ClassVar[int | None] = None
     noise_column: ClassVar[str] = ""
     overflow_windows: ClassVar[bool] = False

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from jobs.contract import SyntheticData, TrainConfig
 from jobs.tasks.base import PreparedData, Task, write_jsonl
@@ -127,6 +127,7 @@ class Sst2Task(Task):
     head_modules = ("classifier", "pre_classifier")
     metrics = ("accuracy",)
     primary_metric = "accuracy"
+    metric_labels: ClassVar[dict[str, str]] = {"accuracy": "accuracy"}
     num_classes = NUM_CLASSES
     noise_column = "sentence"
 

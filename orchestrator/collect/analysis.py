@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.tasks import TASKS, primary_metrics
+from jobs.tasks import TASKS, metric_labels, primary_metrics
 from orchestrator.collect.anomalies import DISQUALIFYING, LABELS, Anomaly, find_anomalies, flags_by_config
 from orchestrator.collect.caveats import speed_caveats
 from orchestrator.collect.describe import data_words, describe, method
@@ -20,9 +20,10 @@ from orchestrator.collect.manifest import Manifest
 from orchestrator.collect.report import COMPLETED
 from orchestrator.collect.stats import aggregate, pareto_front
 
-# Aggregated per configuration: short name -> runs column.
+# Aggregated per configuration: short name -> runs column. The tasks' metrics come from the tasks registry.
+TASK_METRICS = tuple(metric_labels())
 METRICS = {
-    "exact": "metrics.exact", "f1": "metrics.f1", "accuracy": "metrics.accuracy",
+    **{metric: f"metrics.{metric}" for metric in TASK_METRICS},
     "hasans_f1": "metrics.HasAns_f1", "noans_f1": "metrics.NoAns_f1",
     "eval_runtime_s": "eval.runtime_s", "eval_samples_per_s": "eval.samples_per_s",
     "train_loss": "train_result.loss", "train_runtime_s": "train_result.runtime_s",
@@ -32,7 +33,7 @@ METRICS = {
     "step_peak_allocated_mib": "memory.step_peak_allocated_mib",
     "step_peak_reserved_mib": "memory.step_peak_reserved_mib", "device_total_mib": "memory.device_total_mib",
 }
-CI_METRICS = ("exact", "f1", "accuracy", "train_samples_per_s")
+CI_METRICS = (*TASK_METRICS, "train_samples_per_s")
 _FLOAT_KNOBS = ("learning_rate", "alpha", "dropout", "epochs", "warmup", "weight_decay", "null_score_threshold",
                 "min_f1_ratio_to_baseline", "min_hasans_f1")
 FIRST_VALUE_COLUMNS = ("series", "base_name", "description", "memory.device_name",

@@ -51,13 +51,6 @@ def scalar(value: Any) -> Scalar:
     return str(value)
 
 
-def as_float(value: Any) -> float:
-    """A number as float, anything else (None, text, bool) as NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan
-    return float(value)
-
-
 def is_nonfinite(value: Any) -> bool:
     """A number that is NaN or infinite (the signature of a diverged loss)."""
     return isinstance(value, float) and not math.isfinite(value)

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from matplotlib.figure import Figure
 
-TABLE_FORMATS = ("csv", "md", "tex")
 _PLAIN = {str, bool, int, float}
 # No timestamps in the files: the same data gives byte-identical plots.
 _METADATA: dict[str, dict[str, str | None]] = {"png": {"Software": None}, "svg": {"Date": None}}

@@ -1,6 +1,6 @@
 """Practical recipes read off the data, each with its numbers and the runs behind it.
 
-Candidates are configurations with at least one finished run and no disqualifying
+Candidates are configurations with at least one completed run and no disqualifying
 anomaly (collapse, NaN loss, short run, warnings). "Memory" is the run's peak
 reserved VRAM (what must fit on the card), or peak allocated where reserved is
 missing. F1 tolerances are in points (accuracy reported as a 0-1 fraction gets
@@ -59,7 +59,7 @@ def find_recipes(analysis: Analysis, gpu_memory_mib: float | None = None) -> tup
     primary = analysis.primary
     pool = candidates(analysis.configs)
     if primary is None or pool.empty or f"{primary}_mean" not in pool:
-        return [], "No finished runs with a metric yet."
+        return [], "No completed runs with a metric yet."
     metric = pool[f"{primary}_mean"]
     scale = 0.01 if primary == "accuracy" and metric.max() <= 1.0 else 1.0
     reference, reference_text = _reference(analysis, metric)
@@ -135,7 +135,7 @@ def recipes_markdown(recipes: list[Recipe], reference_text: str, primary: str | 
     """recipes.md: one paragraph a recipe with its numbers and runs."""
     label = "F1" if primary == "f1" else (primary or "metric")
     lines = [f"# Recipes: {experiment}", "", reference_text,
-             ("Candidates: configurations with a finished run and no collapse, NaN loss, short run or warnings; "
+             ("Candidates: configurations with a completed run and no collapse, NaN loss, short run or warnings; "
               "memory is the peak reserved VRAM over the run."), ""]
     for recipe in recipes:
         lines.append(f"## {recipe.question}")

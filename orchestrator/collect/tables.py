@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jobs.tasks import metric_labels
 from orchestrator.collect.analysis import Analysis
 from orchestrator.collect.compare import MIN_SEEDS, Comparison, compare_all
 from orchestrator.collect.render import (
@@ -32,7 +33,7 @@ from orchestrator.collect.stats import MIN_CI_N
 
 ADAPTED_NOTE = (" adapted after OOM: runs that trained with a smaller micro-batch (batch_size x accumulation, same "
                 "effective batch; +ckpt: gradient checkpointing) after running out of GPU memory.")
-METRIC_LABELS = {"exact": "EM", "f1": "F1", "accuracy": "accuracy"}
+METRIC_LABELS = metric_labels()  # every task's tabulated metrics (jobs.tasks), with their column labels
 
 
 def build_tables(analysis: Analysis) -> list[Table]:
@@ -109,13 +110,13 @@ def configuration_table(configs: pd.DataFrame) -> Table:
     if len({name for text in owners for name in text.split(", ") if name}) > 1:  # runs of several roots
         display.insert(2, "owners", owners.values)
     return Table("configurations", "Configurations", data, display,
-                 note="n: finished runs (seeds) of the configuration." + (ADAPTED_NOTE if "adapted after OOM" in display else ""))
+                 note="n: completed runs (seeds) of the configuration." + (ADAPTED_NOTE if "adapted after OOM" in display else ""))
 
 
 def accuracy_speed_table(configs: pd.DataFrame, analysis: Analysis, name: str, title: str) -> Table:
     """EM, F1 (or accuracy), eval time and speed, train loss, time and speed, deltas."""
     primary = analysis.primary
-    metrics = [metric for metric in ("exact", "f1", "accuracy") if f"{metric}_mean" in configs
+    metrics = [metric for metric in METRIC_LABELS if f"{metric}_mean" in configs
                and configs[f"{metric}_mean"].notna().any()]
     data = pd.DataFrame({"id": configs.index, "series": configs["series"].values, "n": configs["n"].values})
     display = pd.DataFrame({"ID": configs.index, "n": configs["n"].values})
@@ -153,7 +154,7 @@ def _delta_columns(configs: pd.DataFrame, primary: str | None, data: pd.DataFram
                                       for text, caveat in zip(_cells(configs, fmt_ratio, "speedup"), caveats)]
     if primary is not None:
         data[f"{primary}_delta"] = _col(configs, f"{primary}_delta").values
-        display[f"Δ{METRIC_LABELS[primary]} {against}"] = _cells(configs, fmt_delta, f"{primary}_delta")
+        display[f"Δ{METRIC_LABELS.get(primary, primary)} {against}"] = _cells(configs, fmt_delta, f"{primary}_delta")
     pareto = _col(configs, "pareto").fillna(False).astype(bool)
     data["pareto"] = pareto.values
     display["Pareto"] = ["yes" if value else "" for value in pareto]

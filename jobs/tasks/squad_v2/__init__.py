@@ -74,6 +74,7 @@ class SquadV2Task(Task):
     metrics = ("exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1",
                "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
     primary_metric = "f1"
+    metric_labels: ClassVar[dict[str, str]] = {"exact": "EM", "f1": "F1"}
     noise_column = "question"  # never the context: the answers are character spans in it
     overflow_windows = True
     feature_module: ClassVar[ModuleType | None] = features
