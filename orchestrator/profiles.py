@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any, Literal
+from typing import Any
 
 import jinja2
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,7 +47,7 @@ class Profile(BaseModel):
 
     name: str = ""
     description: str = ""
-    executor: Literal["auto", "slurm", "local"] = "auto"
+    executor: str = "auto"  # a registered backend's name (checked when the profile is loaded: matrix/cluster.py)
     partitions: dict[str, PartitionInfo] = Field(default_factory=dict)
     resources: dict[str, Any] = Field(default_factory=dict)  # defaults under the matrix's resources
     modules: list[str] = Field(default_factory=list)

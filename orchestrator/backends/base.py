@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from jobs.contract import RunSpec, is_secret_name
 from orchestrator.experiment.manifest import Attempt, Manifest, Submission
 from orchestrator.experiment.store import Experiment
-from orchestrator.matrix import Matrix
+
+if TYPE_CHECKING:  # annotations only: the matrix package validates executor names against the registry
+    from orchestrator.matrix import Matrix
 
 # Scheduler states of a run that may still start or is running: never submitted twice.
 ACTIVE = frozenset({"pending", "running", "requeued", "completing", "configuring", "suspended", "resizing", "queued"})

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from jobs.contract import Resources
 from orchestrator.errors import MatrixError, UserError
-from orchestrator.matrix.problems import known_only, suggest, unknown_keys
+from orchestrator.matrix.problems import known_only, shown, suggest, unknown_keys
 from orchestrator.matrix.yamlfile import load_yaml_with_lines
 from orchestrator.profiles import SHELL_PATH, TEMPLATE_FILE, PartitionInfo, Profile
 
@@ -71,10 +71,21 @@ def _parse(name: str, directory: Path) -> Profile:
     return profile
 
 
+def executor_problems(value: Any, where: str) -> list[tuple[str, str]]:
+    """``executor:`` must name a registered backend (orchestrator/backends/registry.py) or ``auto``."""
+    from orchestrator.backends.registry import AUTO, names  # the registry imports backends: only when asked
+
+    accepted = [AUTO, *names()]
+    if value in accepted:
+        return []
+    return [(where, f"{shown(value)} is not one of {', '.join(accepted)}{suggest(str(value), accepted)}")]
+
+
 def profile_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     """Unknown keys anywhere, the ``resources:`` defaults checked like a matrix's, and the
     shell paths (venv, conda_env, hf_home) checked for what the shell would act on."""
     problems = unknown_keys(Profile, data, "")
+    problems += executor_problems(data.get("executor", "auto"), "executor")
     for partition, info in (data.get("partitions") or {}).items() if isinstance(data.get("partitions"), dict) else []:
         problems += unknown_keys(PartitionInfo, info, f"partitions.{partition}")
     resources = data.get("resources")

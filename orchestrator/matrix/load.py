@@ -34,7 +34,7 @@ from jobs.contract import SAFE_NAME, Resources, RunSpec, TrainConfig
 from orchestrator import profiles
 from orchestrator.errors import MatrixError, UserError
 from orchestrator.matrix import preflight
-from orchestrator.matrix.cluster import load_profile
+from orchestrator.matrix.cluster import executor_problems, load_profile
 from orchestrator.matrix.expand import DEFAULT_MAX_RUNS, UNKNOWN_PROFILE, expand_all
 from orchestrator.matrix.extends import baseline_problems, resolvable, run_entry_problems
 from orchestrator.matrix.problems import Problems, shown, suggest, unknown_keys
@@ -44,7 +44,6 @@ TOP_KEYS = ("experiment", "description", "root", "cluster", "executor", "baselin
             "resources", "defaults", "grid", "runs")
 
 
-EXECUTORS = ("auto", "slurm", "local")
 
 
 @dataclass(frozen=True)
@@ -137,9 +136,7 @@ def _top_level_problems(raw: dict[str, Any]) -> Problems:
         problems.append(("experiment", f"{shown(experiment)} is not a safe name: use letters, digits and _.+- "
                          "(starting with a letter or digit, at most 100 characters)"
                          + ("" if isinstance(experiment, str) else "; quote it: YAML read it as a number or a date")))
-    if raw.get("executor", "auto") not in EXECUTORS:
-        problems.append(("executor", (f"{shown(raw.get('executor'))} is not one of {', '.join(EXECUTORS)}"
-                         f"{suggest(str(raw.get('executor')), list(EXECUTORS))}")))
+    problems += executor_problems(raw.get("executor", "auto"), "executor")
     if not isinstance(raw.get("cluster", "local"), str):
         problems.append(("cluster", "must be the name of a profile directory in slurm_templates/"))
     max_runs = raw.get("max_runs", DEFAULT_MAX_RUNS)

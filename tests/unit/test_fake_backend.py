@@ -127,3 +127,15 @@ def test_an_unregistered_executor_is_refused(tmp_path: Path, capsys: pytest.Capt
     with pytest.raises(SystemExit) as exit_info:
         main(["submit", str(path), "--executor", "fake"])
     assert exit_info.value.code == 2 and "invalid choice: 'fake'" in capsys.readouterr().err
+
+
+def test_a_registered_backend_can_be_named_in_the_matrix_and_an_unregistered_one_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(textwrap.dedent(MATRIX).replace("{root}", str(tmp_path / "scratch"))
+                    .replace("executor: local", "executor: fake"))
+    assert main(["submit", str(path), "--dry-run"]) == 2
+    assert "executor: 'fake' is not one of auto, slurm, local" in capsys.readouterr().err
+    with registry.register("fake", FakeBackend):
+        assert main(["submit", str(path), "--dry-run"]) == 0
+        assert "executor fake" in capsys.readouterr().out

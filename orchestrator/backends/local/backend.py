@@ -14,13 +14,16 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs.contract import write_bytes_atomic
 from orchestrator import profiles
 from orchestrator.backends.base import Group, Limits, SchedState, carries_secret
 from orchestrator.backends.local import queue
 from orchestrator.experiment.manifest import CANCELLED, QUEUED, Attempt, Manifest, Submission
-from orchestrator.matrix import Matrix
+
+if TYPE_CHECKING:  # annotations only: the matrix package validates executor names against the registry
+    from orchestrator.matrix import Matrix
 
 SETUP_FILE = "setup.sh"  # the local queue's setup lines, owner-only (they may carry a secret)
 POLL_INTERVAL_S = 2.0  # submit --wait: asking the process table costs nothing

@@ -12,6 +12,7 @@ import getpass
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import submitit
 
@@ -21,7 +22,9 @@ from orchestrator.backends.slurm.parse import DEFAULT_MAX_ARRAY_SIZE, JobState, 
 from orchestrator.backends.slurm.script import interpreter, render_script, sbatch_parameters
 from orchestrator.errors import RuntimeUserError
 from orchestrator.experiment.manifest import Attempt, Manifest, Submission
-from orchestrator.matrix import Matrix
+
+if TYPE_CHECKING:  # annotations only: the matrix package validates executor names against the registry
+    from orchestrator.matrix import Matrix
 
 ACCOUNTING_LAG_S = 120.0
 MIN_POLL_INTERVAL_S = 30.0  # between status queries of --wait: sacct/squeue load the controller

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from submitit.slurm.slurm import _make_sbatch_string
 
@@ -18,7 +18,9 @@ from orchestrator import profiles
 from orchestrator.backends.base import job_name
 from orchestrator.backends.slurm.parse import SbatchDirectiveError, parse_sbatch_directives
 from orchestrator.errors import UserError
-from orchestrator.matrix import Matrix
+
+if TYPE_CHECKING:  # annotations only: the matrix package validates executor names against the registry
+    from orchestrator.matrix import Matrix
 
 # Directives the tool sets itself; a template may not override them.
 RESERVED_DIRECTIVES = frozenset({"array", "output", "error", "job-name", "signal", "open-mode", "wrap", "chdir"})
