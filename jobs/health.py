@@ -17,44 +17,44 @@ from typing import Any
 from jobs.contract import RunDir, RunSpec
 from jobs.contract.health import (
     CHANCE_MARGIN_POINTS,
-    HEALTH_METRICS,
     at_chance,
     collapsed,
     one_class,
     under_hasans_floor,
 )
-
-
-def _main_metric(metrics: dict[str, Any]) -> tuple[str, float] | None:
-    for key in HEALTH_METRICS:
-        value = metrics.get(key)
-        if isinstance(value, (int, float)):
-            return key, float(value)
-    return None
+from jobs.tasks import get_task, judged_metrics
 
 
 def check_health(spec: RunSpec, run_dir: RunDir, body: dict[str, Any]) -> list[str]:
-    """Warnings for a run that finished but whose numbers look wrong."""
+    """Warnings for a run that finished but whose numbers look wrong: the task's judged metrics
+    (jobs.tasks.judged_metrics) against the baseline run, a classifier's accuracy against chance."""
     warnings: list[str] = []
     loss = body.get("train", {}).get("loss")
     if isinstance(loss, (int, float)) and not math.isfinite(loss):
         warnings.append(f"training loss is {loss}")
-    found = _main_metric(body.get("metrics", {}))
-    if found is None:
+    metrics = body.get("metrics", {})
+    judged = [(key, float(metrics[key])) for key in judged_metrics(spec.train.task)
+              if isinstance(metrics.get(key), (int, float))]
+    if not judged:
         return warnings + ["no task metric in the result"]
-    key, value = found
-    if not math.isfinite(value):
-        return warnings + [f"{key} is {value}"]
-    if key == "accuracy":
-        warnings += classifier_collapse(value, body.get("eval", {}))
-    baseline = _baseline_metric(spec, run_dir, key)
-    if baseline is not None and baseline > 0:
-        ratio = value / baseline
-        if collapsed(value, baseline, spec.train.health.min_f1_ratio_to_baseline):
+    nonfinite = [f"{key} is {value}" for key, value in judged if not math.isfinite(value)]
+    if nonfinite:
+        return warnings + nonfinite
+    accuracy = metrics.get("accuracy")
+    if get_task(spec.train.task).num_classes and isinstance(accuracy, (int, float)):
+        warnings += classifier_collapse(float(accuracy), body.get("eval", {}))
+    baselines = [(key, value, _baseline_metric(spec, run_dir, key)) for key, value in judged]
+    for key, value, baseline in baselines:  # the first judged metric that collapsed, like collect
+        if baseline is not None and baseline > 0 and collapsed(value, baseline,
+                                                               spec.train.health.min_f1_ratio_to_baseline):
             warnings.append(f"{key} {value:.2f} collapsed against baseline {spec.baseline_run_id} ({baseline:.2f}): "
-                            f"{ratio:.0%} of it; check label alignment (padding, bucketing), the learning rate and the number of steps")
-    elif key == "HasAns_f1" and under_hasans_floor(value, spec.train.health.min_hasans_f1):
-        warnings.append(f"HasAns_f1 is {value:.2f}: the model answers no answerable question")
+                            f"{value / baseline:.0%} of it; check label alignment (padding, bucketing), the learning "
+                            "rate and the number of steps")
+            break
+    hasans = dict(judged).get("HasAns_f1")
+    if (hasans is not None and all(baseline is None for _, _, baseline in baselines)
+            and under_hasans_floor(hasans, spec.train.health.min_hasans_f1)):
+        warnings.append(f"HasAns_f1 is {hasans:.2f}: the model answers no answerable question")
     return warnings
 
 

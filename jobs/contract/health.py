@@ -20,8 +20,6 @@ SHORT_RUN_RATIO = 0.9
 # The defaults of the run's ``train.health`` knobs, for rows (older runs) that lack them.
 DEFAULT_COLLAPSE_RATIO: float = HealthConfig.model_fields["min_f1_ratio_to_baseline"].default
 DEFAULT_HASANS_FLOOR: float = HealthConfig.model_fields["min_hasans_f1"].default
-# The task metrics a worker judges, in this order of preference (the first one present).
-HEALTH_METRICS = ("HasAns_f1", "f1", "accuracy")
 
 
 def chance_ceiling(num_classes: Any) -> Any:

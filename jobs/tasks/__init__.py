@@ -15,8 +15,8 @@ from jobs.tasks.base import EvalOutput, PreparedData, Task
 from jobs.tasks.squad_v2 import SquadV2Task
 from jobs.tasks.sst2 import Sst2Task
 
-__all__ = ["TASKS", "EvalOutput", "PreparedData", "Task", "chance_metrics", "get_task", "metric_labels",
-           "primary_metrics"]
+__all__ = ["TASKS", "EvalOutput", "PreparedData", "Task", "chance_metrics", "get_task", "judged_metrics",
+           "metric_labels", "primary_metrics"]
 
 TASKS: dict[str, Task] = {task.name: task for task in (SquadV2Task(), Sst2Task())}
 
@@ -42,6 +42,15 @@ def metric_labels() -> dict[str, str]:
         for metric, label in (task.metric_labels or {m: m for m in task.metrics}).items():
             labels.setdefault(metric, label)
     return labels
+
+
+def judged_metrics(task_or_primary: str | None) -> tuple[str, ...]:
+    """The metrics the health policy judges against the baseline for a task (by name, or by its primary
+    metric, as collect knows it): its ``health_metrics``, else its primary metric alone."""
+    for task in TASKS.values():
+        if task_or_primary in (task.name, task.primary_metric):
+            return task.health_metrics or (task.primary_metric,)
+    return (task_or_primary,) if task_or_primary else ()
 
 
 def chance_metrics() -> frozenset[str]:

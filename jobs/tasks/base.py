@@ -91,6 +91,9 @@ class Task:
     # The metrics collect tabulates (mean, std, CI a configuration), each with its column label; empty: every
     # declared metric under its own name.
     metric_labels: ClassVar[dict[str, str]] = {}
+    # The metrics the health policy judges against the baseline, in order (jobs/contract/health.py, applied
+    # by the worker and by collect); empty: the primary metric alone.
+    health_metrics: ClassVar[tuple[str, ...]] = ()
     num_classes: ClassVar[int | None] = None
     noise_column: ClassVar[str] = ""
     overflow_windows: ClassVar[bool] = False

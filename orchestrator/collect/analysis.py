@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.tasks import TASKS, metric_labels, primary_metrics
+from jobs.tasks import TASKS, judged_metrics, metric_labels, primary_metrics
 from orchestrator.collect.anomalies import DISQUALIFYING, LABELS, Anomaly, find_anomalies, flags_by_config
 from orchestrator.collect.caveats import speed_caveats
 from orchestrator.collect.describe import data_words, describe, method
@@ -83,7 +83,13 @@ def analyse(runs: pd.DataFrame, manifest: Manifest | None) -> Analysis:
     metric_column = f"{primary}_mean" if primary else None
     means = configs[metric_column] if metric_column in configs else pd.Series(dtype=float)
     baseline_means = {cid: float(means.get(bid, np.nan)) for cid, bid in baseline_ids.items() if bid}
-    anomalies = find_anomalies(runs, primary, baseline_means, baseline_ids)
+    judged_means = {primary: baseline_means} if primary else {}
+    for metric in judged_metrics(primary):  # the health policy's other judged metrics (SQuAD v2: HasAns F1)
+        column = f"metrics.{metric}"
+        if metric != primary and column in finished:
+            by_config = pd.to_numeric(finished[column], errors="coerce").groupby(finished["config_id"]).mean()
+            judged_means[metric] = {cid: float(by_config.get(bid, np.nan)) for cid, bid in baseline_ids.items() if bid}
+    anomalies = find_anomalies(runs, primary, baseline_means, baseline_ids, judged_means)
     flags = flags_by_config(anomalies)
     configs["flags"] = [", ".join(flags.get(cid, [])) for cid in configs.index]
     configs["flag_labels"] = [", ".join(LABELS[kind] for kind in flags.get(cid, [])) for cid in configs.index]

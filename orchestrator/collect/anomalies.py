@@ -30,7 +30,6 @@ from jobs.contract.health import (
     short_run,
     under_hasans_floor,
 )
-from jobs.tasks import chance_metrics
 from orchestrator.collect.report import COMPLETED
 
 # Kinds that make a configuration unfit for a recipe.
@@ -58,31 +57,35 @@ class Anomaly:
 
 
 def find_anomalies(
-    runs: pd.DataFrame, primary: str | None, baseline_means: Mapping[str, float], baseline_ids: Mapping[str, str | None]
+    runs: pd.DataFrame, primary: str | None, baseline_means: Mapping[str, float], baseline_ids: Mapping[str, str | None],
+    judged_means: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[Anomaly]:
     """Every anomaly of ``runs``; ``baseline_means``/``baseline_ids`` by config_id give
-    each config's baseline primary-metric mean and the baseline's config id. The
-    checks are vectorised; only flagged rows are looked at one by one."""
+    each config's baseline primary-metric mean and the baseline's config id; ``judged_means``:
+    the same for each metric the health policy judges (jobs.tasks.judged_metrics; default the
+    primary alone). The checks are vectorised; only flagged rows are looked at one by one."""
+    judged = dict(judged_means) if judged_means is not None else ({primary: baseline_means} if primary else {})
     found: list[Anomaly] = []
     if runs.empty:
         return found
     checked = runs["current"].astype(bool) & (runs["status"] == COMPLETED)
-    suspects = runs["stale"].astype(bool) | ~runs["in_matrix"].astype(bool) | (checked & _suspicious(runs, primary,
-                                                                                                   baseline_means))
+    suspects = runs["stale"].astype(bool) | ~runs["in_matrix"].astype(bool) | (checked & _suspicious(runs, judged))
     wanted = [column for column in runs.columns if column in _COLUMNS or column.startswith("train.health.")]
-    if primary is not None and f"metrics.{primary}" in runs.columns:
-        wanted.append(f"metrics.{primary}")
+    wanted += [f"metrics.{metric}" for metric in judged if f"metrics.{metric}" in runs.columns]
+    if "metrics.accuracy" in runs.columns and "metrics.accuracy" not in wanted:
+        wanted.append("metrics.accuracy")
     for row in runs.loc[suspects, wanted].to_dict("records"):
         found += _matrix_anomalies(row)
         if not row.get("current") or row.get("status") != COMPLETED:
             continue
         config_id = str(row["config_id"])
-        found += _collapse(row, primary, baseline_means.get(config_id), baseline_ids.get(config_id))
+        found += _collapse(row, {metric: means.get(config_id) for metric, means in judged.items()},
+                           baseline_ids.get(config_id))
         found += _health(row)
     return found
 
 
-def _suspicious(runs: pd.DataFrame, primary: str | None, baseline_means: Mapping[str, float]) -> pd.Series:
+def _suspicious(runs: pd.DataFrame, judged: Mapping[str, Mapping[str, float]]) -> pd.Series:
     """A cheap superset of the rows with a health anomaly (the exact checks follow)."""
     def number(column: str) -> pd.Series:
         if column not in runs:
@@ -93,15 +96,15 @@ def _suspicious(runs: pd.DataFrame, primary: str | None, baseline_means: Mapping
     mask |= short_run(number("train_result.steps"), number("train_result.planned_steps"))
     mask |= (runs["warnings"].fillna("") != "") if "warnings" in runs else False
     mask |= (runs["healthy"] == False) if "healthy" in runs else False
-    if primary is not None:
-        value = number(f"metrics.{primary}")
-        reference = pd.to_numeric(runs["config_id"].map(baseline_means), errors="coerce")
-        ratio = number("train.health.min_f1_ratio_to_baseline").fillna(DEFAULT_COLLAPSE_RATIO)
-        mask |= collapsed(value, reference, ratio)
-        floor = number("train.health.min_hasans_f1").fillna(DEFAULT_HASANS_FLOOR)
-        mask |= reference.isna() & under_hasans_floor(number("metrics.HasAns_f1"), floor)
-        if primary in chance_metrics():
-            mask |= at_chance(value, number("eval.num_classes"))
+    ratio = number("train.health.min_f1_ratio_to_baseline").fillna(DEFAULT_COLLAPSE_RATIO)
+    no_reference = pd.Series(True, index=runs.index)
+    for metric, means in judged.items():
+        reference = pd.to_numeric(runs["config_id"].map(means), errors="coerce")
+        mask |= collapsed(number(f"metrics.{metric}"), reference, ratio)
+        no_reference &= reference.isna()
+    floor = number("train.health.min_hasans_f1").fillna(DEFAULT_HASANS_FLOOR)
+    mask |= no_reference & under_hasans_floor(number("metrics.HasAns_f1"), floor)
+    mask |= at_chance(number("metrics.accuracy"), number("eval.num_classes"))  # classifiers only: NaN otherwise
     return mask.fillna(False).astype(bool)
 
 
@@ -125,26 +128,30 @@ def _matrix_anomalies(row: Mapping[str, Any]) -> list[Anomaly]:
     return []
 
 
-def _collapse(row: Mapping[str, Any], primary: str | None, baseline_mean: float | None,
+def _collapse(row: Mapping[str, Any], baseline_means: Mapping[str, float | None],
               baseline_id: str | None) -> list[Anomaly]:
-    if primary is None:
-        return []
-    value = _number(row.get(f"metrics.{primary}"))
-    ratio = _number(row.get("train.health.min_f1_ratio_to_baseline"), DEFAULT_COLLAPSE_RATIO)
-    label = "F1" if primary == "f1" else primary
+    """One collapse anomaly at most: a classifier's accuracy at chance, else the first judged metric under its
+    ratio of the baseline's mean, else (no baseline) HasAns F1 under its floor."""
+    accuracy = _number(row.get("metrics.accuracy"))
     classes = _number(row.get("eval.num_classes"))
-    if primary in chance_metrics() and np.isfinite(value) and np.isfinite(classes) and classes >= 2:
-        chance = 100.0 / classes
-        if at_chance(value, classes):
-            return [Anomaly("collapse", str(row["run_id"]), str(row["config_id"]),
-                            f"{primary} {value:.2f} is at chance level ({chance:.1f} for {int(classes)} classes; "
-                            "collapse whatever the baseline)")]
-    if baseline_mean is not None and np.isfinite(baseline_mean) and np.isfinite(value):
+    if np.isfinite(accuracy) and np.isfinite(classes) and classes >= 2 and at_chance(accuracy, classes):
+        return [Anomaly("collapse", str(row["run_id"]), str(row["config_id"]),
+                        f"accuracy {accuracy:.2f} is at chance level ({100.0 / classes:.1f} for {int(classes)} classes; "
+                        "collapse whatever the baseline)")]
+    ratio = _number(row.get("train.health.min_f1_ratio_to_baseline"), DEFAULT_COLLAPSE_RATIO)
+    compared = False
+    for metric, baseline_mean in baseline_means.items():
+        value = _number(row.get(f"metrics.{metric}"))
+        if baseline_mean is None or not np.isfinite(baseline_mean) or not np.isfinite(value):
+            continue
+        compared = True
         if collapsed(value, baseline_mean, ratio):
             share = value / baseline_mean if baseline_mean else float("nan")
+            label = {"f1": "F1", "HasAns_f1": "HasAns F1"}.get(metric, metric)
             return [Anomaly("collapse", str(row["run_id"]), str(row["config_id"]),
                             f"{label} {value:.2f} is {share:.0%} of baseline {baseline_id}'s {baseline_mean:.2f} "
                             f"(collapse: under {ratio:.0%})")]
+    if compared:
         return []
     hasans = _number(row.get("metrics.HasAns_f1"))
     floor = _number(row.get("train.health.min_hasans_f1"), DEFAULT_HASANS_FLOOR)

@@ -160,3 +160,34 @@ def test_worker_warnings_and_collect_anomalies_apply_one_policy(tmp_path: Path, 
     flagged = any(a.kind == "collapse" for a in find_anomalies(runs, "accuracy", means, {"R1": "B1"}))
     assert warned == flagged == (case in ("at chance", "half the baseline"))
 
+
+
+# SQuAD v2 (f1, HasAns_f1, baseline f1 and HasAns_f1 or None): both sides judge F1 and HasAns F1.
+SQUAD_CASES = {
+    "healthy": (75.0, 78.0, (77.0, 80.0)),
+    "f1 collapsed (the bucketing bug: 77 -> 27)": (27.0, 29.0, (77.0, 80.0)),
+    "answers nothing (F1 kept by the unanswerable half)": (50.0, 0.0, (77.0, 80.0)),
+    "no baseline, answers nothing": (50.0, 0.0, None),
+    "no baseline, healthy": (70.0, 72.0, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SQUAD_CASES))
+def test_worker_and_collect_judge_squad_v2_on_the_same_metrics(tmp_path: Path, case: str) -> None:
+    f1, hasans, baseline = SQUAD_CASES[case]
+    squad = TrainConfig(task="squad_v2")
+    base = spec("B1-seed1").model_copy(update={"train": squad})
+    run = spec("R1-seed1", baseline=base.run_id if baseline is not None else None).model_copy(update={"train": squad})
+    if baseline is not None:
+        RunDir(tmp_path / base.run_id).write_result({"metrics": {"f1": baseline[0], "HasAns_f1": baseline[1]}})
+    body = {"metrics": {"f1": f1, "HasAns_f1": hasans}, "train": {"loss": 0.5, "steps": 10, "planned_steps": 10}}
+    warned = bool(check_health(run, RunDir(tmp_path / run.run_id), body))
+    runs = pd.DataFrame({"run_id": [run.run_id], "run_name": [run.run_name], "config_id": ["R1"],
+                         "status": [RunOutcome.COMPLETED.value], "stale": [False], "in_matrix": [True],
+                         "current": [True], "metrics.f1": [f1], "metrics.HasAns_f1": [hasans],
+                         "train_result.steps": [10], "train_result.planned_steps": [10], "warnings": [""],
+                         "healthy": [True], "train.health.min_f1_ratio_to_baseline": [0.5]})
+    judged = {"f1": {"R1": baseline[0]}, "HasAns_f1": {"R1": baseline[1]}} if baseline is not None else {}
+    means = judged.get("f1", {})
+    flagged = any(a.kind == "collapse" for a in find_anomalies(runs, "f1", means, {"R1": "B1"}, judged or None))
+    assert warned == flagged == ("healthy" not in case)

@@ -75,6 +75,9 @@ class SquadV2Task(Task):
                "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
     primary_metric = "f1"
     metric_labels: ClassVar[dict[str, str]] = {"exact": "EM", "f1": "F1"}
+    # F1, and F1 on answerable questions: a model that answers nothing keeps about half its F1 (the
+    # unanswerable questions) while its HasAns F1 drops to 0.
+    health_metrics = ("f1", "HasAns_f1")
     noise_column = "question"  # never the context: the answers are character spans in it
     overflow_windows = True
     feature_module: ClassVar[ModuleType | None] = features
