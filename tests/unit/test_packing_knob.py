@@ -96,3 +96,11 @@ def test_submit_refuses_packing_for_a_model_without_a_packed_head(tmp_path: Path
     assert (f"runs.ROBERTA.padding: {roberta}: padding: packed has no packed head for model_type 'roberta' "
             "(supported: bert, distilbert): use padding: dynamic or a BERT / DistilBERT model") in err
     assert "DISTIL" not in err and "DYNAMIC" not in err
+
+
+def test_collect_describes_a_packed_run_as_packed() -> None:
+    from orchestrator.collect.describe import describe
+
+    assert "packed rows," in describe(TrainConfig(padding="packed").model_dump(mode="json"))
+    assert "packed rows of 512 tokens" in describe(TrainConfig(padding="packed", packing_row_len=512).model_dump())
+    assert "pad to max length" in describe(TrainConfig().model_dump())
