@@ -29,8 +29,20 @@ if TYPE_CHECKING:
 PAD_TOKEN_ID = 0  # BERT's and DistilBERT's [PAD]; the rows' tails are masked out whatever the id
 
 
+PACKABLE_MODEL_TYPES = ("bert", "distilbert")  # config.json model_type values whose heads are packed here
+PAD_LOGIT = -1e4  # a gathered logit past a feature's end in evaluation output: finite, fits fp16
+
+
 class PackingError(ValueError):
-    """A feature longer than a row, or an empty batch."""
+    """A feature longer than a row, an empty batch, or a model without a packed head."""
+
+
+def packing_problem(model_type: str) -> str | None:
+    """Why a model of this config.json ``model_type`` cannot train with ``padding: packed``, else None."""
+    if model_type in PACKABLE_MODEL_TYPES:
+        return None
+    return (f"padding: packed has no packed head for model_type {model_type!r} (supported: "
+            f"{', '.join(PACKABLE_MODEL_TYPES)}): use padding: dynamic or a BERT / DistilBERT model")
 
 
 @dataclass(frozen=True)
@@ -209,5 +221,4 @@ def classification_logits(model: Any, batch: Mapping[str, torch.Tensor]) -> torc
         hidden = hf.distilbert(**kwargs).last_hidden_state
         first = gather_first_tokens(hidden, batch)
         return hf.classifier(hf.dropout(torch.nn.functional.relu(hf.pre_classifier(first))))
-    raise PackingError(f"packing has no classification head for model_type {config.model_type!r} "
-                       "(bert and distilbert are supported): use padding: dynamic")
+    raise PackingError(packing_problem(config.model_type) or f"no packed head for {config.model_type!r}")

@@ -59,6 +59,11 @@ class TokenCounter:
         input_ids = inputs.get("input_ids")
         if input_ids is None:
             return
+        lengths = inputs.get("feature_length")  # packed rows (jobs.packing): count features, not rows
+        if lengths is not None:
+            self.samples += int(lengths.shape[0])
+            self._tokens = self._tokens + lengths.sum()
+            return
         self.samples += int(input_ids.shape[0])
         mask = inputs.get("attention_mask")
         count = mask.sum() if mask is not None else input_ids.numel()

@@ -29,6 +29,10 @@
   is finite (:class:`jobs.callbacks.FiniteLossGuard`); with CUDA graphs (compile
   mode ``reduce-overhead``) marks the step boundary for cudagraph trees; with
   compile and dynamic padding marks the sequence length dynamic up front.
+* Packed batches (``padding: packed``, :class:`jobs.tasks.batching.PackingCollator`):
+  the loss and the evaluation's logits come from :mod:`jobs.packing`, gathered back
+  one row a feature, so the loss, the eval output's shapes and the post-processing are
+  those of dynamic padding (QA: start/end logits ``(features, longest)`` a batch).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from jobs.accounting import ACCOUNTING_FILE
 from jobs.callbacks import FiniteLossGuard
 from jobs.contract import write_json_atomic
 from jobs.flat_optim import FlatAdamW, flat_groups_possible
+from jobs.packing import PAD_LOGIT, classification_logits, qa_logits, qa_loss
 from jobs.preemption import ChildSignals, shield_loader
 from jobs.profiler import TokenCounter
 from jobs.resume import seal_checkpoint
@@ -65,6 +70,7 @@ class SpecTrainer(Trainer):
         cudagraph_steps: bool = False,
         dynamic_sequence: bool = False,
         flat_optimizer: bool = False,
+        packed_head: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -75,6 +81,7 @@ class SpecTrainer(Trainer):
         self.dynamic_sequence = dynamic_sequence
         self._flops_per_token: int | None = None
         self.flat_optimizer = flat_optimizer
+        self.packed_head = packed_head  # "qa" or "classification" with packed batches, else None
         self._flat: FlatAdamW | None = None
         # The figures of steps 1..N at a save (jobs.accounting); set by the session.
         self.checkpoint_accounting: Callable[[], dict[str, Any]] | None = None
@@ -167,6 +174,54 @@ class SpecTrainer(Trainer):
             self._flops_per_token = 6 * count(exclude_embeddings=True) if callable(count) else 0
         input_ids = inputs.get("input_ids")
         return self._flops_per_token * input_ids.numel() if isinstance(input_ids, torch.Tensor) else 0
+
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        """The Trainer's loss, or on packed batches the same loss from per-feature logits."""
+        if self.packed_head is None:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        loss, logits = self._packed_loss(model, inputs)
+        return (loss, logits) if return_outputs else loss
+
+    def _packed_loss(self, model: torch.nn.Module, inputs: dict[str, Any]) -> tuple[torch.Tensor | None, Any]:
+        """(loss or None without labels, logits): QA ``(start, end)`` each ``(features, longest)``, ``-inf``
+        past a feature's end; classification ``(features, num_labels)``. The losses are transformers' own:
+        mean start/end cross-entropy; cross-entropy, or MSE for one label (regression)."""
+        if self.packed_head == "qa":
+            start, end = qa_logits(model, inputs)
+            if inputs.get("start_positions") is None or inputs.get("end_positions") is None:
+                return None, (start, end)
+            return qa_loss(start, end, inputs["start_positions"], inputs["end_positions"]), (start, end)
+        logits = classification_logits(model, inputs)
+        labels = inputs.get("labels")
+        if labels is None:
+            return None, logits
+        if logits.shape[-1] == 1:
+            return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype)), logits
+        return torch.nn.functional.cross_entropy(logits, labels), logits
+
+    def prediction_step(self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> tuple[Any, Any, Any]:
+        """The Trainer's step, or on packed batches (loss, per-feature logits, labels); QA logits past a
+        feature's end are ``PAD_LOGIT`` (finite: the Trainer pads across batches with -100 anyway, and
+        post-processing reads each feature's own positions only)."""
+        if self.packed_head is None:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, logits = self._packed_loss(model, inputs)
+        loss = loss.detach().mean() if loss is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        if isinstance(logits, tuple):
+            logits = tuple(part.detach().masked_fill(torch.isneginf(part), PAD_LOGIT) for part in logits)
+        else:
+            logits = logits.detach()
+        labels = tuple(inputs.get(name) for name in self.label_names)
+        if any(label is None for label in labels):
+            return loss, logits, None
+        return loss, logits, labels[0] if len(labels) == 1 else labels
 
     def training_step(
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None

@@ -35,6 +35,7 @@ from jobs.gpu import require_cuda
 from jobs.methods import apply_methods, method_names
 from jobs.model import load_model, load_tokenizer, parameter_counts, present_modules
 from jobs.noise import noise_seed
+from jobs.packing import PackingError, packing_problem, unwrap
 from jobs.profiler import KernelProfiler, StepProfiler, TokenCounter
 from jobs.resume import ResumePoint, find_resume_point
 from jobs.spec_trainer import SpecTrainer
@@ -113,10 +114,22 @@ def build_session(
         cudagraph_steps=compile_mode == "reduce-overhead",
         dynamic_sequence=compile_mode is not None and train.padding == "dynamic",
         flat_optimizer=train.optimizer == "adamw_fused",
+        packed_head=_packed_head(train, model, task),
     )
     session = Session(trainer, profiler, counter, kernel_profiler, run_dir)
     trainer.checkpoint_accounting = session.figures_so_far
     return session
+
+
+def _packed_head(train: TrainConfig, model: torch.nn.Module, task: Task) -> str | None:
+    """The packed head, ``qa`` or ``classification``, for ``padding: packed``, else None. Raises PackingError for a model
+    without a packed head (before any step)."""
+    if train.padding != "packed":
+        return None
+    problem = packing_problem(str(getattr(unwrap(model).config, "model_type", "")))
+    if problem is not None:
+        raise PackingError(problem)
+    return "qa" if task.model_class_name == "AutoModelForQuestionAnswering" else "classification"
 
 
 def train_session(session: Session, resume: bool = True) -> dict[str, Any]:

@@ -18,17 +18,17 @@ runs the matmuls in fp16/bf16, jobs/training_args.py):
   (jobs/flat_optim.py) adds a master copy and a gradient buffer (8 bytes);
 * activations: the per-layer count of Korthikanti et al. 2022 ("Reducing activation recomputation
   in large transformer models": s*b*h*(34 + 5*a*s/h) bytes a layer in fp16), recounted tensor by
-  tensor for HF BERT under autocast: LayerNorm inputs are fp32, each linear keeps its own cast
-  input, a frozen linear keeps none, SDPA keeps q, k, v and its output but no s*s scores, eager
-  attention keeps the fp32 softmax, its dropout mask and the cast probabilities (7 bytes per
-  b*a*s*s element); checkpointing keeps each layer's input and recomputes one layer at a time;
+  tensor for HF BERT under autocast (:func:`_layer_bytes`); checkpointing keeps each layer's input
+  and recomputes one layer at a time;
 * the peak is the largest of forward+backward, the optimizer step (all gradients plus the
   foreach AdamW's temporary) and evaluation; the caching allocator's rounding and fragmentation
   add ~3% + 128 MiB (measured on an H100, benchmarks/README.md), the CUDA context 512 MiB
   (outside torch.cuda.max_memory_reserved).
 
 Worst case: every batch is ``max_seq_length`` long (rounded up to ``pad_to_multiple_of``): dynamic
-padding and bucketing only make batches shorter on average. torch.compile's fusion usually saves
+padding and bucketing only make batches shorter on average. Packed batches (``padding: packed``) are
+rows of ``packing_row_len`` tokens, as many as first-fit needs at worst (:func:`activation_shape`),
+plus their block masks (a byte a pair of tokens; eager adds its 4-byte additive form). torch.compile's fusion usually saves
 5-10% (not modelled: the estimate errs high). A model whose config.json is not reachable has no
 estimate (Unknown, with the reason), never 0.
 """
@@ -36,12 +36,12 @@ estimate (Unknown, with the reason), never 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from jobs import methods
-from jobs.contract import ALL_LINEAR, TrainConfig
+from jobs.contract import ALL_LINEAR, TrainConfig, packed_row_len
 from jobs.methods.base import Adapter
 from jobs.tasks import get_task
 from orchestrator.oomretry import smallest_prime_factor
@@ -118,8 +118,7 @@ class Estimate:
         return (self.reserved_bytes + self.cuda_context) / GIB
 
     def parts_mib(self) -> dict[str, float]:
-        names = ("weights", "gradients", "optimizer", "activations", "transient", "allocator", "cuda_context")
-        return {name: round(getattr(self, name) / MIB, 1) for name in names}
+        return {part.name: round(getattr(self, part.name) / MIB, 1) for part in fields(self) if part.name != "phase"}
 
 
 @dataclass(frozen=True)
@@ -140,14 +139,11 @@ def dims_from_config(config: Mapping[str, Any], overrides: Mapping[str, Any]) ->
     missing = [KEYS[name][0] for name in ("hidden", "layers", "heads", "vocab") if first(name) is None]
     if missing:
         return f"config.json has no {', '.join(missing)}"
-    hidden = int(first("hidden"))
+    found: dict[str, Any] = {name: first(name) for name in KEYS if first(name) is not None}  # else Dims' defaults
+    found = {name: float(value) if "dropout" in name else int(value) for name, value in found.items()}
     shared = int(merged.get("num_hidden_groups", 1)) if merged.get("model_type") == "albert" else 0
-    return Dims(hidden=hidden, layers=int(first("layers")), heads=int(first("heads")), vocab=int(first("vocab")),
-                intermediate=int(first("intermediate") or 4 * hidden), positions=int(first("positions") or 512),
-                type_vocab=int(first("type_vocab") or 0), embedding=int(first("embedding") or 0),
-                hidden_dropout=float(first("hidden_dropout") if first("hidden_dropout") is not None else 0.1),
-                attention_dropout=float(first("attention_dropout") if first("attention_dropout") is not None else 0.1),
-                weight_layers=shared, eager_only=merged.get("model_type") in EAGER_ONLY)
+    return Dims(**{"intermediate": 4 * found["hidden"], **found}, weight_layers=shared,
+                eager_only=merged.get("model_type") in EAGER_ONLY)
 
 
 # ------------------------------------------------------------------ parameters
@@ -298,9 +294,9 @@ def _activation_bytes(train: TrainConfig, d: Dims, plan: _Plan, b: int, s: int) 
     return kept, transient, 0.0
 
 
-def _eval_bytes(train: TrainConfig, d: Dims, s: int) -> float:
-    """No-grad forward at eval_batch_size: a few hidden-sized buffers and one layer's scores."""
-    b, c = train.eval_batch_size, (2 if train.precision != "fp32" else 4)
+def _eval_bytes(train: TrainConfig, d: Dims, b: int, s: int) -> float:
+    """No-grad forward of ``b`` rows of ``s`` tokens: a few hidden-sized buffers and one layer's scores."""
+    c = 2 if train.precision != "fp32" else 4
     eager = train.attention == "eager" or d.eager_only
     return b * s * d.hidden * (16 + 2 * c * d.intermediate / d.hidden) + (10 * b * d.heads * s * s if eager else 0)
 
@@ -309,6 +305,17 @@ def worst_length(train: TrainConfig) -> int:
     """The longest batch the run can see: max_seq_length, rounded up to pad_to_multiple_of."""
     multiple = train.pad_to_multiple_of or 1
     return math.ceil(train.max_seq_length / multiple) * multiple
+
+
+def activation_shape(train: TrainConfig, batch: int) -> tuple[int, int]:
+    """(rows, tokens a row) of the largest micro-batch of ``batch`` features. Packed: the worst case of
+    first-fit (jobs/packing.py) for features of up to max_seq_length tokens, not the best case
+    ceil(batch x max_seq_length / row_len): every row but one is more than half full, so at most
+    floor(2 x batch x max_seq_length / row_len) + 1 rows, and never more than one a feature."""
+    if train.padding != "packed":
+        return batch, worst_length(train)
+    row_len = packed_row_len(train)
+    return min(batch, 2 * batch * train.max_seq_length // row_len + 1), row_len
 
 
 def estimate(train: TrainConfig, config: Mapping[str, Any] | None) -> Estimate | Unknown:
@@ -320,14 +327,17 @@ def estimate(train: TrainConfig, config: Mapping[str, Any] | None) -> Estimate |
     d = dims_from_config(config, train.model_overrides)
     if isinstance(d, str):
         return Unknown(f"the model's {d}")
-    plan, s = _plan(train, d), worst_length(train)
+    plan, (b, s) = _plan(train, d), activation_shape(train, train.batch_size)
     weights = _weight_bytes(train, d, plan)
     states, step_temporary = _optimizer_bytes(train, plan)
     gradients = 4.0 * plan.trainable
     held = gradients if train.gradient_accumulation_steps > 1 else 0.0  # kept across micro-batches
-    kept, transient, recompute = _activation_bytes(train, d, plan, train.batch_size, s)
+    kept, transient, recompute = _activation_bytes(train, d, plan, b, s)
+    eval_rows, _ = activation_shape(train, train.eval_batch_size)
+    if train.padding == "packed":  # the block masks, kept as the attention's input
+        kept += b * s * s * (5 if train.attention == "eager" or d.eager_only else 1)
     phases = {"forward/backward": (held, kept, transient), "optimizer step": (gradients, 0.0, step_temporary),
-              "evaluation": (0.0, 0.0, _eval_bytes(train, d, s))}
+              "evaluation": (0.0, 0.0, _eval_bytes(train, d, eval_rows, s))}
     if train.data.max_train_samples == 0:  # a zero-shot run only evaluates: no gradients, no optimizer states
         phases, states = {"evaluation": phases["evaluation"]}, 0.0
     phase = max(phases, key=lambda name: sum(phases[name]))
@@ -358,12 +368,8 @@ def fitting_changes(train: TrainConfig, config: Mapping[str, Any], limit_gib: fl
         value = estimate(changed, config)
         return value.total_gib if isinstance(value, Estimate) and needed_gib(value) <= limit_gib else None
 
-    batch, steps = train.batch_size, train.gradient_accumulation_steps
-    while batch > 1:
-        factor = smallest_prime_factor(batch)
-        batch, steps = batch // factor, steps * factor
-        halved = train.model_copy(update={"batch_size": batch, "gradient_accumulation_steps": steps})
-        if (gib := fits(halved)) is not None:
+    for batch, steps in _smaller_batches(train.batch_size, train.gradient_accumulation_steps):
+        if (gib := fits(train.model_copy(update={"batch_size": batch, "gradient_accumulation_steps": steps}))):
             text = (f"batch_size: {batch} with gradient_accumulation_steps: {steps}, "
                     f"the same effective batch {batch * steps}")
             found.append((text, gib))
@@ -374,20 +380,24 @@ def fitting_changes(train: TrainConfig, config: Mapping[str, Any], limit_gib: fl
             found.append((f"{key}: {str(value).lower()}", gib))
     if not found:
         both = train.model_copy(update=lighter)
-        batch, steps = both.batch_size, both.gradient_accumulation_steps
-        while True:
-            candidate = both.model_copy(update={"batch_size": batch, "gradient_accumulation_steps": steps})
-            if (gib := fits(candidate)) is not None:
+        start = (both.batch_size, both.gradient_accumulation_steps)
+        for batch, steps in (start, *_smaller_batches(*start)):
+            if (gib := fits(both.model_copy(update={"batch_size": batch, "gradient_accumulation_steps": steps}))):
                 text = "gradient_checkpointing: true, optimizer: adamw_8bit"
                 if batch != both.batch_size:
                     text += f", batch_size: {batch} with gradient_accumulation_steps: {steps}"
                 found.append((text, gib))
                 break
-            if batch == 1:
-                break
-            factor = smallest_prime_factor(batch)
-            batch, steps = batch // factor, steps * factor
     return found
+
+
+def _smaller_batches(batch: int, steps: int) -> Iterator[tuple[int, int]]:
+    """(micro-batch, accumulation steps), the micro-batch divided by its smallest prime factor and the
+    accumulation multiplied by it (the rule of ``oom_retry``: the same effective batch), down to 1."""
+    while batch > 1:
+        factor = smallest_prime_factor(batch)
+        batch, steps = batch // factor, steps * factor
+        yield batch, steps
 
 
 def fit_problem(train: TrainConfig, config: Mapping[str, Any] | None, limit_gib: float, partition: str) -> str | None:

@@ -47,6 +47,7 @@ from jobs.contract.knobs import (
     TrainConfig,
     hub_dataset,
     is_csv_file,
+    packed_row_len,
     static_conflicts,
 )
 from jobs.contract.resources import LOCAL_GPUS_VARIABLE, DeviceInfo, Resources, check_compat
@@ -184,6 +185,7 @@ __all__ = [
     "hub_dataset",
     "is_csv_file",
     "is_secret_name",
+    "packed_row_len",
     "read_json",
     "read_jsonl",
     "redact_assignments",

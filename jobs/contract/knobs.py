@@ -259,7 +259,9 @@ class TrainConfig(Strict):
     attention: Literal["eager", "sdpa"] = "sdpa"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     compile: CompileConfig | None = None
-    padding: Literal["max_length", "dynamic"] = "max_length"
+    # packed: a batch's features back to back in rows of packing_row_len tokens (jobs/packing.py)
+    padding: Literal["max_length", "dynamic", "packed"] = "max_length"
+    packing_row_len: int | None = Field(None, ge=16, description="tokens a packed row; default: packed_row_len")
     pad_to_multiple_of: int | None = Field(None, ge=1)
     bucketing: bool = False
 
@@ -318,8 +320,42 @@ def static_conflicts(train: TrainConfig) -> list[str]:
         if train.ia3 is not None and getattr(train, other) is not None:
             problems.append(f"ia3 together with {other}: train one method at a time (drop ia3 or {other})")
     # A task's own rules (e.g. SQuAD v2's doc_stride) live with the task: jobs.tasks.base.Task.knob_problems.
-    if train.pad_to_multiple_of is not None and train.padding != "dynamic":
+    if train.padding == "packed":
+        problems.extend(_packing_conflicts(train))
+    elif train.packing_row_len is not None:
+        problems.append(f"packing_row_len ({train.packing_row_len}) only applies to padding: packed: "
+                        "drop packing_row_len or set padding: packed")
+    if train.pad_to_multiple_of is not None and train.padding not in ("dynamic", "packed"):
         problems.append("pad_to_multiple_of only applies to padding: dynamic")
-    if train.bucketing and train.padding != "dynamic":
+    if train.bucketing and train.padding not in ("dynamic", "packed"):
         problems.append("bucketing only helps with padding: dynamic (with max_length every batch has the same length)")
+    return problems
+
+
+PACKED_ROW_MULTIPLE = 64  # tokens; a row length the GPU's matmul tiles divide
+
+
+def packed_row_len(train: TrainConfig) -> int:
+    """Tokens a packed row: ``packing_row_len``, else ``max_seq_length`` rounded up to a multiple of 64."""
+    if train.packing_row_len is not None:
+        return train.packing_row_len
+    return _default_row_len(train.max_seq_length)
+
+
+def _default_row_len(max_seq_length: int) -> int:
+    return -(-max_seq_length // PACKED_ROW_MULTIPLE) * PACKED_ROW_MULTIPLE
+
+
+def _packing_conflicts(train: TrainConfig) -> list[str]:
+    """padding: packed supersedes bucketing and pad_to_multiple_of, and a row must hold the longest feature."""
+    problems: list[str] = []
+    if train.packing_row_len is not None and train.packing_row_len < train.max_seq_length:
+        problems.append(f"packing_row_len ({train.packing_row_len}) is shorter than max_seq_length "
+                        f"({train.max_seq_length}): a row must hold the longest feature; raise packing_row_len "
+                        f"to at least {train.max_seq_length} or drop it (default {_default_row_len(train.max_seq_length)})")
+    if train.bucketing:
+        problems.append("bucketing with padding: packed: packing already removes the padding; drop bucketing")
+    if train.pad_to_multiple_of is not None:
+        problems.append(f"pad_to_multiple_of ({train.pad_to_multiple_of}) with padding: packed: rows are "
+                        "packing_row_len tokens long; drop pad_to_multiple_of (set packing_row_len instead)")
     return problems

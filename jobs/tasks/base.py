@@ -23,8 +23,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from jobs.contract import SyntheticData, TrainConfig, write_text_atomic
-from jobs.tasks.batching import PaddingCollator
+from jobs.contract import SyntheticData, TrainConfig, packed_row_len, write_text_atomic
+from jobs.tasks.batching import PackingCollator, PaddingCollator
 
 if TYPE_CHECKING:
     import datasets
@@ -156,8 +156,11 @@ class Task:
 
     # ------------------------------------------------------------------ generic parts
 
-    def collator(self, tokenizer: Any, train: TrainConfig) -> PaddingCollator:
-        """Right padding per batch (to the longest, rounded up to ``pad_to_multiple_of``)."""
+    def collator(self, tokenizer: Any, train: TrainConfig) -> PaddingCollator | PackingCollator:
+        """Right padding per batch (to the longest, rounded up to ``pad_to_multiple_of``), or with
+        ``padding: packed`` the batch's features packed into rows of ``packed_row_len(train)`` tokens."""
+        if train.padding == "packed":
+            return PackingCollator(packed_row_len(train))
         return PaddingCollator(tokenizer, pad_to_multiple_of=train.pad_to_multiple_of)
 
     def feature_key(self, train: TrainConfig, tokenizer: Any, split: str, fingerprint: str) -> dict[str, Any]:

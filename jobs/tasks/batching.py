@@ -1,4 +1,4 @@
-"""Task-independent batching: dynamic right padding per batch and length bucketing.
+"""Task-independent batching: dynamic right padding per batch, packing, and length bucketing.
 
 Features are dicts of token columns (``MODEL_INPUT_KEYS``), label columns (``LABEL_KEYS``)
 and bookkeeping columns (``length``: real tokens; a task's own, e.g. ``example_id``).
@@ -59,6 +59,37 @@ class PaddingCollator:
             if key in features[0]:
                 batch[key] = torch.tensor([int(feature[key]) for feature in features], dtype=torch.long)
         _check_positions(features)
+        return batch
+
+
+class PackingCollator:
+    """Packs a list of feature dicts into rows of ``row_len`` tokens (:func:`jobs.packing.pack`).
+
+    Token columns become packed rows (``input_ids``, ``token_type_ids``, ``position_ids``, a block-diagonal
+    ``attention_mask``) plus each feature's place (``feature_row``, ``feature_offset``, ``feature_length``);
+    label columns stay one value a feature, in the batch's order (start/end positions count from the
+    feature's own first token, as unpacked). ``feature_length`` comes first in the dict: the Trainer takes a
+    batch's size from its first tensor, and that must count features, not rows.
+    """
+
+    def __init__(self, row_len: int) -> None:
+        self.row_len = row_len
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        from jobs.packing import pack
+
+        if not features:
+            raise ValueError("cannot collate an empty batch")
+        _check_positions(features)
+        tokens = [{key: _as_list(feature[key]) for key in ("input_ids", "token_type_ids") if key in feature}
+                  for feature in features]
+        packed = pack(tokens, self.row_len)
+        batch: dict[str, Any] = {"feature_length": packed.pop("feature_length"), **packed}
+        for key in LABEL_KEYS:
+            if key in features[0]:
+                batch[key] = torch.tensor([int(feature[key]) for feature in features], dtype=torch.long)
         return batch
 
 

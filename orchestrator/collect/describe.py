@@ -52,6 +52,9 @@ def _compile_words(compile_cfg: Any) -> str:
 
 
 def _padding_words(train: Mapping[str, Any]) -> str:
+    if train.get("padding") == "packed":
+        row_len = train.get("packing_row_len")
+        return "packed rows" + (f" of {row_len} tokens" if row_len else "")
     if train.get("padding", "max_length") != "dynamic":
         return "pad to max length"
     words = "dynamic padding"

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, is_csv_file, resolve_model_ref
+from jobs.packing import packing_problem
 from jobs.tasks import get_task
 from orchestrator import vram
 from orchestrator.matrix.problems import Problems, suggest
@@ -217,10 +218,13 @@ def _config_path(name: str, hf_home: str | None) -> str | None:
 
 
 def model_problems(train: TrainConfig, config: dict[str, Any], where: str) -> Problems:
-    """lora.target_modules and freeze.layers against the model's architecture."""
+    """lora.target_modules, freeze.layers and padding: packed against the model's architecture."""
     found: Problems = []
     model_type = str(config.get("model_type", ""))
     name = train.model_name_or_path
+    packing = packing_problem(model_type) if train.padding == "packed" and model_type else None
+    if packing is not None:
+        found.append((f"{where}.padding", f"{name}: {packing}"))
     known = MODULES_BY_TYPE.get(model_type)
     if train.lora is not None and known is not None and ALL_LINEAR not in train.lora.target_modules:
         targets = known + get_task(train.task).head_modules

@@ -37,6 +37,9 @@ KNOBS: dict[str, dict[str, Any]] = {
         "compile": {"enabled": True, "mode": "reduce-overhead"}, "padding": "dynamic", "pad_to_multiple_of": 16,
         "bucketing": True, "optimizer": "adamw_fused"},
     "bf16-autocast": {"precision": "bf16"},
+    "packed": {"padding": "packed", "packing_row_len": 128},
+    "packed-lora-eager": {"padding": "packed", "lora": {"r": 4}, "attention": "eager"},
+    "packed-sst2": {"padding": "packed", "task": "sst2", "data": {"synthetic": {"n_train": 64, "n_eval": 16, "seed": 0}}},
     "sst2": {"task": "sst2", "data": {"synthetic": {"n_train": 64, "n_eval": 16, "seed": 0}}},
 }
 

@@ -92,6 +92,17 @@ def test_padding_to_a_multiple_counts_the_rounded_length() -> None:
     assert dynamic.reserved_bytes == peak(max_seq_length=384).reserved_bytes  # worst case: a full-length batch
 
 
+def test_packed_activations_are_rows_of_row_len_at_first_fits_worst_case() -> None:
+    # the default row (max_seq_length rounded up to 64): one feature a row at worst, as dynamic padding's batch
+    assert vram.activation_shape(train(padding="packed", batch_size=8), 8) == (8, 384)
+    # rows 4 x longer: first-fit leaves at most one row half empty, so at most 2 x 8 x 384 / 1536 + 1 = 5 rows
+    assert vram.activation_shape(train(padding="packed", packing_row_len=1536, batch_size=8), 8) == (5, 1536)
+    dynamic, packed = peak(padding="dynamic", batch_size=8), peak(padding="packed", batch_size=8)
+    assert packed.activations == dynamic.activations + 8 * 384 * 384  # plus the boolean block masks
+    long_rows = peak(padding="packed", packing_row_len=1536, batch_size=8)
+    assert long_rows.activations > 2 * dynamic.activations  # 5 x 1536 tokens against 8 x 384
+
+
 def test_unknown_model_is_named_never_zero() -> None:
     assert isinstance(vram.estimate(train(), None), vram.Unknown)
     partial = vram.estimate(train(), {"model_type": "bert", "num_hidden_layers": 2})
