@@ -9,7 +9,8 @@ on the login node, without importing torch or transformers:
   worker refuses unmatched targets at once (``jobs.methods.base.unmatched_targets``);
 * ``data.train_file`` / ``validation_file``: present, readable, and the first record
   has the task's columns;
-* a hub data set known not to fit the task (``glue/mrpc`` for ``sst2``);
+* a hub data set known not to fit the task (``glue/mrpc`` for ``sst2``), or another GLUE
+  configuration than the task's (``glue/mrpc`` for ``rte``: the same columns, other labels);
 * SQuAD v2's ``doc_stride`` against the room left after the question (QUESTION_ROOM);
 * the run's estimated peak GPU memory (orchestrator/vram.py) against its partition's
   ``gpu_mem_gb``, naming the knob changes that would fit.
@@ -57,7 +58,11 @@ HUB_COLUMNS: dict[tuple[str, str | None], tuple[str, ...]] = {
 HUB_OWNERS = {"rajpurkar/squad_v2": "squad_v2", "rajpurkar/squad": "squad", "nyu-mll/glue": "glue",
               "stanfordnlp/imdb": "imdb"}
 # Training rows of hub data sets, by (name, config) as above: data.max_train_samples above them is refused.
-HUB_TRAIN_ROWS: dict[tuple[str, str | None], int] = {("squad_v2", None): 130_319, ("glue", "sst2"): 67_349}
+HUB_TRAIN_ROWS: dict[tuple[str, str | None], int] = {
+    ("squad_v2", None): 130_319, ("glue", "sst2"): 67_349, ("glue", "cola"): 8_551, ("glue", "mrpc"): 3_668,
+    ("glue", "qqp"): 363_846, ("glue", "rte"): 2_490, ("glue", "qnli"): 104_743, ("glue", "mnli"): 392_702,
+    ("glue", "stsb"): 5_749,
+}
 
 # Tokens kept free for the question when checking doc_stride: the fast tokenizer needs
 # doc_stride < max_seq_length - question tokens - 3 special tokens ([CLS] q [SEP] c [SEP]),
@@ -265,12 +270,25 @@ def data_problems(train: TrainConfig, where: str) -> Problems:
         path, config = hub_dataset(data.name, data.config)
         columns = HUB_COLUMNS.get((HUB_OWNERS.get(path, path), config))
         missing = [c for c in needed if columns is not None and c not in columns]
+        shown = f"{data.name!r}" + (f" (config {data.config!r})" if data.config else "")
         if missing:
-            shown = f"{data.name!r}" + (f" (config {data.config!r})" if data.config else "")
             message = (f"{shown} has columns {', '.join(columns or ())}, not the {', '.join(missing)} task "
                        f"{train.task} needs: use data.name: {task.hub_dataset}, or set task to the data's task")
             found.append((f"{where}.data.name", message))
+        elif _glue_config_mismatch(path, config, task.hub_dataset):
+            # same columns, other labels (glue/mrpc for rte: 1 means paraphrase there, not entailment)
+            which = f"GLUE's {config!r} set" if config else "GLUE without a configuration"
+            message = (f"{shown} is {which}, not the {train.task} task's: use data.name: {task.hub_dataset}"
+                       + (f", or set task: {config}" if config else ""))
+            found.append((f"{where}.data.name", message))
     return found + size_problems(train, where)
+
+
+def _glue_config_mismatch(path: str, config: str | None, task_hub: str) -> bool:
+    """Whether a GLUE data set (``glue``, ``nyu-mll/glue``) names a configuration other than the task's
+    own hub set (``glue/<task>``); False for other data sets and tasks without a GLUE set."""
+    task_path, task_config = hub_dataset(task_hub) if task_hub else (None, None)
+    return HUB_OWNERS.get(path, path) == "glue" and task_path == "glue" and config != task_config
 
 
 def size_problems(train: TrainConfig, where: str) -> Problems:
