@@ -42,6 +42,14 @@ def test_a_constant_prediction_has_no_correlation_rather_than_zero() -> None:
     assert math.isnan(glue_metrics.spearman([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]))
 
 
+def test_stsb_score_of_constant_predictions_is_null_and_named() -> None:
+    data = SimpleNamespace(eval_features={"labels": [0.5, 2.0, 4.5]})
+    metrics, extra = TASKS["stsb"].score(data, np.full((3, 1), 2.5), TrainConfig(task="stsb"),  # type: ignore[arg-type]
+                                         Path("."))
+    assert metrics == {"pearson": None, "spearman": None}
+    assert set(extra["unmeasured"]) == {"pearson", "spearman"}
+
+
 def test_cola_matthews_correlation_and_mrpc_f1_by_hand() -> None:
     gold = [1, 1, 1, 0, 0, 0, 1, 0]
     predicted = [1, 1, 0, 0, 0, 1, 1, 0]

@@ -26,9 +26,10 @@ result's eval section says why (``unmeasured``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from jobs.contract import SyntheticData, TrainConfig, hub_dataset
 from jobs.tasks.base import EvalOutput, PreparedData, Task, write_jsonl
@@ -135,11 +136,18 @@ class GlueTask(Task):
 
         outputs = predictions[0] if isinstance(predictions, tuple) else predictions
         metrics = self._metrics(outputs, data.eval_features["labels"])
+        extra: dict[str, Any] = {}
+        undefined = [name for name, value in metrics.items() if math.isnan(value)]
+        if undefined:  # null in result.json (NaN is not JSON) and named, never 0
+            extra["unmeasured"] = {name: "constant predictions or labels: the correlation is undefined"
+                                   for name in undefined}
+            metrics.update(dict.fromkeys(undefined, cast(float, None)))
         if self.regression:
-            return metrics, {}
+            return metrics, extra
         # What the collapse guard (jobs.health) needs to see a classifier that predicts one class.
         assert self.num_classes is not None
-        return metrics, {"num_classes": self.num_classes, "predicted_classes": class_counts(outputs, self.num_classes)}
+        return metrics, {**extra, "num_classes": self.num_classes,
+                         "predicted_classes": class_counts(outputs, self.num_classes)}
 
     def evaluate(self, trainer: Trainer, data: PreparedData, train: TrainConfig, out_dir: Path) -> EvalOutput:
         """The evaluation set's metrics; for MNLI also the mismatched split's (hub data only)."""
