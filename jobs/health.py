@@ -45,8 +45,9 @@ def check_health(spec: RunSpec, run_dir: RunDir, body: dict[str, Any]) -> list[s
     key, value = found
     if not math.isfinite(value):
         return warnings + [f"{key} is {value}"]
-    if key == "accuracy":
-        warnings += classifier_collapse(value, body.get("eval", {}))
+    accuracy = body.get("metrics", {}).get("accuracy")
+    if isinstance(accuracy, (int, float)) and math.isfinite(accuracy):  # also where F1 leads (MRPC, QQP)
+        warnings += classifier_collapse(accuracy, body.get("eval", {}))
     baseline = _baseline_metric(spec, run_dir, key)
     if baseline is not None and baseline > 0:
         ratio = value / baseline

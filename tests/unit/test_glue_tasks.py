@@ -82,6 +82,16 @@ def test_each_task_declares_glue_columns_hub_set_classes_and_primary_metric() ->
     assert TASKS["rte"].primary_at_chance
 
 
+def test_a_collapsed_mrpc_classifier_is_flagged_though_f1_leads(tmp_path: Path) -> None:
+    from jobs.contract import RunDir
+    from jobs.health import check_health
+
+    body = {"metrics": {"f1": 66.7, "accuracy": 50.0},
+            "eval": {"num_classes": 2, "predicted_classes": {"0": 0, "1": 408}}}
+    warnings = check_health(SimpleNamespace(baseline_run_id=None), RunDir(tmp_path), body)  # type: ignore[arg-type]
+    assert any("at chance level" in w for w in warnings) and any("predicts class 1 for all 408" in w for w in warnings)
+
+
 # ----------------------------------------------------------------------------- generators
 
 _WRONG = ("goed", "runned", "childs", "mouses", "more better", "buyed", "teached", "foots")
