@@ -41,7 +41,8 @@ def check_health(spec: RunSpec, run_dir: RunDir, body: dict[str, Any]) -> list[s
     if nonfinite:
         return warnings + nonfinite
     accuracy = metrics.get("accuracy")
-    if get_task(spec.train.task).num_classes and isinstance(accuracy, (int, float)):
+    if (get_task(spec.train.task).num_classes and isinstance(accuracy, (int, float))
+            and math.isfinite(accuracy)):  # also where F1 leads (MRPC, QQP)
         warnings += classifier_collapse(float(accuracy), body.get("eval", {}))
     baselines = [(key, value, _baseline_metric(spec, run_dir, key)) for key, value in judged]
     for key, value, baseline in baselines:  # the first judged metric that collapsed, like collect

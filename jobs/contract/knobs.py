@@ -244,7 +244,8 @@ class OomRetryConfig(Strict):
 class TrainConfig(Strict):
     """Every training knob. Defaults live here and nowhere else."""
 
-    task: Literal["squad_v2", "sst2"] = "squad_v2"
+    # the names of the tasks registry (jobs.tasks.TASKS; a test keeps the two equal)
+    task: Literal["squad_v2", "sst2", "cola", "mrpc", "qqp", "rte", "qnli", "mnli", "stsb"] = "squad_v2"
     model_name_or_path: str = "bert-base-uncased"
     random_init: bool = False  # random weights (speed benchmarks, plumbing tests)
     model_overrides: dict[str, int | float | str | bool] = Field(default_factory=dict)

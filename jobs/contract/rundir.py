@@ -180,14 +180,15 @@ class Result(RunFile):
     run_id: str | None = None
     config_hash: str | None = None
     metrics: _Section = Field(default_factory=dict, description=(
-        "task metrics: exact, f1, HasAns_*, NoAns_*, best_* (squad_v2) or accuracy (sst2)"))
+        "task metrics, the task's declared set (jobs.tasks): exact, f1, HasAns_*, NoAns_*, best_* (squad_v2), "
+        "accuracy (sst2), matthews_correlation, f1, pearson, spearman, accuracy_mismatched (GLUE)"))
     train: _Section = Field(default_factory=dict, description=(
         "runtime_s, samples_per_s, steps_per_s, tokens_per_s, loss, samples, real_tokens, steps, planned_steps, "
         "resumed_from_step, compile_time_s, steady_step_time_s, steady_samples_per_s, steady_tokens_per_s, "
         "attempts_timed: the run's across all attempts (null when unmeasured, named in warnings)"))
     eval: _Section = Field(default_factory=dict, description=(
         "runtime_s, samples_per_s, postprocess_s; classification: num_classes, predicted_classes "
-        "{class id: count}"))
+        "{class id: count}; unmeasured: {metric: why it is null or absent}"))
     params: _Section = Field(default_factory=dict, description="trainable, total")
     memory: _Section = Field(default_factory=dict, description=(
         "peak_allocated_mib, peak_reserved_mib, step_peak_allocated_mib, step_peak_reserved_mib (maxima over "

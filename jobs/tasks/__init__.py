@@ -12,13 +12,14 @@ node reads the declarations); the runtime parts import them when called.
 from __future__ import annotations
 
 from jobs.tasks.base import EvalOutput, PreparedData, Task
+from jobs.tasks.glue import GLUE_TASKS
 from jobs.tasks.squad_v2 import SquadV2Task
 from jobs.tasks.sst2 import Sst2Task
 
 __all__ = ["TASKS", "EvalOutput", "PreparedData", "Task", "chance_metrics", "get_task", "judged_metrics",
            "metric_labels", "primary_metrics"]
 
-TASKS: dict[str, Task] = {task.name: task for task in (SquadV2Task(), Sst2Task())}
+TASKS: dict[str, Task] = {task.name: task for task in (SquadV2Task(), Sst2Task(), *GLUE_TASKS)}
 
 
 def get_task(name: str) -> Task:
@@ -54,5 +55,6 @@ def judged_metrics(task_or_primary: str | None) -> tuple[str, ...]:
 
 
 def chance_metrics() -> frozenset[str]:
-    """The primary metrics of the classifiers (tasks with ``num_classes``): those judged against chance."""
-    return frozenset(task.primary_metric for task in TASKS.values() if task.num_classes)
+    """The primary metrics of the classifiers (tasks with ``num_classes``) judged against chance (100 / classes):
+    those with ``primary_at_chance`` (not Matthews correlation, whose chance is 0, nor F1)."""
+    return frozenset(task.primary_metric for task in TASKS.values() if task.num_classes and task.primary_at_chance)

@@ -78,7 +78,8 @@ class Task:
       ``metrics``: the names ``score`` returns (percent), ``primary_metric`` among them (collect's
       comparisons and plots); ``num_classes``: a classifier's classes (None: not a classifier),
       which sets its chance level; ``noise_column``: the text ``data.noise`` corrupts;
-      ``overflow_windows``: whether ``doc_stride`` applies (long inputs cut into windows).
+      ``overflow_windows``: whether ``doc_stride`` applies (long inputs cut into windows);
+      ``hub_eval_split``: the split of a hub data set that is evaluated.
     """
 
     name: ClassVar[str] = ""
@@ -97,6 +98,9 @@ class Task:
     num_classes: ClassVar[int | None] = None
     noise_column: ClassVar[str] = ""
     overflow_windows: ClassVar[bool] = False
+    # whether a guessing classifier's primary metric is 100 / classes (accuracy), so collect judges it against chance
+    primary_at_chance: ClassVar[bool] = True
+    hub_eval_split: ClassVar[str] = "validation"  # the hub split scored (MNLI: validation_matched)
     feature_module: ClassVar[ModuleType | None] = None  # its source keys the feature cache
     # Feature columns the model does not take: dropped before prediction.
     non_model_columns: ClassVar[tuple[str, ...]] = ("length",)

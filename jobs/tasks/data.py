@@ -157,7 +157,7 @@ def load_splits(train: TrainConfig, cache_dir: Path, task: Task) -> Splits:
     data = train.data
     if data.name is not None:
         loaded = datasets.load_dataset(*hub_dataset(data.name, data.config))
-        train_set, eval_set = loaded["train"], loaded["validation"]
+        train_set, eval_set = loaded["train"], loaded[task.hub_eval_split]
         train_id, eval_id = train_set._fingerprint, eval_set._fingerprint
     else:
         if data.synthetic is not None:

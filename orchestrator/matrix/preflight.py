@@ -9,7 +9,8 @@ on the login node, without importing torch or transformers:
   worker refuses unmatched targets at once (``jobs.methods.base.unmatched_targets``);
 * ``data.train_file`` / ``validation_file``: present, readable, and the first record
   has the task's columns;
-* a hub data set known not to fit the task (``glue/mrpc`` for ``sst2``);
+* a hub data set known not to fit the task (``glue/mrpc`` for ``sst2``), or another GLUE
+  configuration than the task's (``glue/mrpc`` for ``rte``: the same columns, other labels);
 * SQuAD v2's ``doc_stride`` against the room left after the question (QUESTION_ROOM);
 * the run's estimated peak GPU memory (orchestrator/vram.py) against its partition's
   ``gpu_mem_gb``, naming the knob changes that would fit.
@@ -21,21 +22,19 @@ Each problem names the key, the value and the fix; nothing is written.
 
 from __future__ import annotations
 
-import bz2
-import csv
 import functools
-import gzip
 import json
 import lzma
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, is_csv_file, resolve_model_ref
+from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, resolve_model_ref
 from jobs.packing import packing_problem
 from jobs.tasks import get_task
 from orchestrator import vram
+from orchestrator.matrix.datafiles import count_rows, file_problem
 from orchestrator.matrix.problems import Problems, suggest
 from orchestrator.profiles import Profile
 
@@ -58,7 +57,11 @@ HUB_COLUMNS: dict[tuple[str, str | None], tuple[str, ...]] = {
 HUB_OWNERS = {"rajpurkar/squad_v2": "squad_v2", "rajpurkar/squad": "squad", "nyu-mll/glue": "glue",
               "stanfordnlp/imdb": "imdb"}
 # Training rows of hub data sets, by (name, config) as above: data.max_train_samples above them is refused.
-HUB_TRAIN_ROWS: dict[tuple[str, str | None], int] = {("squad_v2", None): 130_319, ("glue", "sst2"): 67_349}
+HUB_TRAIN_ROWS: dict[tuple[str, str | None], int] = {
+    ("squad_v2", None): 130_319, ("glue", "sst2"): 67_349, ("glue", "cola"): 8_551, ("glue", "mrpc"): 3_668,
+    ("glue", "qqp"): 363_846, ("glue", "rte"): 2_490, ("glue", "qnli"): 104_743, ("glue", "mnli"): 392_702,
+    ("glue", "stsb"): 5_749,
+}
 
 # Tokens kept free for the question when checking doc_stride: the fast tokenizer needs
 # doc_stride < max_seq_length - question tokens - 3 special tokens ([CLS] q [SEP] c [SEP]),
@@ -269,12 +272,25 @@ def data_problems(train: TrainConfig, where: str) -> Problems:
         path, config = hub_dataset(data.name, data.config)
         columns = HUB_COLUMNS.get((HUB_OWNERS.get(path, path), config))
         missing = [c for c in needed if columns is not None and c not in columns]
+        shown = f"{data.name!r}" + (f" (config {data.config!r})" if data.config else "")
         if missing:
-            shown = f"{data.name!r}" + (f" (config {data.config!r})" if data.config else "")
             message = (f"{shown} has columns {', '.join(columns or ())}, not the {', '.join(missing)} task "
                        f"{train.task} needs: use data.name: {task.hub_dataset}, or set task to the data's task")
             found.append((f"{where}.data.name", message))
+        elif _glue_config_mismatch(path, config, task.hub_dataset):
+            # same columns, other labels (glue/mrpc for rte: 1 means paraphrase there, not entailment)
+            which = f"GLUE's {config!r} set" if config else "GLUE without a configuration"
+            message = (f"{shown} is {which}, not the {train.task} task's: use data.name: {task.hub_dataset}"
+                       + (f", or set task: {config}" if config else ""))
+            found.append((f"{where}.data.name", message))
     return found + size_problems(train, where)
+
+
+def _glue_config_mismatch(path: str, config: str | None, task_hub: str) -> bool:
+    """Whether a GLUE data set (``glue``, ``nyu-mll/glue``) names a configuration other than the task's
+    own hub set (``glue/<task>``); False for other data sets and tasks without a GLUE set."""
+    task_path, task_config = hub_dataset(task_hub) if task_hub else (None, None)
+    return HUB_OWNERS.get(path, path) == "glue" and task_path == "glue" and config != task_config
 
 
 def size_problems(train: TrainConfig, where: str) -> Problems:
@@ -296,106 +312,3 @@ def size_problems(train: TrainConfig, where: str) -> Problems:
     message = (f"{data.max_train_samples} is more than the {rows} training rows of {source!r}: "
                f"lower it to at most {rows}, or drop it to train on every row")
     return [(f"{where}.data.max_train_samples", message)]
-
-
-@functools.lru_cache(maxsize=64)
-def count_rows(value: str) -> int:
-    """Records of a local data file: CSV rows under the header, JSON Lines objects, the items of a
-    JSON list, or the questions of an official nested SQuAD file."""
-    path = Path(os.path.expanduser(os.path.expandvars(value)))
-    with _open_text(path) as handle:
-        if is_csv_file(path):
-            return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
-        text = handle.read()
-    lines = [line for line in text.splitlines() if line.strip()]
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError:
-        return len(lines)  # JSON Lines
-    if isinstance(document, dict) and isinstance(document.get("data"), list):
-        return sum(len(paragraph.get("qas", [])) for article in document["data"]
-                   for paragraph in article.get("paragraphs", []))
-    return len(document) if isinstance(document, list) else 1
-
-
-@functools.lru_cache(maxsize=256)
-def file_problem(value: str, needed: tuple[str, ...]) -> str | None:
-    """Why a local data file cannot serve the task, or None (read once per submit: the
-    runs of a grid share their files)."""
-    path = Path(os.path.expanduser(os.path.expandvars(value)))
-    if not path.exists():
-        return f"not found (looked at {path.absolute()}); fix the path (an absolute path is safest: the job runs on another node)"
-    if not path.is_file():
-        return "is not a file"
-    try:
-        columns = first_record_columns(path)
-    except OSError as exc:
-        if exc.errno is not None:  # the file system refused (permissions, I/O)
-            return f"cannot be read ({exc.strerror or exc}); fix its permissions"
-        return f"cannot be decompressed ({exc}); compress it again or give it uncompressed"
-    except (ValueError, EOFError, lzma.LZMAError) as exc:  # UnicodeDecodeError, a cut-off stream
-        return f"cannot be parsed: {exc}; give JSON Lines, JSON or CSV (UTF-8; .gz, .bz2, .xz compressed)"
-    missing = [c for c in needed if c not in columns]
-    if missing:
-        return (f"has no {', '.join(missing)} column (its first record has {', '.join(columns) or 'nothing'}); "
-                f"the task needs {', '.join(needed)}")
-    return None
-
-
-def first_record_columns(path: Path) -> list[str]:
-    """The keys of the file's first record: CSV header, first JSON Lines object, or the
-    official nested SQuAD JSON (``data[].paragraphs[].qas[]``)."""
-    with _open_text(path) as handle:
-        if is_csv_file(path):
-            return next(csv.reader(handle), [])
-        first = ""
-        for line in handle:
-            if line.strip():
-                first = line
-                break
-    if not first:
-        raise ValueError("the file is empty")
-    try:
-        record = json.loads(first)
-    except json.JSONDecodeError:
-        record = _official_json(path)
-    if isinstance(record, list):  # one JSON document holding a list of records
-        if not record:
-            raise ValueError("the JSON list is empty")
-        record = record[0]
-    if not isinstance(record, dict):
-        raise ValueError("the first record is not an object")  # noqa: TRY004 - a data-format problem
-    if "data" in record and isinstance(record["data"], list):  # official SQuAD file in one line
-        return _official_columns(record)
-    return [str(k) for k in record]
-
-
-# Compressed files the worker's JSON loader (datasets) reads as they are, by suffix.
-_OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-
-
-def _open_text(path: Path) -> IO[str]:
-    """``path`` as UTF-8 text, decompressed where its suffix says so (``train.jsonl.gz``)."""
-    opener = _OPENERS.get(path.suffix, open)
-    return opener(path, "rt", encoding="utf-8", newline="")  # type: ignore[no-any-return]
-
-
-def _official_json(path: Path) -> dict[str, Any] | list[Any]:
-    try:
-        with _open_text(path) as handle:
-            document = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON Lines, and not one JSON document ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(document, (dict, list)):
-        raise ValueError("the JSON document is neither an object nor a list of records")  # noqa: TRY004 - a data-format problem
-    return document
-
-
-def _official_columns(document: dict[str, Any]) -> list[str]:
-    try:
-        article = document["data"][0]
-        paragraph = article["paragraphs"][0]
-        qa = paragraph["qas"][0]
-    except (KeyError, IndexError, TypeError):
-        raise ValueError("a nested SQuAD file needs data[].paragraphs[].qas[]") from None
-    return ["id", "title", "context", "question", "answers"] if {"id", "question"} <= set(qa) and "context" in paragraph else list(qa)

@@ -110,7 +110,7 @@ def test_importing_the_registry_imports_no_torch_transformers_or_datasets() -> N
 def test_every_task_declares_what_the_others_read(tmp_path: Path) -> None:
     contract_names = typing.get_args(TrainConfig.model_fields["task"].annotation)
     assert set(contract_names) == set(TASKS), "a task registered in jobs.tasks must be a value of TrainConfig.task"
-    assert primary_metrics() == ("f1", "accuracy")
+    assert primary_metrics() == ("f1", "accuracy", "matthews_correlation", "pearson")
     assert chance_metrics() == {"accuracy"}
     for name, task in TASKS.items():
         assert task.name == name and task.primary_metric in task.metrics and task.required_columns
@@ -130,7 +130,7 @@ def test_every_task_declares_what_the_others_read(tmp_path: Path) -> None:
 
 
 def test_an_unknown_task_names_the_known_ones() -> None:
-    with pytest.raises(KeyError, match="unknown task 'sst3': known tasks are squad_v2, sst2"):
+    with pytest.raises(KeyError, match="unknown task 'sst3': known tasks are cola, mnli, mrpc, qnli, qqp, rte, squad_v2, sst2, stsb"):
         get_task("sst3")
 
 
