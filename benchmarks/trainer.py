@@ -45,8 +45,11 @@ import datasets
 import torch
 from transformers import (
     AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
     BertConfig,
     BertTokenizerFast,
+    DataCollatorWithPadding,
+    DistilBertConfig,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -79,6 +82,16 @@ RECIPES: dict[str, dict[str, Any]] = {
     "A5-default": {"attention": "sdpa", "compile": COMPILE, "padding": "dynamic", "pad_to_multiple_of": 64,
                    "bucketing": True, "optimizer": "adamw_fused"},
 }
+# Padding-free packing (jobs/packing.py): the batch's features back to back in rows with block-diagonal
+# attention; P1 compiled by inductor, P2 also under CUDA graphs (one graph a distinct row count).
+RECIPES["P1"] = {"attention": "sdpa", "compile": COMPILE, "padding": "packed", "optimizer": "adamw_fused"}
+RECIPES["P2"] = {**RECIPES["P1"], "compile": {"enabled": True, "mode": "reduce-overhead"}}
+# LoRA r=8 on the attention's query/key/value: the fastest recipes with an adapter.
+RECIPES["L5"] = {**RECIPES["A5"], "lora": {"r": 8, "alpha": 16, "target_modules": ["query", "key", "value"]}}
+RECIPES["LP2"] = {**RECIPES["P2"], "lora": RECIPES["L5"]["lora"]}
+# Short sentences (SST-2, ~25 tokens): CUDA graphs with padding to a multiple of 16, not 128.
+RECIPES["A5-16"] = {**RECIPES["A5"], "pad_to_multiple_of": 16}
+RECIPES["L5-16"] = {**RECIPES["L5"], "pad_to_multiple_of": 16}
 # Diagnostics: one knob away from a recipe.
 RECIPES["A1-w0"] = {**RECIPES["A1"], "dataloader_workers": 0}
 RECIPES["A5-w0"] = {**RECIPES["A5"], "dataloader_workers": 0}
@@ -87,7 +100,7 @@ RECIPES["A5-p64"] = {**RECIPES["A5"], "pad_to_multiple_of": 64}
 RECIPES["A5-adamw"] = {**RECIPES["A5"], "optimizer": "adamw"}
 # Large batches are bound by arithmetic, not launches: no CUDA graphs, tight padding.
 RECIPES["A6"] = {**RECIPES["A5-default"], "pad_to_multiple_of": 16}
-ACCURACY_NEUTRAL_FULL_FT = ("A1", "A2", "A3", "A4", "D1", "A5", "A5-default", "A5-p64", "A6")
+ACCURACY_NEUTRAL_FULL_FT = ("A1", "A2", "A3", "A4", "D1", "A5", "A5-default", "A5-p64", "A6", "P1", "P2", "A5-16")
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "T4": 65e12}  # dense fp16/bf16 tensor cores
 T4_USABLE_MIB = 15360 - 400  # a 16 GB T4 shows 15,360 MiB; leave room for the CUDA context
 
@@ -122,9 +135,35 @@ def synthetic_features(lengths: np.ndarray, max_length: int, pad: bool, seed: in
     return datasets.Dataset.from_dict(rows)
 
 
-def model_dir(folder: Path, layers: int) -> Path:
-    """A bert-base-uncased-shaped config and a stand-in uncased WordPiece vocabulary."""
-    BertConfig(num_hidden_layers=layers).save_pretrained(folder)
+def sst2_like_lengths(n: int, max_length: int, seed: int) -> np.ndarray:
+    """Sentence lengths like SST-2 train under bert-base-uncased with [CLS]/[SEP]: mostly short phrases
+    (median ~20 tokens, mean ~25 with the long tail of full sentences, at most 66 in the real set)."""
+    rng = np.random.default_rng(seed)
+    lengths = np.exp(rng.normal(math.log(20), 0.6, n)).round().astype(int)
+    return np.clip(lengths, 4, min(max_length, 66))
+
+
+def classification_features(lengths: np.ndarray, max_length: int, pad: bool, seed: int) -> datasets.Dataset:
+    """Single-sentence classification features with random tokens: [CLS] sentence [SEP], label 0/1."""
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list[Any]] = {key: [] for key in ("input_ids", "token_type_ids", "attention_mask", "labels", "length")}
+    for length in lengths.tolist():
+        width = max_length if pad else length
+        ids = rng.integers(1000, 30000, length)
+        ids[0], ids[-1] = 101, 102
+        rows["input_ids"].append(ids.tolist() + [0] * (width - length))
+        rows["token_type_ids"].append([0] * width)
+        rows["attention_mask"].append([1] * length + [0] * (width - length))
+        rows["labels"].append(int(rng.integers(0, 2)))
+        rows["length"].append(length)
+    return datasets.Dataset.from_dict(rows)
+
+
+def model_dir(folder: Path, layers: int, arch: str = "bert") -> Path:
+    """A bert-base-uncased- (or distilbert-base-uncased-) shaped config and a stand-in uncased WordPiece
+    vocabulary."""
+    config = BertConfig(num_hidden_layers=layers) if arch == "bert" else DistilBertConfig(n_layers=layers)
+    config.save_pretrained(folder)
     specials = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab = specials + [f"tok{i}" for i in range(30522 - len(specials))]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
@@ -137,7 +176,9 @@ def flops_per_sample(model: torch.nn.Module, lengths: np.ndarray) -> float:
     matmul = sum(m.weight.numel() for name, m in model.named_modules()
                  if isinstance(m, torch.nn.Linear) and "pooler" not in name)
     config = model.config
-    attention = 12 * config.num_hidden_layers * config.hidden_size * float(np.mean(lengths.astype(float) ** 2))
+    layers = getattr(config, "num_hidden_layers", None) or config.n_layers
+    hidden = getattr(config, "hidden_size", None) or config.dim
+    attention = 12 * layers * hidden * float(np.mean(lengths.astype(float) ** 2))
     return 6 * matmul * float(np.mean(lengths)) + attention
 
 
@@ -165,8 +206,9 @@ def row_from(name: str, section: dict[str, Any], memory: dict[str, Any], batch: 
 
 def base_config(args: argparse.Namespace, model_path: Path) -> dict[str, Any]:
     return {
-        "model_name_or_path": str(model_path), "random_init": True, "data": {"synthetic": {}},
-        "max_seq_length": args.max_length, "doc_stride": args.max_length // 3, "attention": "eager", "precision": args.precision,
+        "model_name_or_path": str(model_path), "random_init": True, "data": {"synthetic": {}}, "task": args.task,
+        "max_seq_length": args.max_length,
+        **({"doc_stride": args.max_length // 3} if args.task == "squad_v2" else {}), "attention": "eager", "precision": args.precision,
         "padding": "max_length", "batch_size": args.batch_size, "learning_rate": 3e-5,
         "max_steps": args.warmup + args.steps, "logging_steps": 50, "save_steps": 10**9,
         "dataloader_workers": 2, "seed": 0,
@@ -176,13 +218,16 @@ def base_config(args: argparse.Namespace, model_path: Path) -> dict[str, Any]:
 def run_recipe(name: str, args: argparse.Namespace, model_path: Path, data: dict[bool, datasets.Dataset],
                lengths: np.ndarray) -> dict[str, Any]:
     """Train one recipe through the production path; its steady-state row."""
-    train = TrainConfig(**{**base_config(args, model_path), **RECIPES[name]})
-    task = TASKS["squad_v2"]
+    recipe = dict(RECIPES[name])
+    if args.arch == "distilbert" and "lora" in recipe:  # DistilBERT's attention projections
+        recipe["lora"] = {**recipe["lora"], "target_modules": ["q_lin", "k_lin", "v_lin"]}
+    train = TrainConfig(**{**base_config(args, model_path), **recipe})
+    task = TASKS[args.task]
     tokenizer = BertTokenizerFast.from_pretrained(model_path)
     model = build_model(train, task)
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
         run_dir = RunDir(Path(folder))
-        session = build_session(train, run_dir, model, tokenizer, task, data[train.padding == "dynamic"],
+        session = build_session(train, run_dir, model, tokenizer, task, data[train.padding != "max_length"],
                                 warmup_steps=args.warmup, extra_callbacks=extra_callbacks(name, args))
         section = train_session(session, resume=False)
         memory = session.profiler.memory
@@ -195,9 +240,15 @@ def run_reference(args: argparse.Namespace, model_path: Path, data: dict[bool, d
                   lengths: np.ndarray) -> dict[str, Any]:
     """The plain transformers Trainer, study 1's A1 settings, default everything else."""
     torch.manual_seed(0)
-    config = BertConfig.from_pretrained(model_path)
-    model = AutoModelForQuestionAnswering.from_config(config, attn_implementation="eager")
-    features = data[False].remove_columns(["length"])
+    config = (BertConfig if args.arch == "bert" else DistilBertConfig).from_pretrained(model_path)
+    if args.task == "squad_v2":
+        model = AutoModelForQuestionAnswering.from_config(config, attn_implementation="eager")
+        features, collator = data[False].remove_columns(["length"]), default_data_collator
+    else:  # the Trainer's default for a tokenizer: pad each batch to its longest sentence
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+        features = data[True].remove_columns(["length"])
+        collator = DataCollatorWithPadding(BertTokenizerFast.from_pretrained(model_path))
+
     counter = TokenCounter()
     profiler = StepProfiler(counter, warmup_steps=args.warmup)
     with tempfile.TemporaryDirectory(prefix="bench-ref-") as folder:
@@ -206,7 +257,7 @@ def run_reference(args: argparse.Namespace, model_path: Path, data: dict[bool, d
             fp16=args.precision == "fp16", bf16=args.precision == "bf16", max_steps=args.warmup + args.steps,
             save_strategy="no", report_to="none", logging_steps=50, disable_tqdm=True,
         )
-        trainer = Trainer(model=model, args=training_args, train_dataset=features, data_collator=default_data_collator,
+        trainer = Trainer(model=model, args=training_args, train_dataset=features, data_collator=collator,
                           callbacks=[_CountSamples(counter, args.batch_size), profiler, *extra_callbacks("REF", args)])
         trainer.train()
     timing = profiler.timing()
@@ -284,9 +335,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--recipes", default="REF,A1,A2,A3,A4,B1,B3,C1,C2,D1,A5",
                         help="comma-separated: REF (plain Trainer) and " + ", ".join(RECIPES))
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--task", choices=["squad_v2", "sst2"], default="squad_v2",
+                        help="sst2: single-sentence classification batches of SST-2's lengths (max length 128)")
+    parser.add_argument("--arch", choices=["bert", "distilbert"], default="bert",
+                        help="distilbert: distilbert-base-shaped (6 layers unless --layers)")
     parser.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16")
-    parser.add_argument("--max-length", type=int, default=384)
-    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--max-length", type=int, help="default: 384 (squad_v2), 128 (sst2)")
+    parser.add_argument("--layers", type=int, help="default: 12 (bert), 6 (distilbert)")
     parser.add_argument("--warmup", type=int, default=40, help="steps left out of the steady-state numbers")
     parser.add_argument("--steps", type=int, default=300, help="steps measured")
     parser.add_argument("--features", type=int, default=8192)
@@ -301,19 +356,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.max_length = args.max_length or (384 if args.task == "squad_v2" else 128)
+    args.layers = args.layers or (12 if args.arch == "bert" else 6)
     if args.memory_only:
         args.warmup, args.steps = 1, 2
-    lengths = squad_like_lengths(args.features, args.max_length, seed=0)
+    shaped = squad_like_lengths if args.task == "squad_v2" else sst2_like_lengths
+    lengths = shaped(args.features, args.max_length, seed=0)
     if args.memory_only:
         lengths[:] = args.max_length
-    data = {pad_free: synthetic_features(lengths, args.max_length, pad=not pad_free, seed=1) for pad_free in (False, True)}
+    build = synthetic_features if args.task == "squad_v2" else classification_features
+    data = {pad_free: build(lengths, args.max_length, pad=not pad_free, seed=1) for pad_free in (False, True)}
+    if args.arch == "distilbert":  # DistilBERT has no segment embeddings
+        data = {key: value.remove_columns(["token_type_ids"]) for key, value in data.items()}
     print(f"# {time.strftime('%Y-%m-%d')} {torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'} "
           f"torch {torch.__version__}; features: mean length {lengths.mean():.1f} of {args.max_length}, "
-          f"batch {args.batch_size}, {args.precision}; command: python benchmarks/trainer.py {' '.join(sys.argv[1:])}",
+          f"batch {args.batch_size}, {args.precision}, {args.task}, {args.arch} x{args.layers}; command: python benchmarks/trainer.py {' '.join(sys.argv[1:])}",
           flush=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-model-") as folder:
-        model_path = model_dir(Path(folder), args.layers)
+        model_path = model_dir(Path(folder), args.layers, args.arch)
         if args.smoke_run_training:
             smoke_run_training(args.smoke_run_training, model_dir(Path(folder) / "small", 2))
         for name in args.recipes.split(","):

@@ -66,11 +66,12 @@ class Placement:
         return self.real_tokens / (self.num_rows * self.row_len)
 
 
-def place(lengths: Sequence[int], row_len: int, min_rows: int = 0) -> Placement:
+def place(lengths: Sequence[int], row_len: int, min_rows: int = 0, rows_multiple: int = 1) -> Placement:
     """First-fit decreasing placement of features of ``lengths`` tokens into rows of ``row_len`` tokens.
 
-    Deterministic (ties keep the batch's order). ``min_rows`` pads the batch to at least that many rows, for
-    fixed shapes under CUDA graphs. Raises :class:`PackingError` for an empty batch or a feature longer than a row.
+    Deterministic (ties keep the batch's order). ``min_rows`` pads the batch to at least that many rows, and
+    ``rows_multiple`` rounds the row count up to a multiple of it (rows of padding), for few distinct shapes
+    under compile and CUDA graphs. Raises :class:`PackingError` for an empty batch or a feature longer than a row.
     """
     if not lengths:
         raise PackingError("an empty batch cannot be packed")
@@ -92,10 +93,12 @@ def place(lengths: Sequence[int], row_len: int, min_rows: int = 0) -> Placement:
             row = len(free) - 1
         rows[i], offsets[i] = row, row_len - free[row]
         free[row] -= n
-    return Placement(tuple(rows), tuple(offsets), tuple(lengths), max(len(free), min_rows), row_len)
+    num_rows = -(-max(len(free), min_rows) // rows_multiple) * rows_multiple
+    return Placement(tuple(rows), tuple(offsets), tuple(lengths), num_rows, row_len)
 
 
-def pack(features: Sequence[Mapping[str, Sequence[int]]], row_len: int, min_rows: int = 0) -> dict[str, Any]:
+def pack(features: Sequence[Mapping[str, Sequence[int]]], row_len: int, min_rows: int = 0,
+         rows_multiple: int = 1) -> dict[str, Any]:
     """Collate token features (``input_ids`` and, where present, ``token_type_ids``; unpadded lists) into packed
     rows.
 
@@ -106,7 +109,7 @@ def pack(features: Sequence[Mapping[str, Sequence[int]]], row_len: int, min_rows
     import torch
 
     lengths = [len(f["input_ids"]) for f in features]
-    placement = place(lengths, row_len, min_rows)
+    placement = place(lengths, row_len, min_rows, rows_multiple)
     shape = (placement.num_rows, row_len)
     input_ids = torch.full(shape, PAD_TOKEN_ID, dtype=torch.long)
     token_type_ids = torch.zeros(shape, dtype=torch.long)

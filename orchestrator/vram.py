@@ -41,7 +41,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from jobs import methods
-from jobs.contract import ALL_LINEAR, TrainConfig, packed_row_len
+from jobs.contract import ALL_LINEAR, PACKED_ROWS_MULTIPLE, TrainConfig, packed_row_len
 from jobs.methods.base import Adapter
 from jobs.tasks import get_task
 from orchestrator.oomretry import smallest_prime_factor
@@ -311,11 +311,15 @@ def activation_shape(train: TrainConfig, batch: int) -> tuple[int, int]:
     """(rows, tokens a row) of the largest micro-batch of ``batch`` features. Packed: the worst case of
     first-fit (jobs/packing.py) for features of up to max_seq_length tokens, not the best case
     ceil(batch x max_seq_length / row_len): every row but one is more than half full, so at most
-    floor(2 x batch x max_seq_length / row_len) + 1 rows, and never more than one a feature."""
+    floor(2 x batch x max_seq_length / row_len) + 1 rows, and never more than one a feature; under compile
+    the count is rounded up to PACKED_ROWS_MULTIPLE (rows of padding)."""
     if train.padding != "packed":
         return batch, worst_length(train)
     row_len = packed_row_len(train)
-    return min(batch, 2 * batch * train.max_seq_length // row_len + 1), row_len
+    rows = min(batch, 2 * batch * train.max_seq_length // row_len + 1)
+    if train.compile is not None and train.compile.enabled:
+        rows = -(-rows // PACKED_ROWS_MULTIPLE) * PACKED_ROWS_MULTIPLE
+    return rows, row_len
 
 
 def estimate(train: TrainConfig, config: Mapping[str, Any] | None) -> Estimate | Unknown:

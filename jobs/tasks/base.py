@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from jobs.contract import SyntheticData, TrainConfig, packed_row_len, write_text_atomic
+from jobs.contract import PACKED_ROWS_MULTIPLE, SyntheticData, TrainConfig, packed_row_len, write_text_atomic
 from jobs.tasks.batching import PackingCollator, PaddingCollator
 
 if TYPE_CHECKING:
@@ -162,9 +162,12 @@ class Task:
 
     def collator(self, tokenizer: Any, train: TrainConfig) -> PaddingCollator | PackingCollator:
         """Right padding per batch (to the longest, rounded up to ``pad_to_multiple_of``), or with
-        ``padding: packed`` the batch's features packed into rows of ``packed_row_len(train)`` tokens."""
+        ``padding: packed`` the batch's features packed into rows of ``packed_row_len(train)`` tokens (under
+        compile, a multiple of PACKED_ROWS_MULTIPLE rows: each new row count is a recompilation and, under
+        CUDA graphs, a new graph and memory pool)."""
         if train.padding == "packed":
-            return PackingCollator(packed_row_len(train))
+            compiled = train.compile is not None and train.compile.enabled
+            return PackingCollator(packed_row_len(train), rows_multiple=PACKED_ROWS_MULTIPLE if compiled else 1)
         return PaddingCollator(tokenizer, pad_to_multiple_of=train.pad_to_multiple_of)
 
     def feature_key(self, train: TrainConfig, tokenizer: Any, split: str, fingerprint: str) -> dict[str, Any]:

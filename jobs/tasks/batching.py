@@ -68,12 +68,13 @@ class PackingCollator:
     Token columns become packed rows (``input_ids``, ``token_type_ids``, ``position_ids``, a block-diagonal
     ``attention_mask``) plus each feature's place (``feature_row``, ``feature_offset``, ``feature_length``);
     label columns stay one value a feature, in the batch's order (start/end positions count from the
-    feature's own first token, as unpacked). ``feature_length`` comes first in the dict: the Trainer takes a
+    feature's own first token, as unpacked). The row count is rounded up to ``rows_multiple`` (rows of
+    padding, attending only to themselves) so a compiled model sees few distinct shapes. ``feature_length`` comes first in the dict: the Trainer takes a
     batch's size from its first tensor, and that must count features, not rows.
     """
 
-    def __init__(self, row_len: int) -> None:
-        self.row_len = row_len
+    def __init__(self, row_len: int, rows_multiple: int = 1) -> None:
+        self.row_len, self.rows_multiple = row_len, rows_multiple
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         import torch
@@ -85,7 +86,7 @@ class PackingCollator:
         _check_positions(features)
         tokens = [{key: _as_list(feature[key]) for key in ("input_ids", "token_type_ids") if key in feature}
                   for feature in features]
-        packed = pack(tokens, self.row_len)
+        packed = pack(tokens, self.row_len, rows_multiple=self.rows_multiple)
         batch: dict[str, Any] = {"feature_length": packed.pop("feature_length"), **packed}
         for key in LABEL_KEYS:
             if key in features[0]:

@@ -53,6 +53,8 @@ def test_placement_is_first_fit_decreasing_deterministic_and_refuses_a_feature_l
         assert spans[-1][1] <= 32
     assert packing.place([20, 10, 15, 5], 32) == placement
     assert packing.place([5], 32, min_rows=4).num_rows == 4
+    assert packing.place([30, 30, 30], 32, rows_multiple=8).num_rows == 8
+    assert packing.place([30] * 9, 32, rows_multiple=8).num_rows == 16
     assert placement.fill == pytest.approx(50 / 64)
     with pytest.raises(packing.PackingError, match="40 tokens does not fit a packed row of 32 tokens"):
         packing.place([10, 40], 32)
@@ -80,14 +82,16 @@ def test_each_feature_gets_back_its_own_tokens_so_labels_relative_to_a_feature_d
     assert not mask[row, a_at, b_at] and not mask[row, b_at, a_at] and mask[row, a_at, a_at]
 
 
-@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
-def test_packed_question_answering_logits_and_loss_equal_the_features_run_one_by_one(implementation: str) -> None:
+@pytest.mark.parametrize(("implementation", "rows_multiple"), [("sdpa", 1), ("eager", 1), ("sdpa", 8)])
+def test_packed_question_answering_logits_and_loss_equal_the_features_run_one_by_one(implementation: str,
+                                                                                     rows_multiple: int) -> None:
     torch.manual_seed(0)
     model = BertForQuestionAnswering(_bert_config(implementation)).eval()
     features = _features(LENGTHS)
     starts = torch.tensor([0, 4, 2, 20, 0, 1, 13])
     ends = torch.tensor([0, 6, 3, 25, 0, 2, 15])
-    batch = packing.pack(features, ROW_LEN)
+    batch = packing.pack(features, ROW_LEN, rows_multiple=rows_multiple)
+    assert batch["input_ids"].shape[0] % rows_multiple == 0  # rows of padding under compile
     with torch.no_grad():
         start, end = packing.qa_logits(model, batch)
         loss = packing.qa_loss(start, end, starts, ends)
