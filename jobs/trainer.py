@@ -32,11 +32,13 @@ from jobs.adapter_analysis import write_adapter_analysis
 from jobs.callbacks import FiniteLossGuard, LossGuardCallback, RunDirCallback
 from jobs.contract import RunDir, RunSpec, TrainConfig, append_jsonl, read_jsonl, write_json_atomic
 from jobs.gpu import require_cuda
+from jobs.latency import measure_latency
 from jobs.methods import apply_methods, method_names
 from jobs.model import load_model, load_tokenizer, parameter_counts, present_modules
 from jobs.noise import noise_seed
 from jobs.packing import PackingError, packing_problem, unwrap
 from jobs.profiler import KernelProfiler, StepProfiler, TokenCounter
+from jobs.reporting import Reporter, require_packages
 from jobs.resume import ResumePoint, find_resume_point
 from jobs.spec_trainer import SpecTrainer
 from jobs.tasks import PreparedData, Task, get_task
@@ -189,6 +191,7 @@ def run_training(
     train = spec.train
     task = get_task(train.task)
     device_warnings = require_cuda(spec)  # before any tokenising: a GPU run never falls back to the CPU
+    require_packages(train.report_to)  # likewise: a missing tensorboard/wandb fails the run at its start
     set_seed(train.seed)
     run_dir.write_heartbeat("loading", step=0)
     tokenizer = load_tokenizer(train)
@@ -196,8 +199,9 @@ def run_training(
     set_seed(train.seed)  # the head's initialisation must not depend on a cache hit
     model = build_model(train, task)
     write_data_files(train, run_dir, data)
+    reporter = Reporter.start(spec, run_dir)
     session = build_session(train, run_dir, model, tokenizer, task, data.train_features,
-                            extra_callbacks=[*extra_callbacks, preemption.make_callback()])
+                            extra_callbacks=[*extra_callbacks, preemption.make_callback(), *reporter.callbacks])
     session.warnings.extend(device_warnings)
     session.warnings.extend(data.splits.warnings if data.splits is not None else [])
     zero_shot = train.data.max_train_samples == 0
@@ -211,6 +215,11 @@ def run_training(
     run_dir.write_heartbeat("evaluating", step=session.trainer.state.global_step,
                             total_steps=session.trainer.state.max_steps)
     evaluation = task.evaluate(session.trainer, data, train, run_dir.path)
+    reporter.log_final(session.trainer, evaluation.metrics)
+    reporter.finish()
+    latency = (None if train.latency is None else
+               measure_latency(session.trainer, data.eval_features, train.latency, train.eval_batch_size,
+                               task.non_model_columns))
     session.warnings.extend(write_adapter_analysis(model, train, run_dir))  # never raises
     return {
         "metrics": evaluation.metrics,
@@ -229,6 +238,7 @@ def run_training(
         "profile": _profile_files(session, run_dir),
         "finished_training_at": time.time(),
         "zero_shot": zero_shot,
+        "latency_ms": latency,
     }
 
 

@@ -10,7 +10,8 @@ Settings that matter for correctness or speed, whatever the spec:
 * ``logging_nan_inf_filter=False``: otherwise the Trainer replaces a NaN loss by a
   running mean (hiding divergence) and syncs with the GPU every step to do so;
 * ``save_total_limit=2``: the last two checkpoints, for resume after preemption;
-* ``report_to="none"``; no evaluation during training (the task evaluates after);
+* ``report_to="none"`` (the spec's ``report_to`` callbacks are built by :mod:`jobs.reporting`, pointed
+  at the run directory); no evaluation during training (the task evaluates after);
 * with CUDA: pinned host memory and non-blocking host-to-device copies, so the
   input copy does not wait for the previous step to finish.
 """

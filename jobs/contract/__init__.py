@@ -51,6 +51,7 @@ from jobs.contract.knobs import (
     packed_row_len,
     static_conflicts,
 )
+from jobs.contract.measures import REPORT_TARGETS, LatencyConfig, LatencyMs, LatencyPercentiles
 from jobs.contract.resources import LOCAL_GPUS_VARIABLE, DeviceInfo, Resources, check_compat
 from jobs.contract.rundir import (
     ACCOUNTING_FILE,
@@ -78,7 +79,9 @@ from jobs.contract.rundir import (
     SPACE_RESERVE_FILE,
     SPEC_FILE,
     SUBSET_FILE,
+    TENSORBOARD_DIR,
     TRACE_FILE,
+    WANDB_DIR,
     Failure,
     Heartbeat,
     Result,
@@ -139,6 +142,7 @@ __all__ = [
     "PREDICTIONS_FILE",
     "PREVIOUS_FAILURE_FILE",
     "REDACTED",
+    "REPORT_TARGETS",
     "RESULT_FILE",
     "RESULT_KEYS",
     "SAFE_NAME",
@@ -148,8 +152,10 @@ __all__ = [
     "SPACE_RESERVE_FILE",
     "SPEC_FILE",
     "SUBSET_FILE",
+    "TENSORBOARD_DIR",
     "TRACE_FILE",
     "UNHASHED_TRAIN_FIELDS",
+    "WANDB_DIR",
     "BitFitConfig",
     "CompileConfig",
     "DataConfig",
@@ -159,6 +165,9 @@ __all__ = [
     "HealthConfig",
     "Heartbeat",
     "IA3Config",
+    "LatencyConfig",
+    "LatencyMs",
+    "LatencyPercentiles",
     "LoraConfig",
     "MicroBatching",
     "NoiseConfig",

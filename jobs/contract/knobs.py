@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from jobs.contract.base import Strict
+from jobs.contract.measures import REPORT_TARGETS, LatencyConfig, ReportTarget
 
 
 class CompileConfig(Strict):
@@ -290,16 +291,38 @@ class TrainConfig(Strict):
     dataloader_workers: int = Field(2, ge=0)
     profile: bool = False  # PyTorch profiler window: top kernels + Chrome trace
     health: HealthConfig = Field(default_factory=HealthConfig)
+    # Training curves to TensorBoard (event files in the run's tensorboard/) and/or W&B (offline unless
+    # WANDB_MODE says otherwise; keys only from the environment). Not hashed: it changes no result.
+    report_to: tuple[ReportTarget, ...] = ()
+    # None: no latency measurement (it costs (warmup + batches) x 2 forward passes after evaluation)
+    latency: LatencyConfig | None = None
     # None: a run that ran out of GPU memory is resubmitted unchanged by --retry-failed. Not hashed.
     oom_retry: OomRetryConfig | None = None
 
-    @field_validator("compile", mode="before")
+    @field_validator("compile", "latency", mode="before")
     @classmethod
-    def _compile_shorthand(cls, value: Any) -> Any:
+    def _section_shorthand(cls, value: Any) -> Any:
+        """``compile: true`` / ``latency: true``: the section with its defaults; ``false``: off (None)."""
         if value is True:
-            return {"enabled": True}
+            return {}
         if value is False:
             return None
+        return value
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to_tuple(cls, value: Any) -> Any:
+        if value is None or value == "none":
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"names a target twice: write each of {', '.join(REPORT_TARGETS)} once (got {list(value)})")
         return value
 
     @model_validator(mode="after")

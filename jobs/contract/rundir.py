@@ -28,6 +28,11 @@ append-only, one object a line):
 ``predictions.json``, ``nbest_predictions.json``, ``null_odds.json``: SQuAD v2's answers, n-best lists
                     and no-answer probabilities (the scorer's ``--na-prob-file``).
 ``kernels.csv``, ``trace.json``: with ``profile: true``, the top kernels and the Chrome trace.
+``tensorboard/``    with ``report_to: [tensorboard]``: TensorBoard event files (train/loss, train/learning_rate,
+                    train/grad_norm at each logging step, eval/<metric> at the step evaluated); point
+                    ``tensorboard --logdir`` at the experiment directory to see its runs side by side.
+``wandb/``          with ``report_to: [wandb]``: wandb's folder, ``offline-run-<time>-<id>/`` per attempt
+                    unless WANDB_MODE says otherwise (upload later with ``wandb sync``).
 ``checkpoints/``    Trainer checkpoints for resume; each sealed by ``complete.json`` (size and
                     SHA-256 of every file) and carrying ``accounting.json`` (the run's figures
                     of the steps so far). See jobs/resume.py and jobs/accounting.py.
@@ -45,6 +50,7 @@ from typing import Any, Literal, TypeVar, cast
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.contract.atomic import read_json, write_json_atomic
+from jobs.contract.measures import LatencyMs
 from jobs.contract.spec import RunSpec
 
 # Every file (and folder) a run directory holds; nothing else names them.
@@ -69,6 +75,8 @@ NBEST_PREDICTIONS_FILE = "nbest_predictions.json"
 NULL_ODDS_FILE = "null_odds.json"
 KERNELS_FILE = "kernels.csv"
 TRACE_FILE = "trace.json"
+TENSORBOARD_DIR = "tensorboard"  # report_to: [tensorboard]: the event files (jobs/reporting.py)
+WANDB_DIR = "wandb"  # report_to: [wandb]: wandb's own folder (offline-run-*/ a run, for `wandb sync`)
 NOISE_SAMPLE_SIZE = 20
 
 HeartbeatState = Literal["starting", "loading", "training", "evaluating", "checkpointing", "waiting", "done", "failed"]
@@ -215,6 +223,9 @@ class Result(RunFile):
     adapted: _Section | None = Field(None, description=(
         "null, or {from, to, reason, adaptations} when the run trained with a micro-batching adapted after "
         "a CUDA OOM (spec.json adaptation; same effective batch)"))
+    latency_ms: LatencyMs | None = Field(None, description=(
+        "with latency: {batch_1: {p50, p95}, batch_N: {p50, p95}, batch_size, device, batches, warmup, "
+        "unmeasured {figure: why}}; ms a forward pass after warm-up; null when latency is off"))
     zero_shot: bool | None = Field(None, description=(
         "data.max_train_samples 0, no training (train.steps 0), the initial model evaluated"))
 
@@ -267,6 +278,7 @@ class RunDir:
     noise_sample_path = property(lambda self: self.path / NOISE_SAMPLE_FILE)
     kernels_path = property(lambda self: self.path / KERNELS_FILE)
     trace_path = property(lambda self: self.path / TRACE_FILE)
+    tensorboard_dir = property(lambda self: self.path / TENSORBOARD_DIR)
 
     def read_spec(self) -> RunSpec:
         return RunSpec.model_validate(read_json(self.spec_path))

@@ -80,10 +80,13 @@ def applied_train(spec: RunSpec) -> TrainConfig:
 
 
 # TrainConfig fields that do not change what is trained: runs that differ only in these share a config hash.
-UNHASHED_TRAIN_FIELDS = frozenset({"oom_retry"})
+UNHASHED_TRAIN_FIELDS = frozenset({"oom_retry", "report_to"})
 # Knobs added after runs existed, hashed only when set: at their default (None) they are left out, so an
 # upgrade does not give every existing run a new id (and `submit` would train them all again).
-HASHED_ONLY_WHEN_SET: tuple[tuple[str, ...], ...] = (("data", "noise"), ("ia3",), ("packing_row_len",))
+HASHED_ONLY_WHEN_SET: tuple[tuple[str, ...], ...] = (
+    ("data", "noise"), ("ia3",), ("packing_row_len",),
+    ("latency",),
+)
 
 
 

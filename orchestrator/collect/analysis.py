@@ -20,6 +20,9 @@ from orchestrator.collect.manifest import Manifest
 from orchestrator.collect.report import COMPLETED
 from orchestrator.collect.stats import aggregate, pareto_front
 
+# Inference latency (result.json latency_ms, jobs/latency.py): short name -> runs column.
+LATENCY_METRICS = {f"latency_{size}_{stat}_ms": f"latency_ms.batch_{size}.{stat}"
+                   for size in ("1", "N") for stat in ("p50", "p95")}
 # Aggregated per configuration: short name -> runs column. The tasks' metrics come from the tasks registry.
 TASK_METRICS = tuple(metric_labels())
 METRICS = {
@@ -32,11 +35,13 @@ METRICS = {
     "peak_allocated_mib": "memory.peak_allocated_mib", "peak_reserved_mib": "memory.peak_reserved_mib",
     "step_peak_allocated_mib": "memory.step_peak_allocated_mib",
     "step_peak_reserved_mib": "memory.step_peak_reserved_mib", "device_total_mib": "memory.device_total_mib",
+    **LATENCY_METRICS,
 }
 CI_METRICS = (*TASK_METRICS, "train_samples_per_s")
 _FLOAT_KNOBS = ("learning_rate", "alpha", "dropout", "epochs", "warmup", "weight_decay", "null_score_threshold",
                 "min_f1_ratio_to_baseline", "min_hasans_f1")
-FIRST_VALUE_COLUMNS = ("series", "base_name", "description", "memory.device_name",
+FIRST_VALUE_COLUMNS = ("series", "base_name", "description", "memory.device_name", "latency_ms.batch_size",
+                       "latency_ms.device",
                        "train.optimizer", "train.gradient_checkpointing", "train.precision", "train.compile.enabled",
                        "train.compile.backend", "train.lora.r", "train.quantization.bits")
 

@@ -23,7 +23,7 @@ LEAD_COLUMNS = (
     "in_matrix", "run_dir", "job_id", "node", "git_commit", "healthy",
     "warnings", "n_warnings", "failure.reason", "failure.message",
 )
-PREFIX_ORDER = ("grid.", "train.", "resources.", "metrics.", "train_result.", "eval.", "params.", "memory.",
+PREFIX_ORDER = ("grid.", "train.", "resources.", "metrics.", "train_result.", "eval.", "latency_ms.", "params.", "memory.",
                 "energy.", "log.", "heartbeat.", "failure.", "env.", "extra.")
 
 

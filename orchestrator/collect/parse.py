@@ -37,7 +37,8 @@ SPEC_KEYS = frozenset(RunSpec.model_fields)
 # result.json sections, flattened under these prefixes (the result's "train" section
 # becomes "train_result" so it never collides with the spec's "train.<knob>" columns).
 RESULT_SECTIONS = {"metrics": "metrics", "train": "train_result", "eval": "eval", "params": "params",
-                   "memory": "memory", "energy": "energy", "resume": "resume", "adapted": "adapted"}
+                   "memory": "memory", "energy": "energy", "resume": "resume", "adapted": "adapted",
+                   "latency_ms": "latency_ms"}
 # Training figures that are never 0 when measured: older workers wrote 0 samples/s and a
 # 1e-9 s runtime for an attempt that only evaluated. Such a value is left out as missing
 # (never a 0x speed-up) and named in the run's problems.

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from jobs.tasks import metric_labels
-from orchestrator.collect.analysis import Analysis
+from orchestrator.collect.analysis import LATENCY_METRICS, Analysis
 from orchestrator.collect.compare import MIN_SEEDS, Comparison, compare_all
 from orchestrator.collect.render import (
+    MISSING,
     Table,
     fmt_ci,
     fmt_delta,
@@ -136,12 +137,43 @@ def accuracy_speed_table(configs: pd.DataFrame, analysis: Analysis, name: str, t
         data[f"{metric}_mean"] = _col(configs, f"{metric}_mean").values
         data[f"{metric}_std"] = _col(configs, f"{metric}_std").values
         display[label] = _cells(configs, fmt_mean_std, f"{metric}_mean", f"{metric}_std", digits=digits)
+    latency = _latency_columns(configs, data, display)
     _delta_columns(configs, primary, data, display)
     return Table(name, title, data, display,
                  note=f"mean ± std over seeds; 95% CI: Student-t interval of the mean, none below n = {MIN_CI_N} "
                       "seeds (too few for an interval that keeps its coverage); Pareto: no configuration is both "
                       "faster and more accurate (anomalous ones left out); †: the speed-up may not be real, "
-                      "see the speed caveat.")
+                      "see the speed caveat." + (LATENCY_NOTE if latency else ""))
+
+
+LATENCY_NOTE = (" latency: inference ms a forward pass on the evaluation set after warm-up, p50 / p95 (means over "
+                "seeds), at batch size 1 and N (the run's eval_batch_size), on the run's device; –: not measured "
+                "(latency off, or result.json latency_ms.unmeasured says why).")
+
+
+def _latency_columns(configs: pd.DataFrame, data: pd.DataFrame, display: pd.DataFrame) -> bool:
+    """The latency columns, where any configuration measured latency; whether they were added."""
+    sizes = _col(configs, "latency_ms.batch_size")
+    if not sizes.notna().any():
+        return False
+    data["latency_batch_size"] = sizes.values
+    data["latency_device"] = _col(configs, "latency_ms.device").values
+    for name in LATENCY_METRICS:
+        data[f"{name}_mean"] = _col(configs, f"{name}_mean").values
+        data[f"{name}_std"] = _col(configs, f"{name}_std").values
+    display["latency bs 1 (ms) p50 / p95"] = _cells(configs, _fmt_percentiles, "latency_1_p50_ms_mean",
+                                                    "latency_1_p95_ms_mean")
+    display["latency bs N (ms) p50 / p95"] = [
+        text if text == MISSING or pd.isna(size) else f"{text} (N={int(size)})"
+        for text, size in zip(_cells(configs, _fmt_percentiles, "latency_N_p50_ms_mean", "latency_N_p95_ms_mean"),
+                              sizes)]
+    return True
+
+
+def _fmt_percentiles(p50: Any, p95: Any) -> str:
+    """``3.21 / 4.05``; an en dash when the median was not measured."""
+    text = fmt_number(p50)
+    return text if text == MISSING else f"{text} / {fmt_number(p95)}"
 
 
 def _delta_columns(configs: pd.DataFrame, primary: str | None, data: pd.DataFrame, display: pd.DataFrame) -> None:
