@@ -68,7 +68,8 @@ def smoke_run_training(out_dir: Path, model_path: Path) -> None:
               "max_steps": 30, "logging_steps": 10, "save_steps": 20, "batch_size": 16}
     variants = {
         "fp16-bucketed-profiled": {"precision": "fp16", "padding": "dynamic", "bucketing": True,
-                                   "optimizer": "adamw_fused", "profile": True},
+                                   "optimizer": "adamw_fused", "profile": True,
+                                   "latency": {"batches": 20, "warmup": 5}},
         "qlora-4bit-bf16": {"precision": "bf16", "quantization": {"bits": 4}, "lora": {"r": 8},
                             "learning_rate": 1e-3},
         "lora-8bit-fp16": {"precision": "fp16", "quantization": {"bits": 8}, "lora": {"r": 8}},
@@ -83,6 +84,7 @@ def smoke_run_training(out_dir: Path, model_path: Path) -> None:
             result = run_training(spec, run_dir)
             print(f"SMOKE {name} ok: f1={result['metrics'].get('f1')} steps={result['train']['steps']} "
                   f"memory={result['memory']} energy={result['energy']} params={result['params']} "
+                  f"latency_ms={result.get('latency_ms')} "
                   f"files={sorted(p.name for p in run_dir.path.iterdir())}", flush=True)
         except Exception as error:  # noqa: BLE001 - report every variant
             print(f"SMOKE {name} FAILED: {error!r}\n{traceback.format_exc()[-2000:]}", flush=True)
