@@ -3,6 +3,7 @@
 What a run would otherwise find out on the compute node, hours later, is checked here
 on the login node, without importing torch or transformers:
 
+* ``lora.placement`` / ``ia3.placement``: a known preset, defined for the model's architecture;
 * ``lora.target_modules`` against the module names of the model's architecture and
   ``freeze.layers`` against its layer count, where its ``config.json`` is reachable
   (``package:`` references, local directories, the Hugging Face cache); elsewhere the
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, resolve_model_ref
+from jobs.methods import placement
 from jobs.packing import packing_problem
 from jobs.tasks import get_task
 from orchestrator import vram
@@ -138,7 +140,31 @@ def train_problems(train: TrainConfig, where: str, hf_home: str | None = None) -
     config = model_config(train.model_name_or_path, hf_home)
     if config is not None:
         found += model_problems(train, config, where)
+    return found + placement_problems(train, None if config is None else str(config.get("model_type", "")), where)
+
+
+def placement_problems(train: TrainConfig, model_type: str | None, where: str) -> Problems:
+    """``lora.placement`` / ``ia3.placement``: a known preset, defined for the model's architecture when its
+    config.json is reachable (``model_type``; None: not reachable, the worker resolves it against the model)."""
+    found: Problems = []
+    for section in ("lora", "ia3"):
+        chosen = getattr(train, section)
+        preset = chosen.placement if chosen is not None else None
+        problem = None if preset is None else placement.preset_problem(f"{section}.placement", preset, model_type)
+        if problem is not None:
+            found.append((f"{where}.{section}.placement", problem + _architecture_words(train, model_type)))
     return found
+
+
+def _architecture_words(train: TrainConfig, model_type: str | None) -> str:
+    """The model's module names for a placement problem: each role's module, else its linear layers."""
+    if model_type in placement.PATHS_BY_TYPE:
+        modules = placement.architecture_modules(model_type)
+    elif model_type in MODULES_BY_TYPE:
+        modules = ", ".join(MODULES_BY_TYPE[model_type])
+    else:
+        return ""
+    return f"; the modules of {train.model_name_or_path} (model_type {model_type}): {modules}"
 
 
 def stride_problems(train: TrainConfig, where: str) -> Problems:
@@ -229,7 +255,8 @@ def model_problems(train: TrainConfig, config: dict[str, Any], where: str) -> Pr
     if packing is not None:
         found.append((f"{where}.padding", f"{name}: {packing}"))
     known = MODULES_BY_TYPE.get(model_type)
-    if train.lora is not None and known is not None and ALL_LINEAR not in train.lora.target_modules:
+    if (train.lora is not None and known is not None and ALL_LINEAR not in train.lora.target_modules
+            and train.lora.placement is None):  # a placement: placement_problems
         targets = known + get_task(train.task).head_modules
         unmatched = [t for t in train.lora.target_modules if t.rsplit(".", 1)[-1] not in targets]
         if unmatched:
