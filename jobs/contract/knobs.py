@@ -52,7 +52,7 @@ class LoraConfig(Strict):
         return _placement_alone(self, ("target_modules",))
 
 
-def _placement_alone(section: Strict, fields: tuple[str, ...]) -> Any:
+def _placement_alone(section: LoraConfig | IA3Config, fields: tuple[str, ...]) -> Any:
     """A placement preset chooses the modules: refuse it together with module names other than the defaults
     (spec.json, read back, holds the defaults next to the placement)."""
     defaults = type(section).model_fields

@@ -100,7 +100,7 @@ def test_submit_refuses_an_unknown_preset_naming_the_architectures_modules(tmp_p
     assert preflight.train_problems(train, "runs.A") == [(
         "runs.A.lora.placement",
         (f"lora.placement 'attn-qk' is not a placement preset; known presets: attn-qkv, attn-full, ffn-only, "
-         f"all-linear; the modules of {path} (model_type distilbert): query=attention.q_lin, key=attention.k_lin, "
+         f"all-linear (did you mean 'attn-qkv'?); the modules of {path} (model_type distilbert): query=attention.q_lin, key=attention.k_lin, "
          "value=attention.v_lin, attn_out=attention.out_lin, ffn_in=ffn.lin1, ffn_out=ffn.lin2"))]
 
 
@@ -171,3 +171,38 @@ def test_vram_estimate_of_a_preset_equals_its_modules_named(preset: str, targets
     ia3_names = vram.estimate(TrainConfig(ia3={"target_modules": targets, "feedforward_modules": ffn_out}, **common),
                               DISTILBERT)
     assert ia3_preset == ia3_names
+
+
+def test_submit_dry_run_reports_every_placement_problem_exit_2(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.unit.dry_run import dry_run
+
+    distil = tmp_path / "distil"
+    distil.mkdir()
+    _model_dir(distil, DISTILBERT)
+    gpt2 = tmp_path / "gpt2"
+    gpt2.mkdir()
+    _model_dir(gpt2, {"model_type": "gpt2", "n_embd": 16, "n_layer": 2, "n_head": 2, "vocab_size": 64})
+    head = "experiment: placement\nroot: {root}\ncluster: example-t4\nexecutor: local\n"
+    code, _, err = dry_run(tmp_path, head, f"""
+        defaults: {{task: sst2, data: {{synthetic: {{}}}}, model_name_or_path: {distil}}}
+        runs:
+          P: {{lora: {{r: 8}}, grid: {{lora.placement: [attn-qkv, ffn-onyl]}}}}
+          G: {{model_name_or_path: {gpt2}, ia3: {{placement: attn-full}}}}
+          OK: {{ia3: {{placement: all-linear}}}}
+    """, capsys)
+    assert code == 2, err
+    assert ("lora.placement 'ffn-onyl' is not a placement preset; known presets: attn-qkv, attn-full, ffn-only, "
+            f"all-linear (did you mean 'ffn-only'?); the modules of {distil} (model_type distilbert): query=attention.q_lin") in err
+    assert "runs.G.ia3.placement: ia3.placement 'attn-full': no placement presets for model_type 'gpt2'" in err
+    assert "attn-qkv'" not in err and "runs.OK" not in err
+
+
+def test_submit_refuses_ia3s_bert_defaults_on_distilbert(tmp_path: Path) -> None:
+    train = TrainConfig(model_name_or_path=_model_dir(tmp_path, DISTILBERT), task="sst2", ia3={},
+                        data={"synthetic": {}})
+    [(key, message)] = preflight.train_problems(train, "runs.I")
+    assert key == "runs.I.ia3.target_modules"
+    assert message.startswith(f"'key', 'value', 'output.dense' match no module of {tmp_path} (model_type distilbert)")
+    assert message.endswith("its layers: q_lin, k_lin, v_lin, out_lin, lin1, lin2, word_embeddings, "
+                            "position_embeddings; or set ia3.placement")
