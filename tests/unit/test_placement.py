@@ -151,10 +151,21 @@ def test_tables_name_the_placement() -> None:
     assert label({"ia3": {"placement": "all-linear"}}) == "IA3 (all-linear)"
     assert describe_words({"ia3": {"placement": "all-linear"}}) == ["IA3 on all-linear"]
     assert label({"lora": {"r": 8, "target_modules": ["query", "value"]}}) == "LoRA r=8"  # unchanged without one
+    from orchestrator.collect import describe  # collect's method and configuration columns
+
+    spec_train = TrainConfig(lora={"r": 8, "placement": "attn-full"}, data={"synthetic": {}}).model_dump(mode="json")
+    assert describe.method(spec_train) == "LoRA r=8 (attn-full)"
+    assert "LoRA r=8 on attn-full" in describe.describe(spec_train)
 
 
 DISTILBERT = {"model_type": "distilbert", "dim": 768, "n_layers": 6, "n_heads": 12, "hidden_dim": 3072,
               "vocab_size": 30522, "max_position_embeddings": 512, "dropout": 0.1, "attention_dropout": 0.1}
+
+
+def test_vram_reads_distilberts_config_keys() -> None:
+    dims = vram.dims_from_config(DISTILBERT, {"n_layers": 3})
+    assert isinstance(dims, vram.Dims)
+    assert (dims.hidden, dims.layers, dims.heads, dims.intermediate, dims.vocab) == (768, 3, 12, 3072, 30522)
 
 
 @pytest.mark.parametrize(("preset", "targets"), [("attn-qkv", ["q_lin", "k_lin", "v_lin"]),
