@@ -64,8 +64,8 @@ TARGET_ROLES: dict[str, tuple[str, ...]] = {
     "v_lin": ("value",), "query_proj": ("query",), "key_proj": ("key",), "value_proj": ("value",),
     "c_attn": ("query", "key", "value"), "dense": ("attn_out", "ffn_in", "ffn_out"), "out_lin": ("attn_out",),
     "lin1": ("ffn_in",), "lin2": ("ffn_out",), "ffn": ("ffn_in",), "ffn_output": ("ffn_out",),
-    "c_fc": ("ffn_in",), "c_proj": ("attn_out", "ffn_out"),
-}
+    "c_fc": ("ffn_in",), "c_proj": ("attn_out", "ffn_out"), **{r: (r,) for r in ("attn_out", "ffn_in", "ffn_out")},
+}  # the last: a placement preset's roles (jobs/methods/placement.py)
 EMBEDDING_TARGETS = ("word_embeddings", "wte")
 KEYS = {"hidden": ("hidden_size", "dim", "n_embd", "d_model"), "layers": ("num_hidden_layers", "n_layers", "n_layer"),
         "heads": ("num_attention_heads", "n_heads", "n_head"), "vocab": ("vocab_size",),

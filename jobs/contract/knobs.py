@@ -29,6 +29,8 @@ class LoraConfig(Strict):
     dropout: float = Field(0.1, ge=0, lt=1)
     # Leaf module names (``query``, DistilBERT's ``q_lin``), dotted suffixes, or ``all-linear``.
     target_modules: tuple[str, ...] = ("query", "value")
+    # Instead of target_modules: a preset resolved per architecture (jobs/methods/placement.py).
+    placement: str | None = None
 
     @field_validator("target_modules", mode="before")
     @classmethod
@@ -45,6 +47,22 @@ class LoraConfig(Strict):
         if ALL_LINEAR in value and len(value) > 1:
             raise ValueError(f"{ALL_LINEAR} already covers every linear layer: write target_modules: {ALL_LINEAR}")
         return value
+
+    @model_validator(mode="after")
+    def _placement_alone(self) -> LoraConfig:
+        return _placement_alone(self, ("target_modules",))
+
+
+def _placement_alone(section: LoraConfig | IA3Config, fields: tuple[str, ...]) -> Any:
+    """A placement preset chooses the modules: refuse it together with module names other than the defaults
+    (spec.json, read back, holds the defaults next to the placement)."""
+    defaults = type(section).model_fields
+    given = [name for name in fields if getattr(section, name) != defaults[name].default]
+    placement = section.placement
+    if placement is not None and given:
+        raise ValueError(f"placement {placement!r} and {' and '.join(given)} both choose the adapted modules: "
+                         f"keep placement (resolved per architecture) or {' and '.join(given)}, not both")
+    return section
 
 
 class QuantizationConfig(Strict):
@@ -75,6 +93,8 @@ class IA3Config(Strict):
 
     target_modules: tuple[str, ...] = ("key", "value", "output.dense")
     feedforward_modules: tuple[str, ...] = ("output.dense",)
+    # Instead of the two above: a preset resolved per architecture (jobs/methods/placement.py).
+    placement: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -104,6 +124,10 @@ class IA3Config(Strict):
             raise ValueError(f"feedforward_modules {', '.join(map(repr, extra))} not in target_modules: "
                              "add them to target_modules (peft scales only targeted modules)")
         return self
+
+    @model_validator(mode="after")
+    def _placement_alone(self) -> IA3Config:
+        return _placement_alone(self, ("target_modules", "feedforward_modules"))
 
 
 class SyntheticData(Strict):

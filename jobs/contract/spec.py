@@ -85,6 +85,7 @@ UNHASHED_TRAIN_FIELDS = frozenset({"oom_retry", "report_to"})
 # upgrade does not give every existing run a new id (and `submit` would train them all again).
 HASHED_ONLY_WHEN_SET: tuple[tuple[str, ...], ...] = (
     ("data", "noise"), ("ia3",), ("packing_row_len",),
+    ("lora", "placement"), ("ia3", "placement"),
     ("latency",),
 )
 
@@ -97,8 +98,8 @@ def config_hash(train: TrainConfig) -> str:
     for *sections, key in HASHED_ONLY_WHEN_SET:
         node = dumped
         for section in sections:
-            node = node.get(section, {})
-        if node.get(key, 0) is None:
+            node = node.get(section) or {}  # a section left unset (None) has no key to drop
+        if key in node and node[key] is None:
             del node[key]
     return hashlib.sha256(canonical_json(dumped).encode()).hexdigest()[:8]
 

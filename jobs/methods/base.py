@@ -110,6 +110,25 @@ def joined_targets(targets: Any) -> str:
     return str(targets or "").replace(",", "/")
 
 
+def targets_words(adapter: Mapping[str, Any]) -> str:
+    """An adapter section's modules in words: its placement preset (``attn-qkv``), else its targets."""
+    placement = adapter.get("placement")
+    return str(placement) if placement else joined_targets(adapter.get("target_modules"))
+
+
+def placed_targets(model: torch.nn.Module, key: str, preset: str) -> dict[str, list[str]]:
+    """role -> the full module names of ``model`` that ``preset`` places adapters on (``key``: the knob's
+    path). Raises ValueError naming the key, the value, the known presets and the architecture's modules."""
+    from jobs.methods.placement import PlacementError, architecture_modules, resolve_modules
+
+    model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
+    try:
+        return resolve_modules((name for name, _ in model.named_modules()), preset, model_type, key)
+    except PlacementError as exc:
+        raise ValueError(f"{exc}; {model_type or 'the model'}'s modules: "
+                         f"{architecture_modules(model_type)}") from exc
+
+
 def unmatched_targets(module_names: Iterable[str], targets: Sequence[str]) -> list[str]:
     """Those of ``targets`` that name no module, by peft's rule for a list of names: a
     target matches a module whose dotted name equals it or ends with ``.target``.

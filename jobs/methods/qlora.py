@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from jobs.contract import QuantizationConfig, TrainConfig
-from jobs.methods.base import Adapter, Method, joined_targets, section
+from jobs.methods.base import Adapter, Method, section, targets_words
 from jobs.methods.lora import add_lora, lora_adapter
 
 if TYPE_CHECKING:
@@ -59,14 +59,15 @@ class QLora(Method):
         lora, quant = section(train, "lora"), section(train, "quantization")
         if lora is None or quant is None:
             return None
-        return (f"QLoRA r={lora.get('r')} on {joined_targets(lora.get('target_modules'))} ({quant.get('bits')}-bit "
+        return (f"QLoRA r={lora.get('r')} on {targets_words(lora)} ({quant.get('bits')}-bit "
                 f"{str(quant.get('quant_type', '')).upper()}, {quant.get('compute_dtype')} compute)")
 
     def label(self, train: Mapping[str, Any]) -> str | None:
         lora, quant = section(train, "lora"), section(train, "quantization")
         if lora is None or quant is None:
             return None
-        return f"QLoRA ({quant.get('bits')}-bit) r={lora.get('r')}"
+        return f"QLoRA ({quant.get('bits')}-bit) r={lora.get('r')}" + (
+            f" ({lora['placement']})" if lora.get("placement") else "")
 
     def adapter(self, train: TrainConfig) -> Adapter | None:
         return lora_adapter(train)

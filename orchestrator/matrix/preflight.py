@@ -3,7 +3,8 @@
 What a run would otherwise find out on the compute node, hours later, is checked here
 on the login node, without importing torch or transformers:
 
-* ``lora.target_modules`` against the module names of the model's architecture and
+* ``lora.placement`` / ``ia3.placement``: a known preset, defined for the model's architecture;
+* ``lora.target_modules`` / ``ia3.target_modules`` against the module names of the model's architecture and
   ``freeze.layers`` against its layer count, where its ``config.json`` is reachable
   (``package:`` references, local directories, the Hugging Face cache); elsewhere the
   worker refuses unmatched targets at once (``jobs.methods.base.unmatched_targets``);
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, resolve_model_ref
+from jobs.methods import placement
 from jobs.packing import packing_problem
 from jobs.tasks import get_task
 from orchestrator import vram
@@ -138,7 +140,32 @@ def train_problems(train: TrainConfig, where: str, hf_home: str | None = None) -
     config = model_config(train.model_name_or_path, hf_home)
     if config is not None:
         found += model_problems(train, config, where)
+    return found + placement_problems(train, None if config is None else str(config.get("model_type", "")), where)
+
+
+def placement_problems(train: TrainConfig, model_type: str | None, where: str) -> Problems:
+    """``lora.placement`` / ``ia3.placement``: a known preset, defined for the model's architecture when its
+    config.json is reachable (``model_type``; None: not reachable, the worker resolves it against the model)."""
+    found: Problems = []
+    for section in ("lora", "ia3"):
+        chosen = getattr(train, section)
+        preset = chosen.placement if chosen is not None else None
+        problem = None if preset is None else placement.preset_problem(f"{section}.placement", preset, model_type)
+        if problem is not None:
+            hint = suggest(str(preset), list(placement.PRESETS)) if preset not in placement.PRESETS else ""
+            found.append((f"{where}.{section}.placement", problem + hint + _architecture_words(train, model_type)))
     return found
+
+
+def _architecture_words(train: TrainConfig, model_type: str | None) -> str:
+    """The model's module names for a placement problem: each role's module, else its linear layers."""
+    if model_type in placement.PATHS_BY_TYPE:
+        modules = placement.architecture_modules(model_type)
+    elif model_type in MODULES_BY_TYPE:
+        modules = ", ".join(MODULES_BY_TYPE[model_type])
+    else:
+        return ""
+    return f"; the modules of {train.model_name_or_path} (model_type {model_type}): {modules}"
 
 
 def stride_problems(train: TrainConfig, where: str) -> Problems:
@@ -221,7 +248,7 @@ def _config_path(name: str, hf_home: str | None) -> str | None:
 
 
 def model_problems(train: TrainConfig, config: dict[str, Any], where: str) -> Problems:
-    """lora.target_modules, freeze.layers and padding: packed against the model's architecture."""
+    """lora/ia3.target_modules, freeze.layers and padding: packed against the model's architecture."""
     found: Problems = []
     model_type = str(config.get("model_type", ""))
     name = train.model_name_or_path
@@ -229,16 +256,20 @@ def model_problems(train: TrainConfig, config: dict[str, Any], where: str) -> Pr
     if packing is not None:
         found.append((f"{where}.padding", f"{name}: {packing}"))
     known = MODULES_BY_TYPE.get(model_type)
-    if train.lora is not None and known is not None and ALL_LINEAR not in train.lora.target_modules:
-        targets = known + get_task(train.task).head_modules
-        unmatched = [t for t in train.lora.target_modules if t.rsplit(".", 1)[-1] not in targets]
+    for section in ("lora", "ia3"):
+        chosen = getattr(train, section)
+        if chosen is None or known is None or chosen.placement is not None:  # a placement: placement_problems
+            continue
+        targets = [t for t in chosen.target_modules if t != ALL_LINEAR or section == "ia3"]
+        choices = known + get_task(train.task).head_modules
+        unmatched = [t for t in targets if t.rsplit(".", 1)[-1] not in choices]
         if unmatched:
-            hints = [f"{t!r}{suggest(t.rsplit('.', 1)[-1], list(targets))}" for t in unmatched]
+            hints = [f"{t!r}{suggest(t.rsplit('.', 1)[-1], list(choices))}" for t in unmatched]
             hints = [h.replace(" (did you mean", ": did you mean").removesuffix(")") for h in hints if "did you mean" in h]
+            fix = f"write target_modules: {ALL_LINEAR}" if section == "lora" else f"set {section}.placement"
             message = (f"{', '.join(map(repr, unmatched))} match no module of {name} (model_type {model_type})"
-                       + (f" ({'; '.join(hints)})" if hints else "")
-                       + f"; its layers: {', '.join(known)}; or write target_modules: {ALL_LINEAR}")
-            found.append((f"{where}.lora.target_modules", message))
+                       + (f" ({'; '.join(hints)})" if hints else "") + f"; its layers: {', '.join(known)}; or {fix}")
+            found.append((f"{where}.{section}.target_modules", message))
     layers = _layer_count(config, train)
     if layers is not None and train.freeze.layers > layers:
         message = f"{train.freeze.layers} exceeds the {layers} layers of {name}: use at most {layers}"
