@@ -83,7 +83,8 @@ def applied_train(spec: RunSpec) -> TrainConfig:
 UNHASHED_TRAIN_FIELDS = frozenset({"oom_retry"})
 # Knobs added after runs existed, hashed only when set: at their default (None) they are left out, so an
 # upgrade does not give every existing run a new id (and `submit` would train them all again).
-HASHED_ONLY_WHEN_SET: tuple[tuple[str, ...], ...] = (("data", "noise"), ("ia3",), ("packing_row_len",))
+HASHED_ONLY_WHEN_SET: tuple[tuple[str, ...], ...] = (("data", "noise"), ("ia3",), ("packing_row_len",),
+                                                    ("eval_strategy",), ("eval_steps",), ("train_eval_samples",), ("early_stopping",))
 
 
 

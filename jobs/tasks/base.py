@@ -53,6 +53,7 @@ class EvalOutput:
     samples_per_s: float
     postprocess_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    loss: float | None = None  # the mean loss, where the evaluation features carry labels (not SQuAD v2's)
 
 
 def source_hash(module: ModuleType) -> str:
@@ -230,4 +231,6 @@ class Task:
             raise ValueError(f"task {self.name}: its score returned {sorted(metrics)}: it must return its primary "
                              f"metric {self.primary_metric!r} and only its declared metrics {list(self.metrics)}")
         speed = output.metrics or {}
-        return EvalOutput(metrics, speed["test_runtime"], speed["test_samples_per_second"], postprocess_s, extra)
+        loss = speed.get("test_loss")
+        return EvalOutput(metrics, speed["test_runtime"], speed["test_samples_per_second"], postprocess_s, extra,
+                          None if loss is None else float(loss))
