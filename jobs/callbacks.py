@@ -140,7 +140,8 @@ class ResumableEarlyStopping(EarlyStoppingCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         super().on_train_begin(args, state, control, **kwargs)
-        stored = (state.stateful_callbacks or {}).get(type(self).__name__)
+        callbacks: Any = state.stateful_callbacks or {}  # a dict once loaded from a checkpoint
+        stored = callbacks.get(type(self).__name__) if isinstance(callbacks, dict) else None
         if isinstance(stored, dict):
             counter = stored.get("attributes", {}).get("early_stopping_patience_counter")
             if isinstance(counter, int):
