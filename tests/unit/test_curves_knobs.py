@@ -50,19 +50,19 @@ def test_evaluation_knobs_refused_with_key_value_and_fix(tmp_path: Path, capsys:
     """, capsys)
     assert code == 2, err
     expected = [
-        "runs.NO_EVAL.early_stopping: needs evaluation during training: add eval_steps: N or eval_strategy: epoch, "
-        "or drop early_stopping",
+        ("runs.NO_EVAL.early_stopping: needs evaluation during training: add eval_steps: N or eval_strategy: epoch, "
+        "or drop early_stopping"),
         "runs.NO_EVAL.train_eval_samples: needs evaluation during training",
-        "runs.EPOCH_STEPS.eval_steps: 10 only applies to eval_strategy: steps (it is epoch): drop eval_steps or "
-        "write eval_strategy: steps",
+        ("runs.EPOCH_STEPS.eval_steps: 10 only applies to eval_strategy: steps (it is epoch): drop eval_steps or "
+        "write eval_strategy: steps"),
         "runs.STEPS_ALONE.eval_strategy: steps needs eval_steps: N",
-        "runs.TOO_LATE.eval_steps: 200 is more than max_steps (100): no evaluation would run; lower eval_steps to "
-        "at most 100",
-        "runs.BAD_METRIC.early_stopping.metric: 'acuracy' is not a validation metric of task sst2: write one of "
-        "accuracy, loss (did you mean 'accuracy'?)",
+        ("runs.TOO_LATE.eval_steps: 200 is more than max_steps (100): no evaluation would run; lower eval_steps to "
+        "at most 100"),
+        ("runs.BAD_METRIC.early_stopping.metric: 'acuracy' is not a validation metric of task sst2: write one of "
+        "accuracy, loss (did you mean 'accuracy'?)"),
         "runs.QA_LOSS.early_stopping.metric: 'loss' is not a validation metric of task squad_v2: write one of exact, f1",
-        "runs.ZERO_SHOT.eval_strategy: steps: data.max_train_samples 0 is a zero-shot run that does not train: "
-        "drop eval_strategy",
+        ("runs.ZERO_SHOT.eval_strategy: steps: data.max_train_samples 0 is a zero-shot run that does not train: "
+        "drop eval_strategy"),
     ]
     for line in expected:
         assert line in err, f"{line!r} not in:\n{err}"
