@@ -76,13 +76,15 @@ class CurveEvaluator:
         for split, data in (("validation", self.data), ("train", self.sample)):
             if data is None:
                 continue
+            started = time.perf_counter()
             with tempfile.TemporaryDirectory() as scratch:  # prediction files of the final evaluation stay as they are
                 output = self.task.evaluate(trainer, data, self.train, Path(scratch))
+            runtime_s = time.perf_counter() - started
             metrics = dict(output.metrics)
             if output.loss is not None:
                 metrics["loss"] = output.loss
             record = EvalRecord(step=state.global_step, epoch=state.epoch, split=split,  # type: ignore[arg-type]
-                                metrics=dict(metrics), time=time.time(), runtime_s=output.runtime_s)
+                                metrics=dict(metrics), time=time.time(), runtime_s=runtime_s)
             append_jsonl(self.run_dir.metrics_path, record.model_dump(mode="json"))
             if split == "validation":
                 validation = metrics
@@ -99,6 +101,16 @@ def loss_fields(evaluation: EvalOutput) -> dict[str, Any]:
         fields["unmeasured"] = {**fields.get("unmeasured", {}),
                                 "loss": "the evaluation features carry no labels (no loss to compute)"}
     return fields
+
+
+def evaluation_time_s(run_dir: RunDir) -> float | None:
+    """Seconds the evaluations during training took (the metrics.jsonl lines' runtime_s, every attempt's
+    kept lines), None without any: the training's runtime_s and throughput include them."""
+    if not run_dir.metrics_path.exists():
+        return None
+    times = [float(line["runtime_s"]) for line in read_jsonl(run_dir.metrics_path)
+             if "split" in line and isinstance(line.get("runtime_s"), (int, float))]
+    return sum(times) if times else None
 
 
 def drop_evaluations_after(run_dir: RunDir, step: int) -> int:

@@ -184,7 +184,7 @@ class EvalRecord(RunFile):
     split: EvalSplit = Field(description="validation, or train: the seeded sample of train_eval_samples rows")
     metrics: dict[str, float | None] = Field(description="the task's metrics (percent), and loss where labels give one")
     time: float = Field(description="unix time")
-    runtime_s: float | None = None
+    runtime_s: float | None = Field(None, description="wall time of this evaluation, post-processing included")
 
 
 def eval_records(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -222,7 +222,8 @@ class Result(RunFile):
         "resumed_from_step, compile_time_s, steady_step_time_s, steady_samples_per_s, steady_tokens_per_s, "
         "attempts_timed: the run's across all attempts (null when unmeasured, named in warnings)"))
     eval: _Section = Field(default_factory=dict, description=(
-        "runtime_s, samples_per_s, postprocess_s, loss (null where the features carry no labels: SQuAD v2); classification: num_classes, predicted_classes "
+        "runtime_s, samples_per_s, postprocess_s, during_training_s (the evaluations during training, which "
+        "train.runtime_s includes; null without), loss (null where the features carry no labels: SQuAD v2); classification: num_classes, predicted_classes "
         "{class id: count}; unmeasured: {metric: why it is null or absent}"))
     params: _Section = Field(default_factory=dict, description="trainable, total")
     memory: _Section = Field(default_factory=dict, description=(

@@ -59,6 +59,8 @@ def test_sst2_evaluations_at_every_eval_steps_and_once_after_a_resume(
     assert all(set(r["metrics"]) == {"accuracy", "loss"} for r in records)
     assert records[0]["epoch"] == pytest.approx(2 * 4 / 48)  # 4 rows a step, 48 rows an epoch
     assert result["early_stopping"] is None
+    # the time the kept evaluations took (training's runtime includes it)
+    assert result["eval"]["during_training_s"] == pytest.approx(sum(r["runtime_s"] for r in records))
     # the last evaluation is of the final weights: the result's figures
     assert records[-2]["metrics"]["accuracy"] == pytest.approx(result["metrics"]["accuracy"])
     assert records[-2]["metrics"]["loss"] == pytest.approx(result["eval"]["loss"], rel=1e-5)
