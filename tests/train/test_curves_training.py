@@ -111,3 +111,16 @@ def test_squad_v2_curves_use_the_qa_post_processing(
     best = next(r for r in records if r["split"] == "validation" and r["step"] == outcome["best_step"])
     assert result["metrics"]["f1"] == pytest.approx(best["metrics"]["f1"])
     assert json.loads((run_dir.path / "predictions.json").read_text())  # the final evaluation's files, not a curve's
+
+
+def test_evaluation_knobs_map_to_training_arguments(tiny: Callable[..., TrainConfig], tmp_path: Any) -> None:
+    from jobs.training_args import build_training_arguments
+
+    plain = build_training_arguments(tiny(), tmp_path, cuda=False)
+    assert plain.eval_strategy == "no" and not plain.load_best_model_at_end
+    args = build_training_arguments(tiny(eval_steps=4, save_steps=10, early_stopping={"metric": "loss"}), tmp_path,
+                                    cuda=False)
+    assert (args.eval_strategy, args.eval_steps, args.save_strategy, args.save_steps) == ("steps", 4, "steps", 4)
+    assert args.load_best_model_at_end and args.metric_for_best_model == "loss" and args.greater_is_better is False
+    epoch = build_training_arguments(tiny(eval_strategy="epoch", early_stopping={"metric": "f1"}), tmp_path, cuda=False)
+    assert (epoch.eval_strategy, epoch.save_strategy, epoch.greater_is_better) == ("epoch", "epoch", True)
