@@ -90,6 +90,12 @@ def test_early_stopping_stops_after_its_patience_and_reports_the_best_checkpoint
     assert result["eval"]["loss"] == pytest.approx(best["metrics"]["loss"], rel=1e-5)
     checkpoints = sorted(path.name for path in run_dir.checkpoint_dir.iterdir())
     assert f"checkpoint-{outcome['best_step']}" in checkpoints  # kept by the rotation
+    # a requeue during the final evaluation: no step more, the best weights evaluated again, no line repeated
+    again = run_training(spec_for(train, "stop"), run_dir)
+    assert again["train"]["steps"] == 6 and again["early_stopping"] == outcome
+    assert again["metrics"] == pytest.approx(result["metrics"])
+    assert again["eval"]["loss"] == pytest.approx(result["eval"]["loss"], rel=1e-5)
+    assert [r for r in _evaluations(run_dir) if r["split"] == "validation"] == records
 
 
 def test_squad_v2_curves_use_the_qa_post_processing(
