@@ -11,6 +11,9 @@
   just delays detection by a step or two) and exactly at each logging step, where
   the Trainer syncs anyway. On the CPU each step is checked exactly.
 
+* :class:`ResumableEarlyStopping`: HF's early stopping, whose count of evaluations
+  without improvement survives a requeue (read back from the checkpoint's trainer state).
+
 The Trainer's ``logging_nan_inf_filter`` must be off (``training_args`` does that): it
 would replace a NaN loss by the running mean and hide it.
 """
@@ -24,7 +27,7 @@ import time
 from typing import Any
 
 import torch
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import EarlyStoppingCallback, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from jobs.contract import RunDir, append_jsonl
 from jobs.failures import NonFiniteLossError
@@ -127,3 +130,19 @@ class RunDirCallback(TrainerCallback):
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.beat(state)
+
+
+class ResumableEarlyStopping(EarlyStoppingCallback):
+    """HF's early stopping (improvement: better than the best so far by more than ``min_delta``), its
+    patience count restored from a resumed checkpoint's trainer state. HF restores callback states only
+    with ``restore_callback_states_from_checkpoint``, which would also restore the saved
+    ``TrainerControl`` flags; this restores the count alone."""
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        super().on_train_begin(args, state, control, **kwargs)
+        callbacks: Any = state.stateful_callbacks or {}  # a dict once loaded from a checkpoint
+        stored = callbacks.get(type(self).__name__) if isinstance(callbacks, dict) else None
+        if isinstance(stored, dict):
+            counter = stored.get("attributes", {}).get("early_stopping_patience_counter")
+            if isinstance(counter, int):
+                self.early_stopping_patience_counter = counter

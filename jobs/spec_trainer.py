@@ -29,6 +29,10 @@
   is finite (:class:`jobs.callbacks.FiniteLossGuard`); with CUDA graphs (compile
   mode ``reduce-overhead``) marks the step boundary for cudagraph trees; with
   compile and dynamic padding marks the sequence length dynamic up front.
+* Evaluation during training (``eval_strategy``): :meth:`SpecTrainer.evaluate` hands it to
+  the session's :class:`jobs.curves.CurveEvaluator` (the task's own prediction and scoring,
+  metrics.jsonl lines) and gives the Trainer its validation metrics as ``eval_<name>``, for
+  ``metric_for_best_model`` and early stopping.
 * Packed batches (``padding: packed``, :class:`jobs.tasks.batching.PackingCollator`):
   the loss and the evaluation's logits come from :mod:`jobs.packing`, gathered back
   one row a feature, so the loss, the eval output's shapes and the post-processing are
@@ -85,6 +89,18 @@ class SpecTrainer(Trainer):
         self._flat: FlatAdamW | None = None
         # The figures of steps 1..N at a save (jobs.accounting); set by the session.
         self.checkpoint_accounting: Callable[[], dict[str, Any]] | None = None
+        # Evaluation during training (jobs.curves.CurveEvaluator); set by the session.
+        self.curve_evaluation: Callable[[Trainer], dict[str, float]] | None = None
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The Trainer's evaluation during training: the task's metrics through ``curve_evaluation``,
+        named ``eval_<metric>``, and the callbacks' ``on_evaluate`` (early stopping)."""
+        if self.curve_evaluation is None:
+            return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        metrics = {f"{metric_key_prefix}_{name}": value for name, value in self.curve_evaluation(self).items()}
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """The Trainer's save, then the run's figures so far, then the seal (written last)."""

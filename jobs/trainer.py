@@ -29,8 +29,17 @@ from transformers import TrainerCallback, TrainerState, set_seed
 
 from jobs import accounting, preemption
 from jobs.adapter_analysis import write_adapter_analysis
-from jobs.callbacks import FiniteLossGuard, LossGuardCallback, RunDirCallback
+from jobs.callbacks import FiniteLossGuard, LossGuardCallback, ResumableEarlyStopping, RunDirCallback
 from jobs.contract import RunDir, RunSpec, TrainConfig, append_jsonl, read_jsonl, write_json_atomic
+from jobs.curves import (
+    CurveEvaluator,
+    drop_evaluations_after,
+    early_stopping_outcome,
+    evaluation_time_s,
+    loss_fields,
+    stopped_early,
+    train_sample,
+)
 from jobs.gpu import require_cuda
 from jobs.latency import measure_latency
 from jobs.methods import apply_methods, method_names
@@ -84,8 +93,11 @@ def build_session(
     train_features: datasets.Dataset,
     warmup_steps: int = 10,
     extra_callbacks: Sequence[TrainerCallback] = (),
+    eval_features: datasets.Dataset | None = None,
 ) -> Session:
-    """A SpecTrainer for ``train`` on ``train_features``, checkpointing into the run dir."""
+    """A SpecTrainer for ``train`` on ``train_features``, checkpointing into the run dir; with
+    ``eval_strategy``, ``eval_features`` are the Trainer's eval set (the evaluation itself is the
+    session's ``curve_evaluation``) and ``early_stopping`` adds its callback."""
     counter, guard = TokenCounter(), FiniteLossGuard()
     if train.dataloader_workers > 0:
         # Batches come back from the workers as shared-memory tensors; the default
@@ -99,6 +111,8 @@ def build_session(
     if kernel_profiler is not None:
         callbacks.append(kernel_profiler)
     callbacks.extend(extra_callbacks)
+    if train.early_stopping is not None:
+        callbacks.append(ResumableEarlyStopping(train.early_stopping.patience, train.early_stopping.min_delta))
     lengths = train_features["length"] if train.bucketing and len(train_features) else None  # none: zero-shot
     compile_mode = train.compile.mode if train.compile is not None and train.compile.enabled else None
     if compile_mode is not None:
@@ -107,6 +121,7 @@ def build_session(
         model=model,
         args=build_training_arguments(train, run_dir.checkpoint_dir),
         train_dataset=train_features,
+        eval_dataset=eval_features if train.eval_strategy is not None else None,
         data_collator=task.collator(tokenizer, train),
         processing_class=tokenizer,
         callbacks=callbacks,
@@ -147,12 +162,16 @@ def train_session(session: Session, resume: bool = True) -> dict[str, Any]:
                          {"event": "checkpoint_rejected", "time": time.time(), **rejected.as_record()})
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
+        if session.run_dir is not None:
+            drop_evaluations_after(session.run_dir, _checkpoint_step(checkpoint))
     finished = _finished_state(checkpoint)
     if finished is not None:
         # training ended in an earlier attempt (a requeue came during evaluation): Trainer.train
-        # would take one step too many, so load the final weights and evaluate
+        # would take one step too many, so load the final weights (early stopping: the best) and evaluate
         trainer._load_from_checkpoint(str(checkpoint))
         trainer.state = finished
+        if trainer.args.load_best_model_at_end and finished.best_model_checkpoint is not None:
+            trainer._load_best_model()
     else:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     figures, session.memory, session.energy, warnings = accounting.summary(
@@ -164,17 +183,19 @@ def train_session(session: Session, resume: bool = True) -> dict[str, Any]:
         "planned_steps": trainer.state.max_steps,
         "resumed_from_step": _checkpoint_step(checkpoint) if checkpoint is not None else None,
     }
-    if trainer.state.global_step < trainer.state.max_steps:
+    if trainer.state.global_step < trainer.state.max_steps and not stopped_early(trainer.state):
         session.warnings.append(f"stopped at step {trainer.state.global_step} of {trainer.state.max_steps}")
     return section
 
 
 def _finished_state(checkpoint: Path | None) -> TrainerState | None:
-    """The checkpoint's trainer state if training had already reached its last step."""
+    """The checkpoint's trainer state if training had already ended: its last step, or stopped early
+    (its early-stopping count reached the patience; the saved control's stop flag is no sign: a
+    preemption sets it too)."""
     if checkpoint is None or not (checkpoint / "trainer_state.json").is_file():
         return None
     state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
-    return state if state.max_steps and state.global_step >= state.max_steps else None
+    return state if (state.max_steps and state.global_step >= state.max_steps) or stopped_early(state) else None
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int:
@@ -201,7 +222,11 @@ def run_training(
     write_data_files(train, run_dir, data)
     reporter = Reporter.start(spec, run_dir)
     session = build_session(train, run_dir, model, tokenizer, task, data.train_features,
-                            extra_callbacks=[*extra_callbacks, preemption.make_callback(), *reporter.callbacks])
+                            extra_callbacks=[*extra_callbacks, preemption.make_callback(), *reporter.callbacks],
+                            eval_features=data.eval_features)
+    if train.eval_strategy is not None:
+        session.trainer.curve_evaluation = CurveEvaluator(task, data, train, run_dir,
+                                                          train_sample(task, data, train, tokenizer))
     session.warnings.extend(device_warnings)
     session.warnings.extend(data.splits.warnings if data.splits is not None else [])
     zero_shot = train.data.max_train_samples == 0
@@ -225,7 +250,8 @@ def run_training(
         "metrics": evaluation.metrics,
         "train": train_section,
         "eval": {"runtime_s": evaluation.runtime_s, "samples_per_s": evaluation.samples_per_s,
-                 "postprocess_s": evaluation.postprocess_s, **evaluation.extra},
+                 "postprocess_s": evaluation.postprocess_s, **loss_fields(evaluation),
+                 "during_training_s": evaluation_time_s(run_dir)},
         "params": parameter_counts(model),
         "memory": session.memory,
         "energy": session.energy,
@@ -239,6 +265,7 @@ def run_training(
         "finished_training_at": time.time(),
         "zero_shot": zero_shot,
         "latency_ms": latency,
+        "early_stopping": None if zero_shot else early_stopping_outcome(train, session.trainer),
     }
 
 

@@ -11,7 +11,9 @@ Settings that matter for correctness or speed, whatever the spec:
   running mean (hiding divergence) and syncs with the GPU every step to do so;
 * ``save_total_limit=2``: the last two checkpoints, for resume after preemption;
 * ``report_to="none"`` (the spec's ``report_to`` callbacks are built by :mod:`jobs.reporting`, pointed
-  at the run directory); no evaluation during training (the task evaluates after);
+  at the run directory); evaluation during training only with ``eval_strategy`` (the task
+  evaluates after training in any case, see :mod:`jobs.curves`); with ``early_stopping`` a
+  checkpoint at every evaluation and the best one's weights loaded at the end;
 * with CUDA: pinned host memory and non-blocking host-to-device copies, so the
   input copy does not wait for the previous step to finish.
 """
@@ -76,6 +78,28 @@ def schedule_arguments(train: TrainConfig) -> dict[str, Any]:
     return arguments
 
 
+def evaluation_arguments(train: TrainConfig) -> dict[str, Any]:
+    """Evaluation during training; with early stopping, the Trainer's best-checkpoint tracking: a
+    checkpoint at each evaluation (so the best one exists: save_steps gives way to eval_steps), the
+    metric's direction from its name, and the best weights loaded when training ends."""
+    if train.eval_strategy is None:
+        return {"eval_strategy": "no"}
+    arguments: dict[str, Any] = {"eval_strategy": train.eval_strategy}
+    if train.eval_steps is not None:
+        arguments["eval_steps"] = train.eval_steps
+    stopping = train.early_stopping
+    if stopping is not None:
+        arguments.update({
+            "save_strategy": train.eval_strategy,
+            "load_best_model_at_end": True,
+            "metric_for_best_model": stopping.metric,
+            "greater_is_better": stopping.greater_is_better,
+        })
+        if train.eval_steps is not None:
+            arguments["save_steps"] = train.eval_steps
+    return arguments
+
+
 def device_arguments(train: TrainConfig, cuda: bool) -> dict[str, Any]:
     """CPU or GPU, data loading workers and host-to-device copies."""
     arguments: dict[str, Any] = {
@@ -96,7 +120,6 @@ def build_training_arguments(train: TrainConfig, output_dir: Path, cuda: bool | 
         "output_dir": str(output_dir),
         "seed": train.seed,
         "data_seed": train.seed,
-        "eval_strategy": "no",
         "save_strategy": "steps",
         "save_steps": train.save_steps,
         "save_total_limit": 2,
@@ -115,6 +138,7 @@ def build_training_arguments(train: TrainConfig, output_dir: Path, cuda: bool | 
         schedule_arguments(train),
         device_arguments(train, cuda),
         optimizer_arguments(train),
+        evaluation_arguments(train),
     ):
         arguments.update(part)
     return TrainingArguments(**arguments)

@@ -266,6 +266,25 @@ class OomRetryConfig(Strict):
         return value
 
 
+class EarlyStoppingConfig(Strict):
+    """Stop when the validation ``metric`` has not improved by more than ``min_delta`` (its own unit:
+    percent for task metrics) for ``patience`` evaluations in a row; the best checkpoint's weights are
+    then evaluated and reported (``load_best_model_at_end``). ``loss`` is lower-better, the rest higher."""
+
+    metric: str
+    patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+
+    @property
+    def greater_is_better(self) -> bool:
+        return not is_loss_metric(self.metric)
+
+
+def is_loss_metric(name: str) -> bool:
+    """Whether lower is better for metric ``name`` (a loss)."""
+    return name == "loss" or name.endswith("_loss")
+
+
 class TrainConfig(Strict):
     """Every training knob. Defaults live here and nowhere else."""
 
@@ -311,6 +330,12 @@ class TrainConfig(Strict):
     max_steps: int | None = Field(None, ge=1)
     seed: int = 42
     logging_steps: int = Field(50, ge=1)
+    # Evaluation during training (HF's names): every eval_steps steps, or at each epoch's end; each written
+    # to metrics.jsonl (EvalRecord), with the training-set metrics of a seeded sample of train_eval_samples rows.
+    eval_strategy: Literal["steps", "epoch"] | None = None  # None: evaluate only after training
+    eval_steps: int | None = Field(None, ge=1, description="evaluate every N optimizer steps (eval_strategy: steps)")
+    train_eval_samples: int | None = Field(None, ge=1, description="training rows also evaluated at each evaluation")
+    early_stopping: EarlyStoppingConfig | None = None
     save_steps: int = Field(500, ge=1, description="checkpoint every N steps (resume after preemption)")
     dataloader_workers: int = Field(2, ge=0)
     profile: bool = False  # PyTorch profiler window: top kernels + Chrome trace
@@ -322,6 +347,14 @@ class TrainConfig(Strict):
     latency: LatencyConfig | None = None
     # None: a run that ran out of GPU memory is resubmitted unchanged by --retry-failed. Not hashed.
     oom_retry: OomRetryConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _eval_steps_shorthand(cls, data: Any) -> Any:
+        # eval_steps: N alone means eval_strategy: steps (as in HF's TrainingArguments since 4.x)
+        if isinstance(data, dict) and data.get("eval_steps") is not None and "eval_strategy" not in data:
+            return {**data, "eval_strategy": "steps"}
+        return data
 
     @field_validator("compile", "latency", mode="before")
     @classmethod

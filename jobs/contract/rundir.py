@@ -7,7 +7,9 @@ append-only, one object a line):
 ``heartbeat.json``  {state, step, total_steps, epoch, last_loss, updated_at, pid,
                     hostname, job_id, attempt}; state in HEARTBEAT_STATES.
 ``metrics.jsonl``   {step, epoch, loss, learning_rate, grad_norm, time}, one a logging step,
-                    plus {"eval": {...}} lines for evaluations.
+                    plus with eval_strategy an EvalRecord {step, epoch, split (train |
+                    validation), metrics, time, runtime_s} an evaluation during training;
+                    a resumed run first drops the evaluations after its checkpoint's step.
 ``env.json``        git commit/dirty, python and package versions, GPU, CUDA, driver,
                     hostname, SLURM ids. No secrets (see ``redact_env``).
 ``result.json``     written last; see ``Result`` (RESULT_KEYS). Its presence means the run finished.
@@ -178,6 +180,39 @@ class Failure(RunFile):
         return text + f" (hint: {self.hint})" if self.hint else text
 
 
+EvalSplit = Literal["train", "validation"]
+
+
+class EvalRecord(RunFile):
+    """A metrics.jsonl line of an evaluation during training (``eval_strategy``); the other lines are the
+    training loss a logging step ({step, epoch, time, loss, learning_rate, grad_norm}, no ``split``)."""
+
+    step: int = Field(description="optimizer steps done when evaluated")
+    epoch: float | None = None
+    split: EvalSplit = Field(description="validation, or train: the seeded sample of train_eval_samples rows")
+    metrics: dict[str, float | None] = Field(description="the task's metrics (percent), and loss where labels give one")
+    time: float = Field(description="unix time")
+    runtime_s: float | None = Field(None, description="wall time of this evaluation, post-processing included")
+
+
+def eval_records(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluation lines of metrics.jsonl (those with a ``split``), in file order."""
+    return [line for line in lines if "split" in line]
+
+
+class EarlyStoppingOutcome(RunFile):
+    """result.json's ``early_stopping`` (with ``early_stopping`` in the config): which step's weights
+    were reported, and whether training stopped before its planned steps."""
+
+    metric: str = Field(description="the validation metric watched")
+    best_step: int | None = Field(description="the step of the best evaluation: its checkpoint was evaluated")
+    best_value: float | None = None
+    stopped_early: bool
+    stopped_at_step: int
+    patience: int
+    min_delta: float
+
+
 _Section = dict[str, Any]
 
 
@@ -195,7 +230,8 @@ class Result(RunFile):
         "resumed_from_step, compile_time_s, steady_step_time_s, steady_samples_per_s, steady_tokens_per_s, "
         "attempts_timed: the run's across all attempts (null when unmeasured, named in warnings)"))
     eval: _Section = Field(default_factory=dict, description=(
-        "runtime_s, samples_per_s, postprocess_s; classification: num_classes, predicted_classes "
+        "runtime_s, samples_per_s, postprocess_s, during_training_s (the evaluations during training, which "
+        "train.runtime_s includes; null without), loss (null where the features carry no labels: SQuAD v2); classification: num_classes, predicted_classes "
         "{class id: count}; unmeasured: {metric: why it is null or absent}"))
     params: _Section = Field(default_factory=dict, description="trainable, total")
     memory: _Section = Field(default_factory=dict, description=(
@@ -226,6 +262,8 @@ class Result(RunFile):
     latency_ms: LatencyMs | None = Field(None, description=(
         "with latency: {batch_1: {p50, p95}, batch_N: {p50, p95}, batch_size, device, batches, warmup, "
         "unmeasured {figure: why}}; ms a forward pass after warm-up; null when latency is off"))
+    early_stopping: EarlyStoppingOutcome | None = Field(None, description=(
+        "metric, best_step, best_value, stopped_early, stopped_at_step, patience, min_delta (early_stopping set)"))
     zero_shot: bool | None = Field(None, description=(
         "data.max_train_samples 0, no training (train.steps 0), the initial model evaluated"))
 

@@ -87,6 +87,7 @@ HASHED_ONLY_WHEN_SET: tuple[tuple[str, ...], ...] = (
     ("data", "noise"), ("ia3",), ("packing_row_len",),
     ("lora", "placement"), ("ia3", "placement"),
     ("latency",),
+    ("eval_strategy",), ("eval_steps",), ("train_eval_samples",), ("early_stopping",),
 )
 
 

@@ -53,6 +53,7 @@ class EvalOutput:
     samples_per_s: float
     postprocess_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    loss: float | None = None  # the mean loss, where the evaluation features carry labels (not SQuAD v2's)
 
 
 def source_hash(module: ModuleType) -> str:
@@ -100,12 +101,20 @@ class Task:
     overflow_windows: ClassVar[bool] = False
     # whether a guessing classifier's primary metric is 100 / classes (accuracy), so collect judges it against chance
     primary_at_chance: ClassVar[bool] = True
+    # whether the evaluation features carry labels, so an evaluation has a loss (SQuAD v2's keep offsets instead)
+    eval_loss: ClassVar[bool] = True
     hub_eval_split: ClassVar[str] = "validation"  # the hub split scored (MNLI: validation_matched)
     feature_module: ClassVar[ModuleType | None] = None  # its source keys the feature cache
     # Feature columns the model does not take: dropped before prediction.
     non_model_columns: ClassVar[tuple[str, ...]] = ("length",)
 
     # ------------------------------------------------------------------ declarations
+
+    @property
+    def curve_metrics(self) -> tuple[str, ...]:
+        """What an evaluation during training reports: the declared metrics, and ``loss`` where there is one
+        (early_stopping.metric is one of these)."""
+        return (*self.metrics, "loss") if self.eval_loss else self.metrics
 
     @property
     def chance_level(self) -> float | None:
@@ -233,4 +242,6 @@ class Task:
             raise ValueError(f"task {self.name}: its score returned {sorted(metrics)}: it must return its primary "
                              f"metric {self.primary_metric!r} and only its declared metrics {list(self.metrics)}")
         speed = output.metrics or {}
-        return EvalOutput(metrics, speed["test_runtime"], speed["test_samples_per_second"], postprocess_s, extra)
+        loss = speed.get("test_loss")
+        return EvalOutput(metrics, speed["test_runtime"], speed["test_samples_per_second"], postprocess_s, extra,
+                          None if loss is None else float(loss))

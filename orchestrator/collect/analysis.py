@@ -36,6 +36,7 @@ METRICS = {
     "step_peak_allocated_mib": "memory.step_peak_allocated_mib",
     "step_peak_reserved_mib": "memory.step_peak_reserved_mib", "device_total_mib": "memory.device_total_mib",
     **LATENCY_METRICS,
+    "best_step": "curve.best_step", "best_epoch": "curve.best_epoch",  # the best evaluation during training
 }
 CI_METRICS = (*TASK_METRICS, "train_samples_per_s")
 _FLOAT_KNOBS = ("learning_rate", "alpha", "dropout", "epochs", "warmup", "weight_decay", "null_score_threshold",

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from orchestrator.collect.curves import EvalPoint
 from orchestrator.collect.manifest import Manifest
 from orchestrator.collect.parse import RunRecord
 
@@ -33,6 +34,7 @@ class RunsFrame:
 
     runs: pd.DataFrame
     curves: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    eval_curves: dict[str, list[EvalPoint]] = field(default_factory=dict)  # evaluations during training
     problems: list[str] = field(default_factory=list)
 
 
@@ -45,7 +47,10 @@ def build_runs_frame(records: Iterable[RunRecord], manifest: Manifest | None) ->
         if record.status is None:
             continue
         by_schema.setdefault(record.columns, []).append(record.values)
-        result.curves[record.values[record.columns.index("run_id")]] = (record.curve_steps, record.curve_losses)
+        run_id = record.values[record.columns.index("run_id")]
+        result.curves[run_id] = (record.curve_steps, record.curve_losses)
+        if record.eval_curve:
+            result.eval_curves[run_id] = record.eval_curve
     if not by_schema:
         return result
     parts = [pd.DataFrame.from_records(values, columns=list(columns)) for columns, values in by_schema.items()]

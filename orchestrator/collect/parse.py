@@ -30,6 +30,7 @@ from jobs.contract import (
     read_jsonl,
 )
 from jobs.contract.rundir import parse_run_file
+from orchestrator.collect.curves import EvalPoint, best_columns, read_eval_curve, watched_metric
 from orchestrator.collect.flatten import flatten_into, is_nonfinite, scalar
 
 RUN_FILES = frozenset({SPEC_FILE, HEARTBEAT_FILE, METRICS_FILE, ENV_FILE, RESULT_FILE, FAILURE_FILE})
@@ -38,7 +39,7 @@ SPEC_KEYS = frozenset(RunSpec.model_fields)
 # becomes "train_result" so it never collides with the spec's "train.<knob>" columns).
 RESULT_SECTIONS = {"metrics": "metrics", "train": "train_result", "eval": "eval", "params": "params",
                    "memory": "memory", "energy": "energy", "resume": "resume", "adapted": "adapted",
-                   "latency_ms": "latency_ms"}
+                   "latency_ms": "latency_ms", "early_stopping": "early_stopping"}
 # Training figures that are never 0 when measured: older workers wrote 0 samples/s and a
 # 1e-9 s runtime for an attempt that only evaluated. Such a value is left out as missing
 # (never a 0x speed-up) and named in the run's problems.
@@ -70,6 +71,7 @@ class RunRecord:
     values: tuple[Any, ...] = ()
     curve_steps: list[float] = field(default_factory=list)
     curve_losses: list[float] = field(default_factory=list)
+    eval_curve: list[EvalPoint] = field(default_factory=list)  # evaluations during training (collect/curves.py)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -139,7 +141,12 @@ def read_run(run_dir: str | Path, present: frozenset[str], spec_mtime_ns: int | 
     if env is not None:
         flatten_into(row, env, "env")
     if METRICS_FILE in present:
-        _curve(record, row, read_jsonl_fast(os.path.join(run_dir, METRICS_FILE)))
+        lines = read_jsonl_fast(os.path.join(run_dir, METRICS_FILE))
+        _curve(record, row, lines)
+        record.eval_curve = read_eval_curve(lines)
+    if record.eval_curve:
+        train = spec["train"] if isinstance(spec.get("train"), dict) else {}
+        row.update(best_columns(record.eval_curve, watched_metric(train)))
     record.status = file_outcome(result is not None, result_corrupt, failure is not None,
                                  None if heartbeat is None else heartbeat.get("state", "")).value
     row["status"] = record.status

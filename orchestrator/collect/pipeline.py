@@ -14,6 +14,7 @@ import pandas as pd
 
 from orchestrator.collect.adapters import adapter_tables
 from orchestrator.collect.analysis import analyse
+from orchestrator.collect.curves import EvalPoint
 from orchestrator.collect.frame import build_runs_frame, ordered
 from orchestrator.collect.manifest import read_manifest
 from orchestrator.collect.output import Writer
@@ -33,6 +34,7 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
     The first root is the experiment's: its manifest names the experiment and baseline."""
     frames: list[tuple[Root, pd.DataFrame]] = []
     curves: dict[str, tuple[list[float], list[float]]] = {}
+    eval_curves: dict[str, list[EvalPoint]] = {}
     manifest = None
     for position, (root, index) in enumerate(zip(roots, indexes)):
         root_manifest, manifest_problems = read_manifest(root.path)
@@ -41,6 +43,7 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
         problems += [where + problem for problem in manifest_problems + frame.problems]
         frames.append((root, frame.runs))
         curves = {**frame.curves, **curves}  # an earlier root's copy of a run wins
+        eval_curves = {**frame.eval_curves, **eval_curves}
         manifest = root_manifest if position == 0 else manifest
     runs, merge_problems = merge_roots(frames)
     problems += merge_problems
@@ -53,7 +56,7 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
     recipes, reference_text = find_recipes(analysis, gpu_memory_mib)
     recipe_table = recipes_table(recipes, analysis.primary) if recipes else None
     writer = Writer(out_dir, formats)
-    plots = start_plots(analysis, curves, gpu_memory_mib, out_dir, formats)  # drawn meanwhile, if it can
+    plots = start_plots(analysis, curves, gpu_memory_mib, out_dir, formats, eval_curves)  # drawn meanwhile, if it can
     writer.runs(analysis.runs)
     for table in tables + ([recipe_table] if recipe_table is not None else []):
         writer.table(table)

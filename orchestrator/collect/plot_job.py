@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from orchestrator.collect.analysis import Analysis
+from orchestrator.collect.curves import EvalCurves
 from orchestrator.collect.output import PLOT_FORMATS, Writer
 from orchestrator.collect.parallel import ChildFailed, ForkedCall, can_fork
 
@@ -25,8 +26,8 @@ class PlotJob:
     """Plots being drawn; ``result()`` waits and returns (names, paths, problems)."""
 
     def __init__(self, analysis: Analysis, curves: Curves, gpu_memory_mib: float | None, out_dir: Path,
-                 formats: Collection[str]) -> None:
-        self._args = (analysis, curves, gpu_memory_mib, out_dir, frozenset(formats))
+                 formats: Collection[str], eval_curves: EvalCurves | None = None) -> None:
+        self._args = (analysis, curves, gpu_memory_mib, out_dir, frozenset(formats), eval_curves or {})
         self._wanted = bool(set(PLOT_FORMATS) & set(formats))
         self._child: ForkedCall | None = None
         if self._wanted and can_fork():
@@ -53,18 +54,19 @@ class PlotJob:
 
 
 def start_plots(analysis: Analysis, curves: Curves, gpu_memory_mib: float | None, out_dir: Path,
-                formats: Collection[str]) -> PlotJob:
-    """Start drawing the plots asked for by ``formats`` (png, svg)."""
-    return PlotJob(analysis, curves, gpu_memory_mib, out_dir, formats)
+                formats: Collection[str], eval_curves: EvalCurves | None = None) -> PlotJob:
+    """Start drawing the plots asked for by ``formats`` (png, svg); ``eval_curves``: the runs'
+    evaluations during training (orchestrator/collect/curves.py), by run id."""
+    return PlotJob(analysis, curves, gpu_memory_mib, out_dir, formats, eval_curves)
 
 
 def draw_plots(analysis: Analysis, curves: Curves, gpu_memory_mib: float | None, out_dir: Path,
-               formats: frozenset[str]) -> PlotResult:
+               formats: frozenset[str], eval_curves: EvalCurves | None = None) -> PlotResult:
     """Build every figure and write it under ``out_dir/plots`` in the asked formats."""
     from orchestrator.collect.plots import build_figures
 
     writer = Writer(out_dir, formats)
-    figures = build_figures(analysis, curves, gpu_memory_mib)
+    figures = build_figures(analysis, curves, gpu_memory_mib, eval_curves)
     for name, figure in figures.items():
         writer.figure(name, figure)
     return list(figures), writer.written, []

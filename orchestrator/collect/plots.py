@@ -3,7 +3,8 @@
 pareto: F1 (or accuracy) against train samples/s, the Pareto front marked;
 vram: peak VRAM a configuration against the GPU memory line; loss_curves: training
 loss from metrics.jsonl of every seed, one panel a series; lora_rank: metric against LoRA rank
-for every base configuration swept over ranks. A figure with nothing to show is
+for every base configuration swept over ranks; train_vs_validation: the primary metric during training
+(orchestrator/collect/curves.py). A figure with nothing to show is
 left out. Large studies are thinned so a figure stays readable and fast to draw.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.collect.analysis import Analysis
+from orchestrator.collect.curves import EvalCurves, curves_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -27,7 +29,8 @@ MAX_PANELS = 6
 Curves = Mapping[str, tuple[list[float], list[float]]]
 
 
-def build_figures(analysis: Analysis, curves: Curves, gpu_memory_mib: float | None) -> dict[str, Figure]:
+def build_figures(analysis: Analysis, curves: Curves, gpu_memory_mib: float | None,
+                  eval_curves: EvalCurves | None = None) -> dict[str, Figure]:
     """name -> figure for every plot that has data."""
     done = analysis.configs[analysis.configs["n"] > 0] if not analysis.configs.empty else analysis.configs
     figures = {
@@ -35,6 +38,7 @@ def build_figures(analysis: Analysis, curves: Curves, gpu_memory_mib: float | No
         "vram": vram_figure(done, gpu_memory_mib),
         "loss_curves": loss_figure(done, curves),
         "lora_rank": rank_figure(done, analysis.primary),
+        "train_vs_validation": curves_figure(done, eval_curves or {}, analysis.primary),
     }
     return {name: figure for name, figure in figures.items() if figure is not None}
 

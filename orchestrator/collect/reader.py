@@ -24,7 +24,7 @@ INDEX_FILE = ".collect-index"
 PARALLEL_READ_MIN_RUNS = 1000  # below this, forking costs more than it saves
 MAX_READ_PROCESSES = 4
 # Parsed runs depend on the contract's known keys: a new contract re-reads every run.
-INDEX_VERSION = "2:" + hashlib.sha256(",".join(sorted(RESULT_KEYS)).encode()).hexdigest()[:8]
+INDEX_VERSION = "3:" + hashlib.sha256(",".join(sorted(RESULT_KEYS)).encode()).hexdigest()[:8]
 RUNS_DIR = "runs"
 
 Signature = tuple[tuple[str, int, int], ...]

@@ -34,6 +34,8 @@ from orchestrator.collect.stats import MIN_CI_N
 
 ADAPTED_NOTE = (" adapted after OOM: runs that trained with a smaller micro-batch (batch_size x accumulation, same "
                 "effective batch; +ckpt: gradient checkpointing) after running out of GPU memory.")
+BEST_NOTE = (" best step / epoch: the best validation evaluation during training by early_stopping.metric, else the "
+             "primary metric (with early stopping, the checkpoint evaluated and reported).")
 METRIC_LABELS = metric_labels()  # every task's tabulated metrics (jobs.tasks), with their column labels
 
 
@@ -138,12 +140,14 @@ def accuracy_speed_table(configs: pd.DataFrame, analysis: Analysis, name: str, t
         data[f"{metric}_std"] = _col(configs, f"{metric}_std").values
         display[label] = _cells(configs, fmt_mean_std, f"{metric}_mean", f"{metric}_std", digits=digits)
     latency = _latency_columns(configs, data, display)
+    _best_columns(configs, data, display)
     _delta_columns(configs, primary, data, display)
     return Table(name, title, data, display,
                  note=f"mean ± std over seeds; 95% CI: Student-t interval of the mean, none below n = {MIN_CI_N} "
                       "seeds (too few for an interval that keeps its coverage); Pareto: no configuration is both "
                       "faster and more accurate (anomalous ones left out); †: the speed-up may not be real, "
-                      "see the speed caveat." + (LATENCY_NOTE if latency else ""))
+                      "see the speed caveat." + (LATENCY_NOTE if latency else "")
+                      + (BEST_NOTE if "best step" in display else ""))
 
 
 LATENCY_NOTE = (" latency: inference ms a forward pass on the evaluation set after warm-up, p50 / p95 (means over "
@@ -174,6 +178,15 @@ def _fmt_percentiles(p50: Any, p95: Any) -> str:
     """``3.21 / 4.05``; an en dash when the median was not measured."""
     text = fmt_number(p50)
     return text if text == MISSING else f"{text} / {fmt_number(p95)}"
+
+
+def _best_columns(configs: pd.DataFrame, data: pd.DataFrame, display: pd.DataFrame) -> None:
+    """best step / best epoch (mean ± std over seeds) of the runs evaluated during training, when any was."""
+    for metric, label in (("best_step", "best step"), ("best_epoch", "best epoch")):
+        if _col(configs, f"{metric}_mean").notna().any():
+            data[f"{metric}_mean"] = _col(configs, f"{metric}_mean").values
+            data[f"{metric}_std"] = _col(configs, f"{metric}_std").values
+            display[label] = _cells(configs, fmt_mean_std, f"{metric}_mean", f"{metric}_std", digits=1)
 
 
 def _delta_columns(configs: pd.DataFrame, primary: str | None, data: pd.DataFrame, display: pd.DataFrame) -> None:

@@ -82,6 +82,7 @@ class SquadV2Task(Task):
     overflow_windows = True
     feature_module: ClassVar[ModuleType | None] = features
     non_model_columns = ("example_id", "offset_mapping", "length")
+    eval_loss = False  # evaluation features carry offsets, not answer positions
 
     @property
     def raw_features(self) -> datasets.Features:
