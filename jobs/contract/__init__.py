@@ -7,6 +7,7 @@ works for every public name of its modules:
 * ``knobs``: the training knobs (``TrainConfig`` and its sections);
 * ``resources``: what a job asks for (``Resources``), what a partition offers (``DeviceInfo``) and
   ``check_compat`` between the two;
+* ``sources``: ``init_from`` and the resolved source of a dependent run (``SourceRef``);
 * ``spec``: the run spec (``RunSpec``), OOM adaptation, the config hash;
 * ``rundir``: every file of a run directory, the typed ``Heartbeat``, ``Failure`` and ``Result``, the
   ``RunOutcome`` vocabulary, and ``RunDir``, which reads and writes them;
@@ -94,6 +95,15 @@ from jobs.contract.secrets import (
     redact_assignments,
     redact_env,
 )
+from jobs.contract.sources import (
+    ADAPTER_EXPORT_DIR,
+    MODEL_EXPORT_DIR,
+    MODEL_WEIGHTS_FILE,
+    TAKES,
+    InitFrom,
+    SourceRef,
+    dependent_hash,
+)
 from jobs.contract.spec import (
     HASHED_ONLY_WHEN_SET,
     SCHEMA_VERSION,
@@ -109,6 +119,7 @@ from jobs.contract.spec import (
 __all__ = [
     "ACCOUNTING_FILE",
     "ADAPTER_ANALYSIS_FILE",
+    "ADAPTER_EXPORT_DIR",
     "ALL_LINEAR",
     "ATTEMPTS_FILE",
     "CHANCE_MARGIN_POINTS",
@@ -126,6 +137,8 @@ __all__ = [
     "LOCAL_GPUS_VARIABLE",
     "LOG_FILE",
     "METRICS_FILE",
+    "MODEL_EXPORT_DIR",
+    "MODEL_WEIGHTS_FILE",
     "MULTI_CONFIG_DATASETS",
     "NBEST_PREDICTIONS_FILE",
     "NOISE_KINDS",
@@ -146,6 +159,7 @@ __all__ = [
     "SPACE_RESERVE_FILE",
     "SPEC_FILE",
     "SUBSET_FILE",
+    "TAKES",
     "TRACE_FILE",
     "UNHASHED_TRAIN_FIELDS",
     "BitFitConfig",
@@ -157,6 +171,7 @@ __all__ = [
     "HealthConfig",
     "Heartbeat",
     "IA3Config",
+    "InitFrom",
     "LoraConfig",
     "MicroBatching",
     "NoiseConfig",
@@ -168,6 +183,7 @@ __all__ = [
     "RunDir",
     "RunOutcome",
     "RunSpec",
+    "SourceRef",
     "Strict",
     "SyntheticData",
     "TrainConfig",
@@ -179,6 +195,7 @@ __all__ = [
     "check_compat",
     "config_hash",
     "current_umask",
+    "dependent_hash",
     "failure_outcome",
     "file_mode",
     "file_outcome",

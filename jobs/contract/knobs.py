@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from jobs.contract.base import Strict
+from jobs.contract.sources import InitFrom
 
 
 class CompileConfig(Strict):
@@ -292,6 +293,8 @@ class TrainConfig(Strict):
     health: HealthConfig = Field(default_factory=HealthConfig)
     # None: a run that ran out of GPU memory is resubmitted unchanged by --retry-failed. Not hashed.
     oom_retry: OomRetryConfig | None = None
+    # Start from another run's final model (jobs/contract/sources.py); hashed only when set.
+    init_from: InitFrom | None = None
 
     @field_validator("compile", mode="before")
     @classmethod

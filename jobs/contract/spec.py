@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 from jobs.contract.base import Strict, canonical_json
 from jobs.contract.knobs import TrainConfig
 from jobs.contract.resources import Resources
+from jobs.contract.sources import SourceRef
 
 SCHEMA_VERSION = 1
 
@@ -35,6 +36,10 @@ class RunSpec(Strict):
     # Set by ``submit --retry-failed`` after a CUDA OOM (orchestrator/oomretry.py); the worker trains with
     # ``adaptation.to`` over ``train`` (see ``applied_train``). Same effective batch: not part of the config hash.
     adaptation: OomAdaptation | None = None
+    # The run this one starts from (``train.init_from`` resolved at submit); its run id is in config_hash.
+    source: SourceRef | None = None
+    # Save the final model under model/ for the runs that start from this one. Not part of the config hash.
+    save_model: bool = False
 
 
 class MicroBatching(Strict):
@@ -83,7 +88,7 @@ def applied_train(spec: RunSpec) -> TrainConfig:
 UNHASHED_TRAIN_FIELDS = frozenset({"oom_retry"})
 # Knobs added after runs existed, hashed only when set: at their default (None) they are left out, so an
 # upgrade does not give every existing run a new id (and `submit` would train them all again).
-HASHED_ONLY_WHEN_SET: tuple[tuple[str, ...], ...] = (("data", "noise"), ("ia3",), ("packing_row_len",))
+HASHED_ONLY_WHEN_SET: tuple[tuple[str, ...], ...] = (("data", "noise"), ("ia3",), ("packing_row_len",), ("init_from",))
 
 
 
