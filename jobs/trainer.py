@@ -70,7 +70,7 @@ class Session:
 def build_model(train: TrainConfig, task: Task, source: Source | None = None) -> torch.nn.Module:
     """The task model, started from ``source`` (init_from) if given, with the spec's methods applied."""
     # Every head name the task knows stays out of quantisation (absent ones are harmless there).
-    model = load_model(train, task.model_class, dict(task.model_kwargs), task.head_modules)
+    model: torch.nn.Module = load_model(train, task.model_class, dict(task.model_kwargs), task.head_modules)
     heads = present_modules(model, task.head_modules)
     if source is not None:
         model = apply_source(model, source, heads)
