@@ -81,3 +81,40 @@ def test_changed_source_changes_dependent_id(tmp_path: Path) -> None:
     no_source = {r.run_name: r.run_id for r in load(tmp_path, BASE.replace(
         ", init_from: {run: T, take: model}", "")).runs}
     assert no_source["S-seed1"] != first["S-seed1"] and no_source["T-seed1"] == first["T-seed1"]
+
+
+def test_waves_and_sbatch_dependency(tmp_path: Path) -> None:
+    from orchestrator.backends.slurm.script import render_script
+    from orchestrator.experiment import chain
+
+    text = BASE.replace("runs:\n", "runs:\n  E: {grid: {seed: [1, 2]}, init_from: {run: S}}\n")
+    matrix = load(tmp_path, text)
+    assert [[s.base_name for s in wave] for wave in chain.waves(matrix.runs)] == [["T", "T"], ["S", "S"], ["E", "E"]]
+    grouped = dict(chain.by_source(matrix.runs[2:4], {matrix.runs[2].run_id: "7_0", matrix.runs[3].run_id: "7_1"}))
+    assert {job: [s.run_name for s in runs] for job, runs in grouped.items()} == {"7_0": ["S-seed1"], "7_1": ["S-seed2"]}
+    script = render_script(matrix, matrix.runs[2].resources, 1, tmp_path, "n", after_job="7_0")
+    assert "#SBATCH --dependency=afterok:7_0" in script and "#SBATCH --kill-on-invalid-dep=yes" in script
+    assert "--dependency" not in render_script(matrix, matrix.runs[0].resources, 1, tmp_path, "n")
+
+
+def test_status_names_the_source(tmp_path: Path) -> None:
+    from jobs.contract import RunDir
+    from orchestrator.experiment.store import Experiment
+    from orchestrator.status import RunStatus
+    from orchestrator.status_sources import explain_dependents
+
+    runs = load(tmp_path, BASE).runs
+    experiment = Experiment(tmp_path / "exp")
+    for spec in runs:
+        run_dir = RunDir(experiment.runs_dir / spec.run_id)
+        run_dir.path.mkdir(parents=True)
+        run_dir.write_spec(spec)
+    t1, t2, s1, s2 = runs
+    rows = [RunStatus(t1.run_id, t1.run_name, "failed", reason="nan_loss: ..."),
+            RunStatus(t2.run_id, t2.run_name, "running"),
+            RunStatus(s1.run_id, s1.run_name, "pending", reason="DependencyNeverSatisfied"),
+            RunStatus(s2.run_id, s2.run_name, "pending", reason="Dependency")]
+    explain_dependents(experiment, rows)
+    assert rows[2].state == "cancelled" and rows[2].reason.startswith("source run T-seed1 failed (nan_loss")
+    assert "SLURM: DependencyNeverSatisfied" in rows[2].reason and "--retry-failed" in rows[2].reason
+    assert rows[3].state == "pending" and rows[3].reason == "waiting for source run T-seed2 running (Dependency)"
