@@ -118,3 +118,30 @@ def test_status_names_the_source(tmp_path: Path) -> None:
     assert rows[2].state == "cancelled" and rows[2].reason.startswith("source run T-seed1 failed (nan_loss")
     assert "SLURM: DependencyNeverSatisfied" in rows[2].reason and "--retry-failed" in rows[2].reason
     assert rows[3].state == "pending" and rows[3].reason == "waiting for source run T-seed2 running (Dependency)"
+
+
+def test_local_queue_source_rule(tmp_path: Path) -> None:
+    """The local queue's afterok: wait while the source is queued or running, cancel once it ended without
+    a result (an earlier attempt's failure.json does not count while a retry is queued)."""
+    from orchestrator.backends.local.queue import SOURCE_DONE, SOURCE_FAILED, SOURCE_WAIT, source_state
+    from orchestrator.experiment.manifest import Attempt
+    from orchestrator.experiment.store import Experiment
+
+    experiment = Experiment(tmp_path / "exp")
+    run_dir = experiment.run_dir("T-1")
+    run_dir.path.mkdir(parents=True)
+    run_dir.write_failure("nan_loss", "earlier attempt")
+    assert source_state(experiment, None) == SOURCE_DONE
+    assert source_state(experiment, "T-1") == SOURCE_FAILED  # never submitted again
+    with experiment.locked():
+        manifest = experiment.read_manifest()
+        manifest.add_attempt("T-1", "T", Attempt(executor="local", state="queued"))
+        experiment.write_manifest(manifest)
+    assert source_state(experiment, "T-1") == SOURCE_WAIT
+    with experiment.locked():
+        manifest = experiment.read_manifest()
+        manifest.runs["T-1"].attempts[-1].state = "ended"
+        experiment.write_manifest(manifest)
+    assert source_state(experiment, "T-1") == SOURCE_FAILED
+    run_dir.result_path.write_text("{}")
+    assert source_state(experiment, "T-1") == SOURCE_DONE
