@@ -28,7 +28,7 @@ def test_chain_waits_for_source_and_a_killed_source_cancels_its_dependent(tmp_pa
                          "K running, D held")
     assert "waiting for source run K" in running["D"]["reason"], running["D"]
     slurm.scancel([running["K"]["job_id"]])
-    done = wait_until(study, lambda r: r["S"]["state"] == "completed" and r["D"]["state"] == "cancelled", 420,
+    done = wait_until(study, lambda r: r["S"]["state"] == "completed" and r["D"]["state"] == "cancelled", 600,
                       "S completed, D cancelled")  # a busy shared cluster: minutes
     assert done["D"]["reason"].startswith("source run K cancelled"), done["D"]
     assert not (run_dir(study, done["D"]) / "attempts.jsonl").exists()  # D never started
