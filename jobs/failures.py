@@ -73,8 +73,12 @@ def _is_disk_full(exc: BaseException, free_bytes: int | None) -> bool:
     return free_bytes is not None and free_bytes < LOW_SPACE_BYTES and any(m in text for m in _WRITE_FAILED_MESSAGES)
 
 
+SOURCE_HINT = ("the run's init_from source is missing, unfinished or changed (see the message); "
+               "`orchestrate submit --retry-failed` reruns the chain from the failure")
+
+
 def classify_exception(exc: BaseException, free_space_bytes: int | None = None) -> tuple[str, str]:
-    """``(reason, hint)`` for a failed run: ``no_gpu``, ``cuda_oom``, ``disk_full``, ``nan_loss`` or ``exception``.
+    """``(reason, hint)`` for a failed run: ``no_gpu``, ``source_unusable``, ``cuda_oom``, ``disk_full``, ``nan_loss`` or ``exception``.
 
     ``free_space_bytes``: free space on the run directory's filesystem when the failure is classified (None: unknown).
     Timeouts, preemption and cancellation are signals, not exceptions: the entry
@@ -85,6 +89,8 @@ def classify_exception(exc: BaseException, free_space_bytes: int | None = None) 
         from jobs.gpu import NO_GPU_HINT
 
         return "no_gpu", NO_GPU_HINT
+    if any(type(item).__name__ == "SourceError" for item in chain):
+        return "source_unusable", SOURCE_HINT
     if any(_is_oom(item) for item in chain):
         return "cuda_oom", OOM_HINT
     if any(_is_disk_full(item, free_space_bytes) for item in chain):

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,13 @@ def seal_checkpoint(folder: Path, step: int) -> None:
 
 def verify_checkpoint(folder: Path) -> str | None:
     """Why ``folder`` cannot be trusted, or None when it is whole."""
+    return verify_sealed(folder, REQUIRED, checkpoint_step(folder))
+
+
+def verify_sealed(folder: Path, required: Mapping[str, tuple[str, ...]], step: int | None) -> str | None:
+    """Why the sealed ``folder`` cannot be trusted, or None when it is whole: its marker describes
+    ``step`` and names a file of each ``required`` kind, and every file it names is unchanged.
+    Used for checkpoints and for a source run's exported model (jobs/sources.py)."""
     try:
         marker = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -120,10 +128,10 @@ def verify_checkpoint(folder: Path) -> str | None:
     except (OSError, ValueError) as error:
         return f"{MARKER_FILE} unreadable: {error}"
     files = marker.get("files") if isinstance(marker, dict) else None
-    if not isinstance(files, dict) or marker.get("step") != checkpoint_step(folder):
-        return f"{MARKER_FILE} does not describe step {checkpoint_step(folder)}"
+    if not isinstance(files, dict) or marker.get("step") != step:
+        return f"{MARKER_FILE} does not describe step {step}"
     names = {Path(name).name for name in files}
-    missing_kinds = [kind for kind, choices in REQUIRED.items() if not names.intersection(choices)]
+    missing_kinds = [kind for kind, choices in required.items() if not names.intersection(choices)]
     if missing_kinds:
         return f"{MARKER_FILE} names no {', '.join(missing_kinds)} file"
     for name, expected in files.items():

@@ -49,6 +49,7 @@ from jobs.packing import PackingError, packing_problem, unwrap
 from jobs.profiler import KernelProfiler, StepProfiler, TokenCounter
 from jobs.reporting import Reporter, require_packages
 from jobs.resume import ResumePoint, find_resume_point
+from jobs.sources import Source, apply_source, export_model, initial_model, verified_source
 from jobs.spec_trainer import SpecTrainer
 from jobs.tasks import PreparedData, Task, get_task
 from jobs.tasks.data import resolve_cache_dir
@@ -77,11 +78,16 @@ class Session:
         return accounting.combine(self.prior, self.profiler.attempt_figures())
 
 
-def build_model(train: TrainConfig, task: Task) -> torch.nn.Module:
-    """The task model with the spec's methods applied."""
+def build_model(train: TrainConfig, task: Task, source: Source | None = None) -> torch.nn.Module:
+    """The task model, started from ``source`` (init_from) if given, with the spec's methods applied."""
     # Every head name the task knows stays out of quantisation (absent ones are harmless there).
-    model = load_model(train, task.model_class, dict(task.model_kwargs), task.head_modules)
-    return apply_methods(model, train, present_modules(model, task.head_modules))
+    model: torch.nn.Module = load_model(train, task.model_class, dict(task.model_kwargs), task.head_modules)
+    heads = present_modules(model, task.head_modules)
+    if source is not None:
+        model = apply_source(model, source, heads)
+        if source.ref.take == "adapter":  # the source's adapter is this run's method (submit refuses others)
+            return model
+    return apply_methods(model, train, heads)
 
 
 def build_session(
@@ -213,12 +219,13 @@ def run_training(
     task = get_task(train.task)
     device_warnings = require_cuda(spec)  # before any tokenising: a GPU run never falls back to the CPU
     require_packages(train.report_to)  # likewise: a missing tensorboard/wandb fails the run at its start
+    source = verified_source(spec, run_dir)  # init_from: refused before any data is read
     set_seed(train.seed)
     run_dir.write_heartbeat("loading", step=0)
     tokenizer = load_tokenizer(train)
     data: PreparedData = task.prepare(train, tokenizer, resolve_cache_dir(train, run_dir))
     set_seed(train.seed)  # the head's initialisation must not depend on a cache hit
-    model = build_model(train, task)
+    model = build_model(train, task, source)
     write_data_files(train, run_dir, data)
     reporter = Reporter.start(spec, run_dir)
     session = build_session(train, run_dir, model, tokenizer, task, data.train_features,
@@ -246,6 +253,8 @@ def run_training(
                measure_latency(session.trainer, data.eval_features, train.latency, train.eval_batch_size,
                                task.non_model_columns))
     session.warnings.extend(write_adapter_analysis(model, train, run_dir))  # never raises
+    if spec.save_model:  # a later run starts from this one: before result.json says completed
+        export_model(model, run_dir, session.trainer.state.global_step)
     return {
         "metrics": evaluation.metrics,
         "train": train_section,
@@ -266,6 +275,7 @@ def run_training(
         "zero_shot": zero_shot,
         "latency_ms": latency,
         "early_stopping": None if zero_shot else early_stopping_outcome(train, session.trainer),
+        "initial_model": initial_model(spec),
     }
 
 

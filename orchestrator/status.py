@@ -21,6 +21,7 @@ from orchestrator.backends.base import SchedState
 from orchestrator.backends.registry import scheduler_states
 from orchestrator.experiment.manifest import Attempt, Manifest
 from orchestrator.experiment.store import Experiment
+from orchestrator.status_sources import explain_dependents
 
 DEFAULT_STALL_AFTER_S = 900.0
 ENDED = frozenset({"completed", "failed", "timeout", "preempted", "cancelled", "node_fail", "out_of_memory",
@@ -55,6 +56,7 @@ def gather(experiment: Experiment, stall_after_s: float = DEFAULT_STALL_AFTER_S,
         run_ids += [r for r in manifest.runs if r not in run_ids]
     states, note = scheduler_states(manifest, run_ids)
     rows = [_one(experiment, manifest, run_id, states.get(run_id), stall_after_s) for run_id in run_ids]
+    explain_dependents(experiment, rows)  # init_from: a dependent waiting for, or cancelled by, its source
     return rows, note
 
 

@@ -25,6 +25,7 @@ from jobs.contract import RunDir, RunSpec
 from orchestrator.backends import registry
 from orchestrator.backends.base import Backend, Group, job_name
 from orchestrator.errors import RuntimeUserError
+from orchestrator.experiment import chain
 from orchestrator.experiment.manifest import FAILED, SUBMITTED, SUBMITTING, Attempt, Manifest, Submission
 from orchestrator.experiment.plan import Plan, group_runs, plan, split_groups
 from orchestrator.experiment.store import Experiment
@@ -59,6 +60,7 @@ def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_fa
         recover_interrupted(experiment, manifest)
         the_plan = plan(matrix, specs, manifest, experiment, retry_failed, force)
         outcome = Outcome(plan=the_plan, executor=executor_kind)
+        outcome.warnings += chain.hold_back(the_plan, manifest, experiment)
         manifest.experiment, manifest.baseline = matrix.experiment, matrix.baseline
         manifest.matrix_path, manifest.matrix_sha256 = str(matrix.source), matrix.sha256
         manifest.cluster = matrix.profile.name
@@ -72,10 +74,33 @@ def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_fa
         if the_plan.new:
             limits = backend.limits(matrix, len(the_plan.new))
             outcome.warnings += limits.notes
-            for resources_key, chunk in split_groups(group_runs(the_plan.new), limits.max_array_size):
-                outcome.submissions.append(submit_group(experiment, manifest, matrix, chunk, backend, resources_key))
+            outcome.submissions += submit_chain(experiment, manifest, matrix, the_plan.new, backend,
+                                                limits.max_array_size, outcome.warnings)
         prune_submission_folders(experiment, manifest)
     return outcome
+
+
+def submit_chain(experiment: Experiment, manifest: Manifest, matrix: Matrix, new: list[RunSpec], backend: Backend,
+                 max_array: int, notes: list[str]) -> list[Submission]:
+    """Sources before dependents (init_from): each dependent array waits for its source's job."""
+    entries: list[Submission] = []
+    submitted: dict[str, str] = {}  # run id -> job id of this submit
+    failed: set[str] = set()
+    for wave in chain.waves(new):
+        ready, skipped = chain.not_ready(wave, failed)
+        notes += skipped
+        jobs = {spec.run_id: chain.source_job(spec, submitted, manifest, experiment) for spec in ready}
+        for after, runs in chain.by_source(ready, jobs):
+            for resources_key, chunk in split_groups(group_runs(runs), max_array):
+                entry = submit_group(experiment, manifest, matrix, chunk, backend, resources_key, after)
+                entries.append(entry)
+                if entry.state == FAILED:
+                    failed.update(entry.run_ids)
+                for run_id in entry.run_ids:
+                    attempt = manifest.latest_attempt(run_id)
+                    if entry.state != FAILED and attempt is not None and attempt.job_id:
+                        submitted[run_id] = attempt.job_id
+    return entries
 
 
 def _archive_previous_result(run_dir: RunDir) -> None:
@@ -149,7 +174,7 @@ def raise_if_failed(outcome: Outcome) -> None:
 
 
 def submit_group(experiment: Experiment, manifest: Manifest, matrix: Matrix, chunk: list[RunSpec],
-                 backend: Backend, group: str) -> Submission:
+                 backend: Backend, group: str, after_job: str | None = None) -> Submission:
     """Record, submit, record: the manifest never misses a job that reached the scheduler."""
     token = new_token()
     folder = experiment.submitit_dir / token
@@ -158,7 +183,8 @@ def submit_group(experiment: Experiment, manifest: Manifest, matrix: Matrix, chu
                        folder=str(folder), started_at=time.time())
     manifest.submissions[token] = entry
     experiment.write_manifest(manifest)
-    request = Group(experiment=experiment, matrix=matrix, runs=chunk, folder=folder, job_name=entry.job_name)
+    request = Group(experiment=experiment, matrix=matrix, runs=chunk, folder=folder, job_name=entry.job_name,
+                    after_job=after_job)
     try:
         job_ids = backend.submit(request)
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised as a user-facing failure

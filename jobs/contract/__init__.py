@@ -7,6 +7,7 @@ works for every public name of its modules:
 * ``knobs``: the training knobs (``TrainConfig`` and its sections);
 * ``resources``: what a job asks for (``Resources``), what a partition offers (``DeviceInfo``) and
   ``check_compat`` between the two;
+* ``sources``: ``init_from`` and the resolved source of a dependent run (``SourceRef``);
 * ``spec``: the run spec (``RunSpec``), OOM adaptation, the config hash;
 * ``rundir``: every file of a run directory, the typed ``Heartbeat``, ``Failure`` and ``Result``, the
   ``RunOutcome`` vocabulary, and ``RunDir``, which reads and writes them;
@@ -103,6 +104,15 @@ from jobs.contract.secrets import (
     redact_assignments,
     redact_env,
 )
+from jobs.contract.sources import (
+    ADAPTER_EXPORT_DIR,
+    MODEL_EXPORT_DIR,
+    MODEL_WEIGHTS_FILE,
+    TAKES,
+    InitFrom,
+    SourceRef,
+    dependent_hash,
+)
 from jobs.contract.spec import (
     HASHED_ONLY_WHEN_SET,
     SCHEMA_VERSION,
@@ -118,6 +128,7 @@ from jobs.contract.spec import (
 __all__ = [
     "ACCOUNTING_FILE",
     "ADAPTER_ANALYSIS_FILE",
+    "ADAPTER_EXPORT_DIR",
     "ALL_LINEAR",
     "ATTEMPTS_FILE",
     "CHANCE_MARGIN_POINTS",
@@ -135,6 +146,8 @@ __all__ = [
     "LOCAL_GPUS_VARIABLE",
     "LOG_FILE",
     "METRICS_FILE",
+    "MODEL_EXPORT_DIR",
+    "MODEL_WEIGHTS_FILE",
     "MULTI_CONFIG_DATASETS",
     "NBEST_PREDICTIONS_FILE",
     "NOISE_KINDS",
@@ -157,6 +170,7 @@ __all__ = [
     "SPACE_RESERVE_FILE",
     "SPEC_FILE",
     "SUBSET_FILE",
+    "TAKES",
     "TENSORBOARD_DIR",
     "TRACE_FILE",
     "UNHASHED_TRAIN_FIELDS",
@@ -173,6 +187,7 @@ __all__ = [
     "HealthConfig",
     "Heartbeat",
     "IA3Config",
+    "InitFrom",
     "LatencyConfig",
     "LatencyMs",
     "LatencyPercentiles",
@@ -187,6 +202,7 @@ __all__ = [
     "RunDir",
     "RunOutcome",
     "RunSpec",
+    "SourceRef",
     "Strict",
     "SyntheticData",
     "TrainConfig",
@@ -198,6 +214,7 @@ __all__ = [
     "check_compat",
     "config_hash",
     "current_umask",
+    "dependent_hash",
     "eval_records",
     "failure_outcome",
     "file_mode",

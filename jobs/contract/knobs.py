@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from jobs.contract.base import Strict
 from jobs.contract.measures import REPORT_TARGETS, LatencyConfig, ReportTarget
+from jobs.contract.sources import InitFrom
 
 
 class CompileConfig(Strict):
@@ -347,6 +348,8 @@ class TrainConfig(Strict):
     latency: LatencyConfig | None = None
     # None: a run that ran out of GPU memory is resubmitted unchanged by --retry-failed. Not hashed.
     oom_retry: OomRetryConfig | None = None
+    # Start from another run's final model (jobs/contract/sources.py); hashed only when set.
+    init_from: InitFrom | None = None
 
     @model_validator(mode="before")
     @classmethod

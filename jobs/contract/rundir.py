@@ -86,7 +86,7 @@ HEARTBEAT_STATES: tuple[str, ...] = HeartbeatState.__args__  # type: ignore[attr
 # Keys of a heartbeat that identify the attempt writing it: kept when the heartbeat is rewritten.
 HEARTBEAT_IDENTITY_KEYS = ("job_id", "attempt", "pid", "hostname")
 FailureReason = Literal["cuda_oom", "no_gpu", "disk_full", "nan_loss", "timeout", "preempted", "node_failure",
-                        "cancelled", "exception"]
+                        "cancelled", "source_unusable", "exception"]
 FAILURE_REASONS: tuple[str, ...] = FailureReason.__args__  # type: ignore[attr-defined]
 
 
@@ -266,6 +266,9 @@ class Result(RunFile):
         "metric, best_step, best_value, stopped_early, stopped_at_step, patience, min_delta (early_stopping set)"))
     zero_shot: bool | None = Field(None, description=(
         "data.max_train_samples 0, no training (train.steps 0), the initial model evaluated"))
+    initial_model: _Section | None = Field(None, description=(
+        "the model the run started from (and, zero-shot, evaluated): {source_run_id, source_run_name, take} "
+        "for init_from, else {model_name_or_path} (the pretrained base, or random_init)"))
 
 
 # result.json keys with what each holds (from ``Result``): collect's known keys.

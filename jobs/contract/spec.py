@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 from jobs.contract.base import Strict, canonical_json
 from jobs.contract.knobs import TrainConfig
 from jobs.contract.resources import Resources
+from jobs.contract.sources import SourceRef
 
 SCHEMA_VERSION = 1
 
@@ -35,6 +36,10 @@ class RunSpec(Strict):
     # Set by ``submit --retry-failed`` after a CUDA OOM (orchestrator/oomretry.py); the worker trains with
     # ``adaptation.to`` over ``train`` (see ``applied_train``). Same effective batch: not part of the config hash.
     adaptation: OomAdaptation | None = None
+    # The run this one starts from (``train.init_from`` resolved at submit); its run id is in config_hash.
+    source: SourceRef | None = None
+    # Save the final model under model/ for the runs that start from this one. Not part of the config hash.
+    save_model: bool = False
 
 
 class MicroBatching(Strict):
@@ -88,6 +93,7 @@ HASHED_ONLY_WHEN_SET: tuple[tuple[str, ...], ...] = (
     ("lora", "placement"), ("ia3", "placement"),
     ("latency",),
     ("eval_strategy",), ("eval_steps",), ("train_eval_samples",), ("early_stopping",),
+    ("init_from",),
 )
 
 

@@ -62,6 +62,9 @@ class Group:
     runs: list[RunSpec]
     folder: Path  # submitit's folder of this submission
     job_name: str
+    # init_from: the source's job (SLURM "123_4") every run of the group waits for; None: none to wait for.
+    # A backend without scheduler dependencies (the local queue) waits on the source's run dir instead.
+    after_job: str | None = None
 
 
 class Backend(Protocol):

@@ -20,6 +20,7 @@ from orchestrator.matrix import preflight
 from orchestrator.matrix.extends import RUN_KEYS, extends_chain
 from orchestrator.matrix.grid import grid_axes, set_path
 from orchestrator.matrix.problems import Problems, known_only, pydantic_problems, suggest
+from orchestrator.matrix.sources import resolve_sources
 
 DEFAULT_MAX_RUNS = 5000
 # Stands in for a cluster profile that could not be loaded (its problems are reported), so
@@ -114,6 +115,7 @@ def expand_all(raw: dict[str, Any], profile: profiles.Profile, problems: Problem
     for name, combos, axis_origin in expansions:
         specs += _expand_run(raw, profile, name, combos, axis_origin, problems)
     _name_clash_problems(specs, problems)
+    specs = resolve_sources(specs, list(runs), problems)  # init_from: sources first, paired, hashed
     _attach_baseline(specs, raw.get("baseline"))
     return specs
 

@@ -105,12 +105,16 @@ class _Runner:
         setup = list(entry.setup or [])
         queue = self._queued(manifest)
         specs = {r: _spec_resources(self.experiment, r) for r in queue}
+        sources = {r: _source_of(self.experiment, r) for r in queue}
         while (queue or self.running) and not self.stopping:
+            self._cancel_orphans(queue, sources)
             while queue and len(self.running) < parallelism and not self.stopping:
-                chosen = self._next(queue, {r: specs[r][1] for r in queue})
+                ready = [r for r in queue if source_state(self.experiment, sources[r]) == SOURCE_DONE]
+                chosen = self._next(ready, {r: specs[r][1] for r in ready})
                 if chosen is None:
-                    break  # every queued run waits for a GPU
+                    break  # every queued run waits for a GPU or for its source (init_from)
                 run_id, run_devices = chosen
+                queue.remove(run_id)
                 if run_id in self._queued(self.experiment.read_manifest()):  # not cancelled meanwhile
                     self._launch(run_id, setup, specs[run_id][0], run_devices)
                 else:
@@ -124,6 +128,14 @@ class _Runner:
         if self.stopping:
             self._cancel(queue)
         self._update(None, runner_state=CANCELLED if self.stopping else FINISHED, state=FINISHED)
+
+    def _cancel_orphans(self, queue: list[str], sources: dict[str, str | None]) -> None:
+        """Cancel the queued runs whose source (init_from) ended without a result: they can never start."""
+        for run_id in list(queue):
+            if source_state(self.experiment, sources[run_id]) == SOURCE_FAILED:
+                queue.remove(run_id)
+                print(f"cancelled {run_id}: its source run {sources[run_id]} ended without a result", flush=True)
+                self._update(run_id, state=CANCELLED, ended_at=time.time())
 
     def _cancel(self, queue: list[str]) -> None:
         for run_id, job in self.running.items():
@@ -140,6 +152,29 @@ def _spec_resources(experiment: Experiment, run_id: str) -> tuple[int, int]:
     except Exception:  # noqa: BLE001 - a broken spec is reported by the worker itself
         return 60, 0
     return resources.time_min, resources.gpus
+
+
+SOURCE_DONE, SOURCE_WAIT, SOURCE_FAILED = "done", "wait", "failed"
+
+
+def _source_of(experiment: Experiment, run_id: str) -> str | None:
+    """The run id of the run's init_from source, or None."""
+    try:
+        source = experiment.run_dir(run_id).read_spec().source
+    except Exception:  # noqa: BLE001 - a broken spec is reported by the worker itself
+        return None
+    return source.run_id if source is not None else None
+
+
+def source_state(experiment: Experiment, source_id: str | None) -> str:
+    """done (no source, or its result.json is there), wait (its latest attempt is queued or running) or
+    failed (it ended, was cancelled or never ran without a result): the same rule as SLURM's afterok."""
+    if source_id is None or experiment.run_dir(source_id).result_path.exists():
+        return SOURCE_DONE
+    attempt = experiment.read_manifest().latest_attempt(source_id)
+    if attempt is not None and attempt.state in (QUEUED, STARTED):
+        return SOURCE_WAIT  # a failure.json there is an earlier attempt's: the worker retires it when it starts
+    return SOURCE_FAILED
 
 
 def pid_alive(pid: int | None) -> bool:

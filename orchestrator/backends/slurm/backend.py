@@ -69,7 +69,7 @@ class SlurmBackend:
         resources = group.runs[0].resources
         executor = submitit.SlurmExecutor(folder=group.folder, max_num_timeout=resources.max_requeues,
                                           python=interpreter())
-        executor.update_parameters(**sbatch_parameters(group.matrix, resources, group.job_name))
+        executor.update_parameters(**sbatch_parameters(group.matrix, resources, group.job_name, group.after_job))
         with outside_enclosing_job(), private_files(carries_secret(group.matrix)), executor.batch():
             jobs = [executor.submit(Worker(), str(group.experiment.run_dir(s.run_id).path)) for s in group.runs]
         commands.CALLS["sbatch"] += 1  # submitit ran sbatch once for the array
@@ -113,7 +113,8 @@ class SlurmBackend:
                 "`orchestrate cancel` again once slurmctld answers (`squeue` works)") from exc
 
     def dry_run(self, group: Group) -> str:
-        return render_script(group.matrix, group.runs[0].resources, len(group.runs), group.folder, group.job_name)
+        return render_script(group.matrix, group.runs[0].resources, len(group.runs), group.folder, group.job_name,
+                             group.after_job)
 
 
 def _submit_limit_warnings(new_jobs: int) -> list[str]:

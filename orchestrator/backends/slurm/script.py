@@ -30,8 +30,9 @@ _SUBMITIT_NAMES = {"partition", "time", "cpus-per-task", "mem", "gres", "account
                    "dependency", "exclusive", "wckey"}
 
 
-def sbatch_parameters(matrix: Matrix, resources: Resources, name: str) -> dict[str, Any]:
-    """submitit parameters from the profile's rendered preamble plus what the tool owns."""
+def sbatch_parameters(matrix: Matrix, resources: Resources, name: str, after_job: str | None = None) -> dict[str, Any]:
+    """submitit parameters from the profile's rendered preamble plus what the tool owns; ``after_job``: the
+    source's job (``123_4``, an array task) the array waits for (init_from)."""
     text = profiles.render_preamble(matrix.profile, resources, {"experiment": matrix.experiment})
     directive_lines, setup = profiles.split_preamble(text)
     try:
@@ -51,6 +52,11 @@ def sbatch_parameters(matrix: Matrix, resources: Resources, name: str) -> dict[s
             params[key.replace("-", "_")] = value
         else:
             extra[key] = value
+    if after_job is not None:
+        # afterok on the source's array task; a failed source makes the dependency one that can never be
+        # satisfied: SLURM then cancels the dependent instead of leaving it pending (DependencyNeverSatisfied)
+        params["dependency"] = f"afterok:{after_job}"
+        extra["kill-on-invalid-dep"] = "yes"
     if extra:
         params["additional_parameters"] = extra
     return params
@@ -85,9 +91,10 @@ def interpreter() -> str:
     return shlex.quote(sys.executable)
 
 
-def render_script(matrix: Matrix, resources: Resources, count: int, folder: Path, name: str | None = None) -> str:
+def render_script(matrix: Matrix, resources: Resources, count: int, folder: Path, name: str | None = None,
+                  after_job: str | None = None) -> str:
     """The sbatch script submitit writes for an array (or a job, count 1) of ``count`` runs (--dry-run)."""
-    params = sbatch_parameters(matrix, resources, name or job_name(matrix.experiment, "<token>"))
+    params = sbatch_parameters(matrix, resources, name or job_name(matrix.experiment, "<token>"), after_job)
     return _make_sbatch_string(command=submission_command(folder), folder=folder,
                                map_count=count if count > 1 else None, **params)
 
