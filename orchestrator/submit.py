@@ -24,9 +24,10 @@ from typing import Any
 from jobs.contract import RunDir, RunSpec
 from orchestrator.backends import registry
 from orchestrator.backends.base import Backend, Group, job_name
+from orchestrator.backends.slurm import feeder
 from orchestrator.errors import RuntimeUserError
 from orchestrator.experiment.manifest import FAILED, SUBMITTED, SUBMITTING, Attempt, Manifest, Submission
-from orchestrator.experiment.plan import Plan, group_runs, plan, split_groups
+from orchestrator.experiment.plan import Plan, group_runs, plan, split_groups, take_slots
 from orchestrator.experiment.store import Experiment
 from orchestrator.matrix import Matrix, check_root_writable
 
@@ -70,12 +71,41 @@ def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_fa
             _archive_previous_result(run_dir)
             run_dir.write_spec(spec)
         if the_plan.new:
-            limits = backend.limits(matrix, len(the_plan.new))
-            outcome.warnings += limits.notes
-            for resources_key, chunk in split_groups(group_runs(the_plan.new), limits.max_array_size):
-                outcome.submissions.append(submit_group(experiment, manifest, matrix, chunk, backend, resources_key))
+            submit_runs(experiment, manifest, matrix, the_plan.new, backend, outcome, cwd)
         prune_submission_folders(experiment, manifest)
     return outcome
+
+
+def submit_runs(experiment: Experiment, manifest: Manifest, matrix: Matrix, runs: list[RunSpec], backend: Backend,
+                outcome: Outcome, cwd: Path) -> None:
+    """Submit what the job cap allows, one array per resource group; record the rest as waiting for
+    a slot and, unless a live feeder job already feeds them, submit one (backends/slurm/feeder.py).
+    Called under the experiment lock, by submit and by the feeder job (orchestrator/feed.py)."""
+    limits = backend.limits(matrix, len(runs))
+    outcome.warnings += limits.notes
+    now, later = take_slots(runs, limits.free_slots)
+    submitted_now = {s.run_id for s in now}
+    manifest.waiting = [r for r in manifest.waiting if r not in submitted_now]
+    manifest.waiting += [s.run_id for s in later if s.run_id not in manifest.waiting]
+    experiment.write_manifest(manifest)  # the waiting runs are on record before anything is submitted
+    for resources_key, chunk in split_groups(group_runs(now), limits.max_array_size):
+        outcome.submissions.append(submit_group(experiment, manifest, matrix, chunk, backend, resources_key))
+    outcome.plan.waiting += later
+    if not manifest.waiting and manifest.feeder is not None:
+        manifest.feeder = None
+        experiment.write_manifest(manifest)
+    if later and not outcome.plan.feeding:  # a live feeder takes every waiting run, old or new
+        after = sorted({j.split("_")[0] for s in outcome.submissions if s.state == SUBMITTED for j in s.job_ids},
+                       key=lambda j: (len(j), j))  # an array's id stands for all of its tasks
+        if limits.free_slots == 0:
+            outcome.plan.feeder = (f"no slot free under {limits.cap}, not even for a feeder job: run "
+                                   "`orchestrate submit` again when jobs have ended")
+            return
+        record = feeder.schedule(experiment, manifest, matrix, later[0].resources, after, limits.cap, cwd,
+                                 backend.name)
+        outcome.plan.feeder = (f"feeder job {record.job_id} submits them as runs end ({limits.cap})"
+                               if record.job_id else f"the feeder job could not be submitted ({record.error}): "
+                               "run `orchestrate submit` again")
 
 
 def _archive_previous_result(run_dir: RunDir) -> None:
@@ -135,6 +165,8 @@ def print_summary(outcome: Outcome, experiment: Experiment, out: Any = None) -> 
         ids = entry.array_job_id or ", ".join(entry.job_ids[:3])
         where = f"as {outcome.executor} job {ids}" if ids else f"as {outcome.executor} jobs"  # local: ids come later
         print(f"  submitted {len(entry.run_ids)} run(s) {where} (logs: {entry.folder})", file=out)
+    if p.waiting:
+        print(f"  {len(p.waiting)} run(s) waiting for a slot: {p.feeder}", file=out)
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=out)
     if p.note:
