@@ -17,13 +17,14 @@ from pathlib import Path
 from jobs.contract import RunSpec
 from orchestrator.backends import registry
 from orchestrator.errors import UserError
-from orchestrator.experiment.manifest import Feeder, Manifest
+from orchestrator.experiment.manifest import FAILED, Feeder, Manifest
 from orchestrator.experiment.plan import Plan
 from orchestrator.experiment.store import Experiment
 from orchestrator.matrix import load_matrix
 from orchestrator.submit import Outcome, print_summary, submit_runs
 
 log = logging.getLogger("orchestrator.feed")
+LOCK_TIMEOUT_S = 600.0  # a submit or collect holding the lock ends long before; the job's limit is longer
 
 
 def still_waiting(experiment: Experiment, manifest: Manifest, record: Feeder) -> list[RunSpec]:
@@ -43,7 +44,7 @@ def still_waiting(experiment: Experiment, manifest: Manifest, record: Feeder) ->
 def feed(experiment: Experiment, job_id: str | None) -> Outcome | None:
     """Submit the waiting runs that fit under the cap, and the next feeder if some still wait.
     None when this job is not the recorded feeder (nothing done)."""
-    with experiment.locked():
+    with experiment.locked(LOCK_TIMEOUT_S):
         manifest = experiment.read_manifest()
         record = manifest.feeder
         if record is None or record.job_id != job_id:
@@ -51,13 +52,20 @@ def feed(experiment: Experiment, job_id: str | None) -> Outcome | None:
                         record.job_id if record else "none")
             return None
         specs = still_waiting(experiment, manifest, record)
-        manifest.feeder = None  # consumed: the next feeder, if any, is recorded by submit_runs
-        experiment.write_manifest(manifest)
-        # the job runs where submit ran (sbatch --chdir): the matrix path and its root may be relative to it
-        matrix = load_matrix(Path(record.cwd) / (manifest.matrix_path or ""))
         outcome = Outcome(plan=Plan(new=specs), executor=record.executor)
-        if specs:
-            submit_runs(experiment, manifest, matrix, specs, registry.get(record.executor), outcome, Path(record.cwd))
+        try:
+            # the job runs where submit ran (sbatch --chdir): the matrix path and its root may be relative to it
+            matrix = load_matrix(Path(record.cwd) / (manifest.matrix_path or ""))
+            if specs:
+                submit_runs(experiment, manifest, matrix, specs, registry.get(record.executor), outcome,
+                            Path(record.cwd))
+        except UserError as exc:  # the runs stay waiting; status names this feeder's error
+            record.state, record.error = FAILED, f"job {job_id}: {str(exc).splitlines()[0][:200]}"
+            experiment.write_manifest(manifest)
+            raise
+        if manifest.feeder is record:  # consumed; a next feeder, if some runs still wait, replaced it
+            manifest.feeder = None
+        experiment.write_manifest(manifest)
         return outcome
 
 

@@ -84,10 +84,10 @@ def submit_runs(experiment: Experiment, manifest: Manifest, matrix: Matrix, runs
     limits = backend.limits(matrix, len(runs))
     outcome.warnings += limits.notes
     now, later = take_slots(runs, limits.free_slots)
-    submitted_now = {s.run_id for s in now}
-    manifest.waiting = [r for r in manifest.waiting if r not in submitted_now]
+    # the waiting runs are on record before anything is submitted; a run leaves the list only when its
+    # attempt is recorded (record_attempts), so status never sees a fed run as neither waiting nor submitted
     manifest.waiting += [s.run_id for s in later if s.run_id not in manifest.waiting]
-    experiment.write_manifest(manifest)  # the waiting runs are on record before anything is submitted
+    experiment.write_manifest(manifest)
     for resources_key, chunk in split_groups(group_runs(now), limits.max_array_size):
         outcome.submissions.append(submit_group(experiment, manifest, matrix, chunk, backend, resources_key))
     outcome.plan.waiting += later
@@ -218,6 +218,8 @@ def record_attempts(manifest: Manifest, chunk: Sequence[RunSpec | RunRef], job_i
                     backend: Backend) -> None:
     """One new attempt a run, in array task order."""
     now = time.time()
+    recorded = {spec.run_id for spec in chunk}
+    manifest.waiting = [r for r in manifest.waiting if r not in recorded]  # a submitted run waits no more
     for spec, job_id in zip(chunk, job_ids):
         attempt = Attempt(job_id=job_id, submission=token, submitted_at=now, executor=backend.name)
         if backend.initial_attempt_state is not None:

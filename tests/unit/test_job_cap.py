@@ -18,6 +18,7 @@ from orchestrator.backends.base import Limits
 from orchestrator.backends.slurm import commands
 from orchestrator.backends.slurm.parse import JobState, parse_submit_limits
 from orchestrator.cli import main
+from orchestrator.errors import UserError
 from orchestrator.experiment.plan import take_slots
 from orchestrator.experiment.store import Experiment
 from tests.unit.test_fake_backend import JOBS, FakeBackend
@@ -170,3 +171,18 @@ def test_cancel_forgets_the_waiting_runs_and_cancels_the_feeder_when_none_waits(
     manifest = experiment.read_manifest()
     assert manifest.waiting == [] and manifest.feeder is None and cancelled == [["90"]]
     assert [state for state, _ in states(experiment, capsys)].count("not submitted") == 7
+
+
+def test_a_feeder_that_cannot_feed_leaves_the_runs_waiting_and_says_why(
+        capped: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    path, experiment = study(tmp_path, monkeypatch)
+    assert main(["submit", str(path), "--executor", "fake"]) == 0
+    capsys.readouterr()
+    path.unlink()  # the matrix the feeder reloads for the cluster profile is gone
+    with pytest.raises(UserError):
+        feed.feed(experiment, "90")
+    FEEDERS["90"] = "completed"
+    waiting = [reason for state, reason in states(experiment, capsys) if state == "waiting for a slot"]
+    assert len(waiting) == 7 and waiting[0].startswith("the feeder job failed (job 90: ")
+    assert waiting[0].endswith("run `orchestrate submit` again to feed them")
+    assert len(experiment.read_manifest().waiting) == 7 and len(JOBS) == 3

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from orchestrator.matrix import Matrix
 
 RETRY_AFTER_S = 120  # no run could be queued (no free slot): the feeder tries again this much later
-FEEDER_TIME_MIN = 10
+FEEDER_TIME_MIN = 20  # above orchestrator.feed's lock timeout (10 min)
 FEEDER_MEM_MB = 1024
 ALIVE = frozenset({"pending", "running", "requeued", "completing", "configuring", "suspended", "resizing"})
 
@@ -57,7 +57,7 @@ def schedule(experiment: Experiment, manifest: Manifest, matrix: Matrix, resourc
         with outside_enclosing_job():
             record.job_id = commands.sbatch([*args, "--wrap", shlex.join(command)])
     except (commands.SlurmError, OSError) as exc:
-        record.state, record.error = FAILED, short_error(exc)
+        record.state, record.error = FAILED, f"sbatch: {short_error(exc)}"
     else:
         record.state = SUBMITTED
     experiment.write_manifest(manifest)
@@ -71,7 +71,7 @@ def feeder_state(manifest: Manifest) -> tuple[bool, str]:
     if record is None:
         return False, "no feeder job is recorded"
     if record.state == FAILED:
-        return False, f"the feeder job could not be submitted ({record.error})"
+        return False, f"the feeder job failed ({record.error})"
     try:
         if record.job_id is None:  # interrupted between the record and sbatch: find it by name
             found = commands.jobs_by_name(record.job_name)
