@@ -116,7 +116,7 @@ def test_study_larger_than_the_cap_completes_from_one_submit(study: Path) -> Non
     again = orchestrate(study, "submit", "matrix.yaml")  # while feeding: nothing twice
     assert "0 new" in again.stdout and "waiting for a slot" in again.stdout, again.stdout
 
-    most_queued, deadline = 0, time.time() + 1500
+    most_queued, deadline = 0, time.time() + 2400
     while time.time() < deadline:
         most_queued = max(most_queued, account_jobs())
         rows = json.loads(orchestrate(study, "status", "--json").stdout)["runs"]
