@@ -6,6 +6,10 @@ shared user's own association is never capped: other tests would be). The study'
 charged to that account (the matrix's `resources.account`). This cluster does not enforce limits
 (no AccountingStorageEnforce), so the test itself checks, while the study runs, that never more
 than 25 of the account's jobs are queued: orchestrate must honour the cap by itself.
+
+Slow (marked so): 88 real runs, each the cheapest the trainer allows (~15 s of CPU, mostly imports).
+Measured 2026-11-30 on the shared 2-core machine under heavy load: submit 08:51:26, last run ended
+09:19:55 (28.5 min), four arrays of 24, 23, 23 and 18 runs, three feeder jobs of 3 to 6 s each.
 """
 
 from __future__ import annotations
