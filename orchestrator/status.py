@@ -19,6 +19,7 @@ from tabulate import tabulate
 from jobs.contract import RunDir, RunOutcome, failure_outcome
 from orchestrator.backends.base import SchedState
 from orchestrator.backends.registry import scheduler_states
+from orchestrator.backends.slurm.feeder import feeder_state
 from orchestrator.experiment.manifest import Attempt, Manifest
 from orchestrator.experiment.store import Experiment
 from orchestrator.status_sources import explain_dependents
@@ -56,8 +57,25 @@ def gather(experiment: Experiment, stall_after_s: float = DEFAULT_STALL_AFTER_S,
         run_ids += [r for r in manifest.runs if r not in run_ids]
     states, note = scheduler_states(manifest, run_ids)
     rows = [_one(experiment, manifest, run_id, states.get(run_id), stall_after_s) for run_id in run_ids]
+    _mark_waiting(manifest, rows)
     explain_dependents(experiment, rows)  # init_from: a dependent waiting for, or cancelled by, its source
     return rows, note
+
+
+WAITING = "waiting for a slot"  # held back by a job cap (MaxSubmitJobs): a feeder job submits it later
+
+
+def _mark_waiting(manifest: Manifest, rows: list[RunStatus]) -> None:
+    """Runs a job cap holds back are neither failed nor pending in SLURM: they wait for a slot, and
+    the reason says whether a feeder job is alive to submit them (else: submit again)."""
+    waiting = set(manifest.waiting)
+    rows = [row for row in rows if row.run_id in waiting and row.state != RunOutcome.COMPLETED]
+    if not rows:
+        return
+    alive, said = feeder_state(manifest)
+    reason = said if alive else f"{said}: run `orchestrate submit` again to feed them"
+    for row in rows:
+        row.state, row.reason, row.log_tail = WAITING, reason, []
 
 
 def _one(experiment: Experiment, manifest: Manifest, run_id: str, sched: SchedState | None,

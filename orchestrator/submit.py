@@ -24,10 +24,11 @@ from typing import Any
 from jobs.contract import RunDir, RunSpec
 from orchestrator.backends import registry
 from orchestrator.backends.base import Backend, Group, job_name
+from orchestrator.backends.slurm import feeder
 from orchestrator.errors import RuntimeUserError
 from orchestrator.experiment import chain
 from orchestrator.experiment.manifest import FAILED, SUBMITTED, SUBMITTING, Attempt, Manifest, Submission
-from orchestrator.experiment.plan import Plan, group_runs, plan, split_groups
+from orchestrator.experiment.plan import Plan, group_runs, plan, split_groups, take_slots
 from orchestrator.experiment.store import Experiment
 from orchestrator.matrix import Matrix, check_root_writable
 
@@ -72,10 +73,7 @@ def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_fa
             _archive_previous_result(run_dir)
             run_dir.write_spec(spec)
         if the_plan.new:
-            limits = backend.limits(matrix, len(the_plan.new))
-            outcome.warnings += limits.notes
-            outcome.submissions += submit_chain(experiment, manifest, matrix, the_plan.new, backend,
-                                                limits.max_array_size, outcome.warnings)
+            submit_runs(experiment, manifest, matrix, the_plan.new, backend, outcome, cwd)
         prune_submission_folders(experiment, manifest)
     return outcome
 
@@ -101,6 +99,39 @@ def submit_chain(experiment: Experiment, manifest: Manifest, matrix: Matrix, new
                     if entry.state != FAILED and attempt is not None and attempt.job_id:
                         submitted[run_id] = attempt.job_id
     return entries
+
+
+def submit_runs(experiment: Experiment, manifest: Manifest, matrix: Matrix, runs: list[RunSpec], backend: Backend,
+                outcome: Outcome, cwd: Path) -> None:
+    """Submit what the job cap allows, one array per resource group; record the rest as waiting for
+    a slot and, unless a live feeder job already feeds them, submit one (backends/slurm/feeder.py).
+    Called under the experiment lock, by submit and by the feeder job (orchestrator/feed.py)."""
+    limits = backend.limits(matrix, len(runs))
+    outcome.warnings += limits.notes
+    now, later = take_slots(runs, limits.free_slots)
+    # the waiting runs are on record before anything is submitted; a run leaves the list only when its
+    # attempt is recorded (record_attempts), so status never sees a fed run as neither waiting nor submitted
+    manifest.waiting += [s.run_id for s in later if s.run_id not in manifest.waiting]
+    experiment.write_manifest(manifest)
+    # the runs come sources first, so a dependent submitted now has its source submitted now or before
+    outcome.submissions += submit_chain(experiment, manifest, matrix, now, backend, limits.max_array_size,
+                                        outcome.warnings)
+    outcome.plan.waiting += later
+    if not manifest.waiting and manifest.feeder is not None:
+        manifest.feeder = None
+        experiment.write_manifest(manifest)
+    if later and not outcome.plan.feeding:  # a live feeder takes every waiting run, old or new
+        after = sorted({j.split("_")[0] for s in outcome.submissions if s.state == SUBMITTED for j in s.job_ids},
+                       key=lambda j: (len(j), j))  # an array's id stands for all of its tasks
+        if limits.free_slots == 0:
+            outcome.plan.feeder = (f"no slot free under {limits.cap}, not even for a feeder job: run "
+                                   "`orchestrate submit` again when jobs have ended")
+            return
+        record = feeder.schedule(experiment, manifest, matrix, later[0].resources, after, limits.cap, cwd,
+                                 backend.name)
+        outcome.plan.feeder = (f"feeder job {record.job_id} submits them as runs end ({limits.cap})"
+                               if record.job_id else f"the feeder job could not be submitted ({record.error}): "
+                               "run `orchestrate submit` again")
 
 
 def _archive_previous_result(run_dir: RunDir) -> None:
@@ -160,6 +191,8 @@ def print_summary(outcome: Outcome, experiment: Experiment, out: Any = None) -> 
         ids = entry.array_job_id or ", ".join(entry.job_ids[:3])
         where = f"as {outcome.executor} job {ids}" if ids else f"as {outcome.executor} jobs"  # local: ids come later
         print(f"  submitted {len(entry.run_ids)} run(s) {where} (logs: {entry.folder})", file=out)
+    if p.waiting:
+        print(f"  {len(p.waiting)} run(s) waiting for a slot: {p.feeder}", file=out)
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=out)
     if p.note:
@@ -212,6 +245,8 @@ def record_attempts(manifest: Manifest, chunk: Sequence[RunSpec | RunRef], job_i
                     backend: Backend) -> None:
     """One new attempt a run, in array task order."""
     now = time.time()
+    recorded = {spec.run_id for spec in chunk}
+    manifest.waiting = [r for r in manifest.waiting if r not in recorded]  # a submitted run waits no more
     for spec, job_id in zip(chunk, job_ids):
         attempt = Attempt(job_id=job_id, submission=token, submitted_at=now, executor=backend.name)
         if backend.initial_attempt_state is not None:

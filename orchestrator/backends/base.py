@@ -51,6 +51,8 @@ class Limits:
 
     max_array_size: int
     notes: list[str] = field(default_factory=list)
+    free_slots: int | None = None  # jobs that may still be queued under a job cap (MaxSubmitJobs); None: no cap
+    cap: str = ""  # which cap, for messages ("MaxSubmitJobs=25 (association root/capstudy)")
 
 
 @dataclass

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from orchestrator.backends import registry
+from orchestrator.backends.slurm.feeder import forget_waiting
 from orchestrator.errors import EXIT_OK, UserError
 from orchestrator.experiment import store
 from orchestrator.experiment.manifest import Manifest
@@ -30,6 +31,7 @@ def cancel(experiment: Experiment, patterns: list[str]) -> list[str]:
         # anything is recorded as cancelled
         for name, attempts in registry.latest_attempts(manifest, active).items():
             registry.get(name).cancel(manifest, attempts)
+        active += forget_waiting(manifest, run_ids)  # held back by a job cap: never submitted now
         experiment.write_manifest(manifest)
     return [manifest.run_name(r) for r in active]
 

@@ -7,7 +7,8 @@ and the local queue agree on what was submitted. Shape (schema_version 1)::
     {"schema_version": 1, "experiment": "study", "baseline": "A1", "current_runs": {"A1": "A1-6f4c..."},
      "matrix_path": ..., "matrix_sha256": ..., "cluster": "local", "updated_at": 1796009621.8,
      "runs": {"A1-6f4c...": {"run_name": "A1", "attempts": [{Attempt}, ...]}},
-     "submissions": {"20261130-033259-7228cc": {Submission}}}
+     "submissions": {"20261130-033259-7228cc": {Submission}},
+     "waiting": ["A9-..."], "feeder": {Feeder}}     (only while a job cap holds runs back)
 
 Times are Unix seconds. Keys this version does not know are kept (``extra="allow"``), and only the
 keys that were set are written (``exclude_unset``), so a manifest written by an older or newer
@@ -89,6 +90,21 @@ class Submission(_Record):
     gpus_found_by: str | None = None
 
 
+class Feeder(_Record):
+    """The SLURM job that submits the runs waiting for a slot (a job cap, MaxSubmitJobs) once the
+    runs it depends on have ended: orchestrator/feed.py. ``state`` is submitting before sbatch."""
+
+    job_id: str | None = None
+    job_name: str = ""
+    state: str = SUBMITTING  # submitting, submitted, failed
+    after: list[str] = Field(default_factory=list)  # the job (array) ids it waits for; [] = a timed retry
+    cap: str = ""  # the cap it honours, e.g. "MaxSubmitJobs=25 (association root/capstudy)"
+    executor: str = "slurm"  # the backend that runs the fed runs
+    cwd: str = ""  # where submit ran: the matrix path in the manifest is relative to it
+    submitted_at: float = 0.0
+    error: str | None = None
+
+
 class Manifest(_Record):
     schema_version: int = SCHEMA_VERSION
     experiment: str = ""
@@ -99,6 +115,8 @@ class Manifest(_Record):
     matrix_path: str | None = None
     matrix_sha256: str | None = None
     cluster: str | None = None
+    waiting: list[str] = Field(default_factory=list)  # run ids not yet submitted: a job cap left no slot
+    feeder: Feeder | None = None  # the job that submits ``waiting`` as slots free
     updated_at: float | None = None
 
     @classmethod

@@ -48,20 +48,25 @@ class SlurmBackend:
         return max(asked_s, MIN_POLL_INTERVAL_S)
 
     def limits(self, matrix: Matrix, new_jobs: int, dry_run: bool = False) -> Limits:
-        """MaxSubmitJobs (a warning before passing it), then MaxArraySize (array indices stay below it)."""
+        """MaxSubmitJobs (the runs beyond it wait for a slot: orchestrator/feed.py), then MaxArraySize
+        (array indices stay below it)."""
+        cap = None
         if dry_run and not commands.slurm_available():
             notes = [("MaxSubmitJobs not checked: SLURM's commands are not on the PATH here; "
-                     "the real submit warns before passing it")]
+                     "the real submit honours it")]
         else:
-            notes = _submit_limit_warnings(new_jobs)
+            accounts = [s.resources.account for s in matrix.runs if s.resources.account]
+            cap = commands.submit_cap(getpass.getuser(), accounts[0] if accounts else None)
+            notes = _cap_notes(cap, new_jobs)
+        free, where = (cap.free, cap.where) if cap is not None else (None, "")
         if matrix.profile.max_array_size:
-            return Limits(matrix.profile.max_array_size, notes)
+            return Limits(matrix.profile.max_array_size, notes, free, where)
         try:
-            return Limits(max_array_size(commands.read_config()), notes)
+            return Limits(max_array_size(commands.read_config()), notes, free, where)
         except (commands.SlurmError, OSError) as exc:
             return Limits(DEFAULT_MAX_ARRAY_SIZE, notes + [
                 (f"MaxArraySize not checked ({str(exc).splitlines()[0][:120]}): arrays split at SLURM's default, "
-                f"{DEFAULT_MAX_ARRAY_SIZE}; set max_array_size in the cluster profile if yours differs")])
+                f"{DEFAULT_MAX_ARRAY_SIZE}; set max_array_size in the cluster profile if yours differs")], free, where)
 
     def submit(self, group: Group) -> list[str | None]:
         from jobs.entrypoint import Worker
@@ -117,20 +122,12 @@ class SlurmBackend:
                              group.after_job)
 
 
-def _submit_limit_warnings(new_jobs: int) -> list[str]:
-    """Warn before passing the association's MaxSubmitJobs."""
-    user = getpass.getuser()
-    limit = commands.max_submit_jobs(user)
-    if limit is None:
+def _cap_notes(cap: commands.SubmitCap | None, new_jobs: int) -> list[str]:
+    """Say when the job cap holds runs back (they are fed later, never refused by SLURM)."""
+    if cap is None or new_jobs <= cap.free:
         return []
-    try:
-        queued = commands.count_user_jobs(user)
-    except (commands.SlurmError, OSError):
-        queued = 0
-    if queued + new_jobs > limit:
-        return [(f"{queued} queued + {new_jobs} new jobs exceed MaxSubmitJobs={limit}: SLURM will refuse "
-                 "the excess; submit with --only in parts or wait for jobs to finish")]
-    return []
+    return [(f"{new_jobs} new jobs, {cap.free} free under {cap.where}: the rest wait for a slot and a "
+             "feeder job submits them as runs end (orchestrate status: waiting for a slot)")]
 
 
 def _query(array_ids: list[str], job_ids: list[str]) -> tuple[dict[str, SchedState], str | None, bool]:

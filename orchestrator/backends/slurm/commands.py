@@ -15,15 +15,16 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from orchestrator.backends.slurm.parse import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
     JobState,
     parse_config,
-    parse_max_submit,
     parse_sacct,
     parse_squeue,
+    parse_submit_limits,
     submission_order,
     task_index,
 )
@@ -69,25 +70,64 @@ def read_config() -> dict[str, str]:
     return parse_config(_run(["scontrol", "show", "config"]))
 
 
-def max_submit_jobs(user: str) -> int | None:
+def max_submit_jobs(user: str, account: str | None = None) -> int | None:
     """How many jobs `user` may have queued at once (array tasks count one each), best effort from the
     association's MaxSubmit and its QOS's MaxSubmitPU. None when unlimited or unknown; never raises."""
+    cap = submit_cap(user, account)
+    return cap.limit if cap is not None else None
+
+
+@dataclass(frozen=True)
+class SubmitCap:
+    """MaxSubmitJobs as it stands now: ``free`` more jobs (array tasks count one each) may be queued."""
+
+    limit: int  # the smaller of the association's MaxSubmit and the QOS's MaxSubmitPU
+    free: int  # slots left: the limit less the jobs already counted against it (never below 0)
+    where: str  # which limit, for messages: "MaxSubmitJobs=25 (association root/capstudy)"
+
+
+def submit_cap(user: str, account: str | None = None) -> SubmitCap | None:
+    """The job cap of `user`'s association with `account` (default: the user's default account) and
+    of its QOS, and how many slots are free under it. None when no cap is set or sacctmgr cannot be
+    asked (nothing to honour then); never raises."""
     try:
-        assoc = _run(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={user}", "format=MaxSubmit,QOS"])
+        if not account:
+            account = _run(["sacctmgr", "-n", "-P", "show", "user", user, "format=DefaultAccount"]).strip() or None
+        where = [f"user={user}"] + ([f"account={account}"] if account else [])
+        assoc = _run(["sacctmgr", "-n", "-P", "show", "assoc", "where", *where, "format=MaxSubmit,QOS"])
         qos_names = sorted({name for line in assoc.splitlines() for name in line.partition("|")[2].split(",") if name})
         qos = ""
         if qos_names:
             qos = _run(["sacctmgr", "-n", "-P", "show", "qos", "where", f"name={','.join(qos_names)}",
                         "format=Name,MaxSubmitPU"])  # fmt: skip
-        return parse_max_submit(assoc, qos)
+        assoc_limit, qos_limit = parse_submit_limits(assoc, qos)
     except (SlurmError, ValueError, IndexError):
         return None
+    if assoc_limit is None and qos_limit is None:
+        return None
+    free: list[int] = []
+    try:  # the association counts its own jobs; the QOS's per-user limit counts all of the user's
+        if assoc_limit is not None:
+            free.append(assoc_limit - count_user_jobs(user, account))
+        if qos_limit is not None:
+            free.append(qos_limit - count_user_jobs(user))
+    except (SlurmError, OSError):
+        free = [min(limit for limit in (assoc_limit, qos_limit) if limit is not None)]  # the queue unread: as if empty
+    limit = min(limit for limit in (assoc_limit, qos_limit) if limit is not None)
+    which = f"association {user}/{account}" if limit == assoc_limit else f"QOS {','.join(qos_names)}"
+    return SubmitCap(limit=limit, free=max(0, min(free)), where=f"MaxSubmitJobs={limit} ({which})")
 
 
-def count_user_jobs(user: str) -> int:
-    """How many jobs and array tasks `user` has in the queue (pending, running, ...), as MaxSubmit counts."""
-    output = _run(["squeue", "-h", "-r", "-u", user, "-o", "%i"])
+def count_user_jobs(user: str, account: str | None = None) -> int:
+    """How many jobs and array tasks `user` has in the queue (pending, running, ...), as MaxSubmit counts;
+    only those charged to `account` when given."""
+    output = _run(["squeue", "-h", "-r", "-u", user, "-o", "%i", *(["-A", account] if account else [])])
     return sum(1 for line in output.splitlines() if line.strip())
+
+
+def sbatch(args: list[str]) -> str:
+    """Run ``sbatch --parsable ARGS`` and return the job id it printed."""
+    return _run(["sbatch", "--parsable", *args]).strip().split(";")[0]
 
 
 def _base_ids(job_ids: Iterable[str]) -> list[str]:

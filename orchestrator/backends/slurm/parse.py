@@ -92,10 +92,16 @@ def max_array_size(config: dict[str, str]) -> int:
 def parse_max_submit(assoc_text: str, qos_text: str) -> int | None:
     """The smallest limit among `sacctmgr -n -P show assoc format=MaxSubmit,QOS` (MaxSubmit) and
     `sacctmgr -n -P show qos format=Name,MaxSubmitPU` (MaxSubmitPU); None when none is set."""
-    limits = [line.split("|")[0] for line in assoc_text.splitlines()]
-    limits += [line.split("|")[1] for line in qos_text.splitlines() if "|" in line]
-    numbers = [int(limit) for limit in limits if limit.strip()]
-    return min(numbers) if numbers else None
+    limits = [limit for limit in parse_submit_limits(assoc_text, qos_text) if limit is not None]
+    return min(limits) if limits else None
+
+
+def parse_submit_limits(assoc_text: str, qos_text: str) -> tuple[int | None, int | None]:
+    """(the association's MaxSubmit, the QOS's MaxSubmitPU), each the smallest listed, None when unset;
+    from the same two sacctmgr outputs as :func:`parse_max_submit`."""
+    assoc = [int(line.split("|")[0]) for line in assoc_text.splitlines() if line.split("|")[0].strip()]
+    qos = [int(line.split("|")[1]) for line in qos_text.splitlines() if "|" in line and line.split("|")[1].strip()]
+    return (min(assoc) if assoc else None), (min(qos) if qos else None)
 
 
 # ---------------------------------------------------------------- job states

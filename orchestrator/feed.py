@@ -1,0 +1,90 @@
+"""The feeder job's work: submit the runs waiting for a slot, then the next feeder (``python -m
+orchestrator.feed EXPERIMENT_DIR``, run by SLURM from backends/slurm/feeder.py, never by hand).
+
+Nothing twice: it takes the experiment lock, acts only if it is the feeder the manifest records
+(a newer submit may have replaced it), and re-derives from the manifest what is still waiting: a run
+that has a result, or an attempt newer than this feeder, is no longer fed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from jobs.contract import RunSpec
+from orchestrator.backends import registry
+from orchestrator.errors import UserError
+from orchestrator.experiment.manifest import FAILED, Feeder, Manifest
+from orchestrator.experiment.plan import Plan
+from orchestrator.experiment.store import Experiment
+from orchestrator.matrix import load_matrix
+from orchestrator.submit import Outcome, print_summary, submit_runs
+
+log = logging.getLogger("orchestrator.feed")
+LOCK_TIMEOUT_S = 600.0  # a submit or collect holding the lock ends long before; the job's limit is longer
+
+
+def still_waiting(experiment: Experiment, manifest: Manifest, record: Feeder) -> list[RunSpec]:
+    """The waiting runs to submit now, read from their spec.json (written by the submit that held them
+    back, with any OOM adaptation); a run done or submitted since is dropped from the waiting list."""
+    specs = []
+    for run_id in list(manifest.waiting):
+        run_dir = experiment.run_dir(run_id)
+        attempt = manifest.latest_attempt(run_id)
+        if run_dir.result_path.exists() or (attempt is not None and attempt.submitted_at > record.submitted_at):
+            manifest.waiting.remove(run_id)
+            continue
+        specs.append(run_dir.read_spec())
+    return specs
+
+
+def feed(experiment: Experiment, job_id: str | None) -> Outcome | None:
+    """Submit the waiting runs that fit under the cap, and the next feeder if some still wait.
+    None when this job is not the recorded feeder (nothing done)."""
+    with experiment.locked(LOCK_TIMEOUT_S):
+        manifest = experiment.read_manifest()
+        record = manifest.feeder
+        if record is None or record.job_id != job_id:
+            log.warning("feeder job %s is not the recorded feeder (%s): nothing to do", job_id,
+                        record.job_id if record else "none")
+            return None
+        specs = still_waiting(experiment, manifest, record)
+        outcome = Outcome(plan=Plan(new=specs), executor=record.executor)
+        try:
+            # the job runs where submit ran (sbatch --chdir): the matrix path and its root may be relative to it
+            matrix = load_matrix(Path(record.cwd) / (manifest.matrix_path or ""))
+            if specs:
+                submit_runs(experiment, manifest, matrix, specs, registry.get(record.executor), outcome,
+                            Path(record.cwd))
+        except UserError as exc:  # the runs stay waiting; status names this feeder's error
+            record.state, record.error = FAILED, f"job {job_id}: {str(exc).splitlines()[0][:200]}"
+            experiment.write_manifest(manifest)
+            raise
+        if manifest.feeder is record:  # consumed; a next feeder, if some runs still wait, replaced it
+            manifest.feeder = None
+        experiment.write_manifest(manifest)
+        return outcome
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if len(args) != 1:
+        print("usage: python -m orchestrator.feed EXPERIMENT_DIR", file=sys.stderr)
+        return 2
+    experiment = Experiment(Path(args[0]))
+    try:
+        outcome = feed(experiment, os.environ.get("SLURM_JOB_ID"))
+    except UserError as exc:  # the waiting runs stay recorded; status says the feeder ended
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if outcome is not None:
+        print_summary(outcome, experiment)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
