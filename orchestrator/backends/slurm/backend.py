@@ -8,6 +8,7 @@ loops load the controller). Cancel: one ``scancel`` call.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import os
 import time
@@ -175,7 +176,26 @@ def _query(array_ids: list[str], job_ids: list[str]) -> tuple[dict[str, SchedSta
         states[job_id] = SchedState(state="unknown", source="sacct", node=last.node, elapsed_s=last.elapsed_s,
                                     reason=f"slurmctld unreachable; accounting last recorded {last.raw or last.state}",
                                     raw=last.raw)
+    _add_node_reasons(states)
     return states, note, down is None
+
+
+def _add_node_reasons(states: dict[str, SchedState]) -> None:
+    """A job that failed with its node, was requeued off it (pending, "BeginTime", its node still named) or
+    waits for one says why the node is out (`sinfo -R`, one call, only then): SLURM's own reason does not."""
+    hit = [j for j, s in states.items() if s.state == "node_fail" or (s.state == "pending" and (
+        "node" in s.reason.lower() or (s.reason == "BeginTime" and s.node)))]
+    if not hit:
+        return
+    try:
+        nodes = commands.node_reasons()
+    except (commands.SlurmError, OSError):
+        return  # the job's own state and reason still stand
+    for job_id in hit:
+        state = states[job_id]
+        said = "; ".join(f"node {n} {why}" for n, why in sorted(nodes.items()) if not state.node or state.node in n)
+        if said:
+            states[job_id] = dataclasses.replace(state, reason=f"{state.reason}; {said}" if state.reason else said)
 
 
 def _controller_down() -> str | None:

@@ -82,6 +82,13 @@ def ping_controller() -> None:
         raise SlurmError(["scontrol", "ping"], 1, "slurmctld does not answer (scontrol ping: DOWN)")
 
 
+def node_reasons() -> dict[str, str]:
+    """Why each down, drained or failing node is out of service, from `sinfo -R`: node list -> "STATE: reason"."""
+    output = _run(["sinfo", "-R", "-h", "-o", "%N|%T|%E"])
+    return {n: f"{state}: {reason}" for n, state, reason in (line.split("|", 2) for line in output.splitlines()
+                                                              if line.count("|") >= 2)}
+
+
 def max_submit_jobs(user: str) -> int | None:
     """How many jobs `user` may have queued at once (array tasks count one each), best effort from the
     association's MaxSubmit and its QOS's MaxSubmitPU. None when unlimited or unknown; never raises."""
