@@ -268,11 +268,11 @@ def test_node_set_down_under_running_runs_then_they_resume_from_checkpoints(tmp_
         finally:
             subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False,
                            capture_output=True)  # "Invalid node state" where another test's start resumed it
-        if not hit["N"]["ended"]:  # SLURM requeued it: cut the requeue's 2 min BeginTime wait, the node is back
-            subprocess.run(["scontrol", "update", f"JobId={hit['N']['job_id']}", "StartTime=now"], check=False)
         retry = orchestrate(study, "submit", "matrix.yaml", "--retry-failed")
         assert ("1 new" if hit["N"]["ended"] else "1 skipped as running or pending") in retry.stdout, retry.stdout
-        done = wait_until(study, lambda r: r["N"]["ended"], 300, "the run to end")
+        # a requeued job waits SLURM's requeue delay (BeginTime, about 2 min) first: cutting it with
+        # `scontrol update StartTime=now` right after RESUME made the launch fail ("launch failed requeued held")
+        done = wait_until(study, lambda r: r["N"]["ended"], 420, "the run to end")
         assert done["N"]["state"] == "completed", done
         final = result(study, done["N"])
         assert final["train"]["steps"] == 60 and (final["train"].get("resumed_from_step") or 0) > 0, final["train"]
