@@ -126,6 +126,8 @@ def _ended_without_result(sched: SchedState) -> tuple[str, str]:
         where = "process" if sched.unit == "process" else f"job (exit {sched.exit_code or '0'})"
         return "failed", f"{where} ended without result.json: see the log"
     said = _said(sched, sched.raw or sched.state) + (f", exit {sched.exit_code}" if sched.exit_code else "")
+    if sched.state == "node_fail" and sched.reason:
+        return sched.state, f"{said} ({sched.reason})"
     if sched.state in ("timeout", "preempted", "cancelled", "node_fail", "out_of_memory"):
         return sched.state, said
     return "failed", said

@@ -8,6 +8,7 @@ loops load the controller). Cancel: one ``scancel`` call.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import os
 import time
@@ -133,6 +134,9 @@ def _cap_notes(cap: commands.SubmitCap | None, new_jobs: int) -> list[str]:
 def _query(array_ids: list[str], job_ids: list[str]) -> tuple[dict[str, SchedState], str | None, bool]:
     """sacct for every job in one call; then squeue, in one call, for the jobs accounting does not
     list (its records lag behind the controller, or slurmdbd is down) or lists as PREEMPTED.
+    Where a job is queued or running, or squeue is needed, `scontrol ping` first (instant, where squeue
+    takes 18 s to give up): with slurmctld down, accounting's pending/running is only its last record,
+    so those jobs are `unknown`, never resubmitted, and the note says why.
     Returns the states, a note when a source failed, and whether the controller answered."""
     raw: dict[str, tuple[JobState, str]] = {}
     note = None
@@ -141,25 +145,64 @@ def _query(array_ids: list[str], job_ids: list[str]) -> tuple[dict[str, SchedSta
     except (commands.SlurmError, OSError) as exc:
         note = f"sacct unavailable ({short_error(exc)}); states from squeue and the run directories"
     doubtful = [j for j in job_ids if j not in raw or raw[j][0].state in REQUEUED_BY_SLURM]
-    controller_answered = True
-    if doubtful:
+    active = [j for j in job_ids if j in raw and SchedState(raw[j][0].state, "sacct").active]
+    down = _controller_down() if doubtful or active else None
+    if down:
+        note = (f"slurmctld unreachable ({down}): {len(active) + len(doubtful)} queued or running job(s) "
+                "shown as unknown (accounting's record may be stale) until it answers; "
+                + (note or "states from sacct and the run directories"))
+    elif doubtful:
         try:
             queued = commands.squeue_states(doubtful)
         except (commands.SlurmError, OSError) as exc:
-            queued, controller_answered = {}, False
-            note = (f"sacct and squeue unavailable ({short_error(exc)}); states from the run directories only"
-                    if note else f"squeue unavailable ({short_error(exc)}); states from sacct and the run directories")
+            queued, down = {}, short_error(exc)
+            note = (f"sacct and squeue unavailable ({down}); states from the run directories only"
+                    if note else f"squeue unavailable ({down}); states from sacct and the run directories")
         for job_id, info in queued.items():
             # SLURM requeues a preempted (or node-failed) job itself, but accounting shows PREEMPTED until
             # the new record arrives: the controller says whether it is queued again.
             if job_id not in raw or SchedState(info.state, "squeue").active:
                 raw[job_id] = (info, "squeue")
-    return {
+    states = {
         job_id: SchedState(state=info.state, source=source, node=info.node or "", elapsed_s=info.elapsed_s,
                            reason=info.reason or "", exit_code="" if info.exit_code is None else str(info.exit_code),
                            raw=info.raw_state)
         for job_id, (info, source) in raw.items()
-    }, note, controller_answered
+    }
+    for job_id in active if down else []:
+        last = states[job_id]
+        states[job_id] = SchedState(state="unknown", source="sacct", node=last.node, elapsed_s=last.elapsed_s,
+                                    reason=f"slurmctld unreachable; accounting last recorded {last.raw or last.state}",
+                                    raw=last.raw)
+    _add_node_reasons(states)
+    return states, note, down is None
+
+
+def _add_node_reasons(states: dict[str, SchedState]) -> None:
+    """A job that failed with its node, was requeued off it (pending, "BeginTime", its node still named) or
+    waits for one says why the node is out (`sinfo -R`, one call, only then): SLURM's own reason does not."""
+    hit = [j for j, s in states.items() if s.state == "node_fail" or (s.state == "pending" and (
+        "node" in s.reason.lower() or (s.reason == "BeginTime" and s.node)))]
+    if not hit:
+        return
+    try:
+        nodes = commands.node_reasons()
+    except (commands.SlurmError, OSError):
+        return  # the job's own state and reason still stand
+    for job_id in hit:
+        state = states[job_id]
+        said = "; ".join(f"node {n} {why}" for n, why in sorted(nodes.items()) if not state.node or state.node in n)
+        if said:
+            states[job_id] = dataclasses.replace(state, reason=f"{state.reason}; {said}" if state.reason else said)
+
+
+def _controller_down() -> str | None:
+    """Why slurmctld does not answer `scontrol ping`, or None when it does."""
+    try:
+        commands.ping_controller()
+    except (commands.SlurmError, OSError) as exc:
+        return short_error(exc)
+    return None
 
 
 @contextlib.contextmanager

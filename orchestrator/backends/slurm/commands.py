@@ -70,6 +70,26 @@ def read_config() -> dict[str, str]:
     return parse_config(_run(["scontrol", "show", "config"]))
 
 
+def ping_controller() -> None:
+    """Raise SlurmError unless slurmctld answers (`scontrol ping` fails at once when it is down, and says
+    so on stdout)."""
+    try:
+        output = _run(["scontrol", "ping"], timeout_s=10)
+    except SlurmError as error:
+        if error.returncode is None:  # missing or timed out: that error says it best
+            raise
+        output = ""
+    if "is UP" not in output:
+        raise SlurmError(["scontrol", "ping"], 1, "slurmctld does not answer (scontrol ping: DOWN)")
+
+
+def node_reasons() -> dict[str, str]:
+    """Why each down, drained or failing node is out of service, from `sinfo -R`: node list -> "STATE: reason"."""
+    output = _run(["sinfo", "-R", "-h", "-o", "%N|%T|%E"])
+    return {n: f"{state}: {reason}" for n, state, reason in (line.split("|", 2) for line in output.splitlines()
+                                                              if line.count("|") >= 2)}
+
+
 def max_submit_jobs(user: str, account: str | None = None) -> int | None:
     """How many jobs `user` may have queued at once (array tasks count one each), best effort from the
     association's MaxSubmit and its QOS's MaxSubmitPU. None when unlimited or unknown; never raises."""
