@@ -13,7 +13,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -225,20 +224,12 @@ def submit_group(experiment: Experiment, manifest: Manifest, matrix: Matrix, chu
         entry.error = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
         experiment.write_manifest(manifest)
         return entry
-    _inject_fault("after-sbatch")
     record_attempts(manifest, chunk, job_ids, token, backend)
     entry.state, entry.job_ids = SUBMITTED, [j for j in job_ids if j]
     entry.array_job_id, entry.submitted_at = (job_ids[0] or "").split("_")[0] or None, time.time()
     backend.launch(request, entry, lambda: experiment.write_manifest(manifest))
     experiment.write_manifest(manifest)
     return entry
-
-
-def _inject_fault(point: str) -> None:
-    """Tests kill orchestrate for real at a chosen point (ORCHESTRATE_FAULT_INJECT=after-sbatch)
-    to prove that an interrupted submit is recovered; unset in normal use."""
-    if os.environ.get("ORCHESTRATE_FAULT_INJECT") == point:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def record_attempts(manifest: Manifest, chunk: Sequence[RunSpec | RunRef], job_ids: list[str | None], token: str,

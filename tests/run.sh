@@ -39,4 +39,4 @@ step "Lint and types (ruff over the tree; mypy over the two packages, with pydan
 
 step "Tests"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-"$PY" -m pytest tests "$@"
+"$PY" -m pytest tests --durations=30 "$@"
