@@ -37,7 +37,7 @@ from jobs.contract import ALL_LINEAR, RunSpec, TrainConfig, hub_dataset, resolve
 from jobs.methods import placement
 from jobs.packing import packing_problem
 from jobs.tasks import get_task
-from orchestrator import vram
+from orchestrator import vram, vramfit
 from orchestrator.matrix.datafiles import count_rows, file_problem
 from orchestrator.matrix.problems import Problems, suggest
 from orchestrator.profiles import Profile
@@ -115,7 +115,7 @@ def gpu_limit_gib(spec: RunSpec, profile: Profile) -> tuple[str, float] | None:
 
 
 def memory_problems(specs: Sequence[RunSpec], profile: Profile) -> Problems:
-    """Runs that would not fit their GPU (vram.fit_problem), one problem a matrix entry and message:
+    """Runs that would not fit their GPU (vramfit.fit_problem), one problem a matrix entry and message:
     the seeds of a grid share theirs."""
     by_message: dict[tuple[str, str], list[str]] = {}
     seen: dict[str, str | None] = {}
@@ -126,7 +126,7 @@ def memory_problems(specs: Sequence[RunSpec], profile: Profile) -> Problems:
         key = spec.train.model_copy(update={"seed": 0}).model_dump_json() + repr(limit)
         if key not in seen:
             config = model_config(spec.train.model_name_or_path, profile.hf_home)
-            seen[key] = vram.fit_problem(spec.train, config, limit[1], limit[0])
+            seen[key] = vramfit.fit_problem(spec.train, config, limit[1], limit[0])
         if seen[key] is not None:
             by_message.setdefault((spec.base_name, str(seen[key])), []).append(spec.run_name)
     found: Problems = []

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from jobs.contract import TrainConfig
-from orchestrator import vram
+from orchestrator import vram, vramfit
 from orchestrator.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,14 +107,14 @@ def test_unknown_model_is_named_never_zero() -> None:
     assert isinstance(vram.estimate(train(), None), vram.Unknown)
     partial = vram.estimate(train(), {"model_type": "bert", "num_hidden_layers": 2})
     assert isinstance(partial, vram.Unknown) and "hidden_size" in partial.reason
-    assert vram.fit_problem(train(batch_size=4096), None, 15, "t4") is None
+    assert vramfit.fit_problem(train(batch_size=4096), None, 15, "t4") is None
 
 
 def test_suggestions_each_fit() -> None:
     big = train(batch_size=64, precision="fp32")
-    changes = vram.fitting_changes(big, BERT_BASE, 15)
+    changes = vramfit.fitting_changes(big, BERT_BASE, 15)
     assert changes and any(text.startswith("batch_size: ") for text, _ in changes)
-    assert all(gib * (1 + vram.SAFETY_MARGIN) <= 15 for _, gib in changes)
+    assert all(gib * (1 + vramfit.SAFETY_MARGIN) <= 15 for _, gib in changes)
 
 
 # ------------------------------------------------------------------ the CLI
@@ -156,7 +156,7 @@ def test_t4_refuses_a_run_that_cannot_fit_and_names_what_would(tmp_path: Path,
     assert "would fit: batch_size: " in line and "gradient_accumulation_steps: " in line
     assert "the same effective batch 64" in line
     for gib in re.findall(r"\(~([\d.]+) GiB\)", line):
-        assert float(gib) * (1 + vram.SAFETY_MARGIN) <= 15
+        assert float(gib) * (1 + vramfit.SAFETY_MARGIN) <= 15
 
 
 def test_dry_run_shows_the_estimate_and_names_an_unknown_model(tmp_path: Path,
@@ -231,19 +231,19 @@ def test_calibration_benchmark_dry_mode_prints_every_estimate(tmp_path: Path) ->
 
 
 def test_a_run_nothing_can_fit_says_so() -> None:
-    message = vram.fit_problem(train(batch_size=64, precision="fp32"), BERT_BASE, 1, "tiny")
+    message = vramfit.fit_problem(train(batch_size=64, precision="fp32"), BERT_BASE, 1, "tiny")
     assert message is not None and "exceeds partition tiny's gpu_mem_gb 1" in message
     assert message.endswith("nothing of batch_size/gradient_accumulation_steps, gradient_checkpointing, 8-bit AdamW "
                             "fits: use a partition with more GPU memory")
-    assert vram.fit_problem(train(batch_size=8), BERT_BASE, 15, "t4") is None
+    assert vramfit.fit_problem(train(batch_size=8), BERT_BASE, 15, "t4") is None
 
 
 def test_odd_micro_batches_shrink_by_the_oom_retry_rule() -> None:
     """batch_size 9 does not fit where 3 does: 3 x accumulation 3 is suggested (it was never tried: only
     even batches were halved), by the same smallest-prime-factor rule as oom_retry."""
-    limit = vram.needed_gib(peak(batch_size=3, gradient_accumulation_steps=3)) + 0.01
-    assert vram.needed_gib(peak(batch_size=9)) > limit
-    changes = dict(vram.fitting_changes(train(batch_size=9), BERT_BASE, limit))
+    limit = vramfit.needed_gib(peak(batch_size=3, gradient_accumulation_steps=3)) + 0.01
+    assert vramfit.needed_gib(peak(batch_size=9)) > limit
+    changes = dict(vramfit.fitting_changes(train(batch_size=9), BERT_BASE, limit))
     assert any(text.startswith("batch_size: 3 with gradient_accumulation_steps: 3") for text in changes), changes
 
 
