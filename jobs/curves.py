@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The training-set sample is the same rows in every run of a study (whatever the run's seed), so
-# the curves of two configurations or seeds are measured on the same examples.
+# The training-set sample is drawn with a fixed seed (whatever the run's seed) from the rows the run
+# trains on: runs on the same training rows are scored on the same examples; with max_train_samples
+# (a subset drawn per seed) or noise, each subset's sample is its own.
 TRAIN_SAMPLE_SEED = 0
 
 

@@ -38,7 +38,7 @@ ALIASES: dict[str, dict[str, str]] = {
         "lora_dropout": "lora.dropout", "target_modules": "lora.target_modules",
     },
     "LoraConfig": {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
-                   "target": "target_modules", "modules": "target_modules"},
+                   "target": "target_modules", "modules": "target_modules", "preset": "placement"},
     "DataConfig": {"num_train_samples": "max_train_samples", "train_samples": "max_train_samples",
                    "n_train": "max_train_samples", "max_samples": "max_train_samples",
                    "num_eval_samples": "max_eval_samples", "corruption": "noise", "perturbation": "noise"},
@@ -46,6 +46,20 @@ ALIASES: dict[str, dict[str, str]] = {
                     "level": "rate", "splits": "apply_to", "split": "apply_to", "noise_seed": "seed"},
     "Resources": {"gres": "gpus", "gpus_per_node": "gpus", "cpus": "cpus_per_task",
                   "mem": "mem_gb", "memory": "mem_gb", "time": "time_min", "time_limit": "time_min"},
+}
+# HF/TRL names whose replacement is a knob with a value of its own, not a rename.
+FORM_ALIASES: dict[str, dict[str, str]] = {
+    "TrainConfig": {
+        "packing": "padding: packed",
+        "group_by_length": "padding: dynamic with bucketing: true",
+        "load_best_model_at_end": "early_stopping: {metric: accuracy, patience: 3} (the best checkpoint is "
+                                  "then the one evaluated and reported)",
+        "metric_for_best_model": "early_stopping: {metric: NAME, patience: 3}",
+        "early_stopping_patience": "early_stopping: {metric: NAME, patience: N}",
+        "early_stopping_threshold": "early_stopping: {metric: NAME, patience: N, min_delta: X}",
+        "evaluation_strategy": "eval_strategy: steps with eval_steps: N, or eval_strategy: epoch",
+        "resume_from_checkpoint": "nothing: a requeued or resubmitted run resumes from its last sealed checkpoint",
+    },
 }
 _PRECISION_FLAGS = ("fp16", "bf16")
 RUN_ONLY = ("extends",)  # alias targets that only a run body may hold
@@ -60,7 +74,9 @@ SECTION_FORMS = {"oom_retry": "oom_retry: {max_adaptations: 2}",
                  "quantization": "quantization: {bits: 4}",
                  "compile": "compile: {mode: default}",
                  "freeze": "freeze: {layers: 6}",
-                 "synthetic": "synthetic: {} (under data:)"}
+                 "synthetic": "synthetic: {} (under data:)",
+                 "early_stopping": "early_stopping: {metric: accuracy, patience: 3, min_delta: 0.0}",
+                 "init_from": "init_from: {run: NAME, take: model}"}
 
 
 def suggest(word: str, choices: list[str]) -> str:
@@ -76,6 +92,9 @@ def alias_hint(model: type[BaseModel], key: str, value: Any, also: tuple[str, ..
     ``extends``; ``defaults`` have none)."""
     if model.__name__ == "TrainConfig" and key in _PRECISION_FLAGS:
         return f"write precision: {key}" if value is True else "drop it (precision: fp32 is the default)"
+    form = FORM_ALIASES.get(model.__name__, {}).get(key)
+    if form is not None:
+        return f"write {form} ({key} is another tool's name)"
     target = ALIASES.get(model.__name__, {}).get(key)
     if target is None:
         return None

@@ -216,6 +216,13 @@ def test_bad_experiment_name_does_not_hide_bad_run_names(tmp_path: Path, capsys:
     ("rank: 16", "runs.A1.rank: unknown key: write lora: {r: 16}"),
     ("lora: {rank: 16}", "runs.A1.lora.rank: unknown key: write r: 16"),
     ("extnds: A0", "runs.A1.extnds: unknown key (did you mean 'extends'?)"),
+    ("packing: true", "runs.A1.packing: unknown key: write padding: packed (packing is another tool's name)"),
+    ("load_best_model_at_end: true", "runs.A1.load_best_model_at_end: unknown key: write early_stopping: "
+                                     "{metric: accuracy, patience: 3}"),
+    ("metric_for_best_model: f1", "write early_stopping: {metric: NAME, patience: 3}"),
+    ("lora: {preset: attn-qkv}", "runs.A1.lora.preset: unknown key: write placement: attn-qkv"),
+    ("init_from: A0", "runs.A1.init_from: 'A0': a section is wanted; write e.g. init_from: {run: NAME, take: model}"),
+    ("early_stopping: true", "a section is wanted; write e.g. early_stopping: {metric: accuracy, patience: 3"),
 ])
 def test_did_you_mean_and_aliases(setting: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = submit(tmp_path, f"runs:\n  A0: {{precision: fp16}}\n  A1: {{precision: fp16, {setting}}}\n", capsys)
