@@ -217,8 +217,7 @@ def test_bad_experiment_name_does_not_hide_bad_run_names(tmp_path: Path, capsys:
     ("lora: {rank: 16}", "runs.A1.lora.rank: unknown key: write r: 16"),
     ("extnds: A0", "runs.A1.extnds: unknown key (did you mean 'extends'?)"),
     ("packing: true", "runs.A1.packing: unknown key: write padding: packed (packing is another tool's name)"),
-    ("load_best_model_at_end: true", "runs.A1.load_best_model_at_end: unknown key: write early_stopping: "
-                                     "{metric: accuracy, patience: 3}"),
+    ("load_best_model_at_end: true", "load_best_model_at_end: unknown key: write early_stopping: {metric: accuracy"),
     ("metric_for_best_model: f1", "write early_stopping: {metric: NAME, patience: 3}"),
     ("lora: {preset: attn-qkv}", "runs.A1.lora.preset: unknown key: write placement: attn-qkv"),
     ("init_from: A0", "runs.A1.init_from: 'A0': a section is wanted; write e.g. init_from: {run: NAME, take: model}"),
