@@ -206,8 +206,10 @@ def evaluation_problems(train: TrainConfig, where: str) -> Problems:
         found.append((f"{where}.eval_steps", (f"{steps} is more than max_steps ({train.max_steps}): no evaluation "
                                              f"would run; lower eval_steps to at most {train.max_steps}")))
     if strategy is not None and train.data.max_train_samples == 0:
-        found.append((f"{where}.eval_strategy", (f"{strategy}: data.max_train_samples 0 is a zero-shot run that "
-                                                "does not train: drop eval_strategy")))
+        key = "eval_steps" if steps is not None else "eval_strategy"  # the knob the user most likely wrote
+        shown = steps if steps is not None else strategy
+        found.append((f"{where}.{key}", (f"{shown}: data.max_train_samples 0 is a zero-shot run that does not "
+                                        f"train: set {key}: null on this run (or drop it)")))
     for key, value in (("train_eval_samples", train.train_eval_samples), ("early_stopping", train.early_stopping)):
         if value is not None and strategy is None:
             found.append((f"{where}.{key}", ("needs evaluation during training: add eval_steps: N or "

@@ -33,6 +33,8 @@ def test_curve_metrics_come_from_the_tasks_registry() -> None:
     assert get_task("sst2").curve_metrics == ("accuracy", "loss")
     assert "loss" not in get_task("squad_v2").curve_metrics  # its evaluation features carry no labels
     assert "f1" in get_task("squad_v2").curve_metrics and "matthews_correlation" in get_task("cola").curve_metrics
+    # MNLI's mismatched set is scored after training only (hub data): not a metric to stop on
+    assert get_task("mnli").curve_metrics == ("accuracy", "loss")
 
 
 def test_evaluation_knobs_refused_with_key_value_and_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -61,8 +63,8 @@ def test_evaluation_knobs_refused_with_key_value_and_fix(tmp_path: Path, capsys:
         ("runs.BAD_METRIC.early_stopping.metric: 'acuracy' is not a validation metric of task sst2: write one of "
         "accuracy, loss (did you mean 'accuracy'?)"),
         "runs.QA_LOSS.early_stopping.metric: 'loss' is not a validation metric of task squad_v2: write one of exact, f1",
-        ("runs.ZERO_SHOT.eval_strategy: steps: data.max_train_samples 0 is a zero-shot run that does not train: "
-        "drop eval_strategy"),
+        ("runs.ZERO_SHOT.eval_steps: 10: data.max_train_samples 0 is a zero-shot run that does not train: "
+        "set eval_steps: null on this run (or drop it)"),
     ]
     for line in expected:
         assert line in err, f"{line!r} not in:\n{err}"

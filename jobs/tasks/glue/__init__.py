@@ -123,6 +123,12 @@ class GlueTask(Task):
             desc="tokenising " + ("train" if training else "validation"),
         )
 
+    @property
+    def curve_metrics(self) -> tuple[str, ...]:
+        """An evaluation during training scores the matched set only: MNLI's ``_mismatched`` copies are not
+        among them (early_stopping on one is refused at submit)."""
+        return tuple(name for name in super().curve_metrics if not name.endswith("_mismatched"))
+
     def _metrics_names(self) -> tuple[str, ...]:
         """The metrics scored on one evaluation set (the declared ones but the ``_mismatched`` copies)."""
         return tuple(name for name in self.metrics if not name.endswith("_mismatched"))
