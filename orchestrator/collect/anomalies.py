@@ -39,7 +39,7 @@ LABELS = {"collapse": "collapse", "nan_loss": "NaN loss", "short_run": "short ru
 _COLUMNS = frozenset({"run_id", "run_name", "config_id", "status", "stale", "in_matrix", "current",
                       "metrics.HasAns_f1", "log.nonfinite_losses", "log.nonfinite_result_loss",
                       "train_result.steps", "train_result.planned_steps", "warnings", "healthy",
-                      "eval.num_classes"})
+                      "eval.num_classes", "early_stopping.stopped_early"})
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,10 @@ def _health(row: Mapping[str, Any]) -> list[Anomaly]:
         where = f"{int(nonfinite)} logged loss(es)" if nonfinite > 0 else "result.json train loss"
         found.append(Anomaly("nan_loss", run_id, config_id, f"NaN/inf loss ({where})"))
     steps, planned = _number(row.get("train_result.steps")), _number(row.get("train_result.planned_steps"))
-    if np.isfinite(steps) and np.isfinite(planned) and planned > 0 and short_run(steps, planned):
+    stopped = row.get("early_stopping.stopped_early")  # by design, not a run cut short (numpy's bool in a frame)
+    stopped_early = isinstance(stopped, (bool, np.bool_)) and bool(stopped)
+    if (np.isfinite(steps) and np.isfinite(planned) and planned > 0 and short_run(steps, planned)
+            and not stopped_early):
         found.append(Anomaly("short_run", run_id, config_id,
                              f"finished after {int(steps)} of {int(planned)} planned steps ({steps / planned:.0%})"))
     warnings = row.get("warnings")

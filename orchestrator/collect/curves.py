@@ -103,10 +103,11 @@ def curves_figure(configs: pd.DataFrame, curves: EvalCurves, metric: str | None)
 
     columns = min(2, len(names))
     rows = (len(names) + columns - 1) // columns
-    figure = Figure(figsize=(6 * columns, 3.8 * rows + 0.4), dpi=100)
-    figure.subplots_adjust(left=0.8 / (6 * columns), right=0.98, hspace=0.5, wspace=0.25, top=1 - 0.6 / (3.8 * rows + 0.4))
-    figure.suptitle(f"{metric} during training: validation solid, training sample dashed; mean over seeds, "
-                    "band: lowest to highest seed", fontsize=9)
+    figure = Figure(figsize=(6 * columns, 3.8 * rows + 0.6), dpi=100)
+    figure.subplots_adjust(left=0.8 / (6 * columns), right=0.98, hspace=0.5, wspace=0.25, top=1 - 0.8 / (3.8 * rows + 0.6))
+    # two lines: one panel's width (6 in) holds about 80 characters at this size
+    figure.suptitle(f"{metric} during training: validation solid, training sample dashed\n"
+                    "mean over seeds; band: lowest to highest seed", fontsize=9)
     for position, series in enumerate(names, start=1):
         ax = figure.add_subplot(rows, columns, position)
         for colour, (config_id, seeds, bands) in enumerate(panels[series]):

@@ -186,3 +186,13 @@ def test_accuracy_study_without_baseline(tmp_path: Path) -> None:
     assert (tmp_path / "results" / "plots" / "lora_rank.png").exists()
     words = pd.read_csv(tmp_path / "results" / "tables" / "configurations.csv").set_index("id")
     assert "QLoRA r=32 on query/value (4-bit NF4, fp16 compute)" in words.loc["Q1 (r=32)", "configuration"]
+
+
+def test_a_run_stopped_early_by_design_is_not_a_short_run() -> None:
+    row = {"run_id": "r", "run_name": "r", "config_id": "c", "status": "completed", "stale": False,
+           "in_matrix": True, "current": True, "train_result.steps": 60.0, "train_result.planned_steps": 80.0,
+           "metrics.accuracy": 90.0}
+    runs = pd.DataFrame([row, {**row, "run_id": "s"}])
+    runs["early_stopping.stopped_early"] = [False, True]  # a bool column, as collect's frame holds it
+    found = find_anomalies(runs, "accuracy", {}, {})
+    assert [(a.kind, a.run_id) for a in found] == [("short_run", "r")]  # cut short: flagged; stopped early: not
