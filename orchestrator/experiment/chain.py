@@ -29,8 +29,12 @@ def hold_back(the_plan: Plan, manifest: Manifest, experiment: Experiment) -> lis
                 ref.run_id in new_ids or ref.run_id in active_ids
                 or experiment.run_dir(ref.run_id).result_path.exists())):
             held.add(spec.run_id)
-            notes.append(f"skip {spec.run_name}: its source {ref.run_name} has no result and is not submitted now "
-                         "(it failed before: `orchestrate submit --retry-failed` reruns the chain)")
+            why = ("it failed before: `orchestrate submit --retry-failed` reruns the chain"
+                   if manifest.latest_attempt(ref.run_id) is not None or ref.run_id in held
+                   else f"it was never submitted (left out by --only?): include it, e.g. --only "
+                        f"{ref.run_name},{spec.run_name}")
+            notes.append(f"skip {spec.run_name}: its source {ref.run_name} has no result and is not submitted "
+                         f"now ({why})")
             continue
         kept.append(spec)
     the_plan.new = kept

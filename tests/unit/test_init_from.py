@@ -145,3 +145,17 @@ def test_local_queue_source_rule(tmp_path: Path) -> None:
     assert source_state(experiment, "T-1") == SOURCE_FAILED
     run_dir.result_path.write_text("{}")
     assert source_state(experiment, "T-1") == SOURCE_DONE
+
+
+def test_a_dependent_whose_source_is_left_out_says_why(tmp_path: Path) -> None:
+    from orchestrator.experiment import chain
+    from orchestrator.experiment.manifest import Manifest
+    from orchestrator.experiment.plan import Plan
+    from orchestrator.experiment.store import Experiment
+
+    runs = load(tmp_path, BASE).runs
+    students = [r for r in runs if r.base_name == "S"]
+    the_plan = Plan(new=list(students))  # as with --only 'S*': the sources are not submitted now
+    notes = chain.hold_back(the_plan, Manifest(), Experiment(tmp_path / "scratch" / "chain"))
+    assert the_plan.new == [] and len(notes) == 2
+    assert "it was never submitted (left out by --only?): include it, e.g. --only T-seed1,S-seed1" in notes[0], notes
