@@ -45,8 +45,9 @@ def prepare_sst2_features(examples: Mapping[str, list], tokenizer: Any, max_seq_
     return columns
 
 
-def accuracy(predictions: Any, labels: Sequence[int] | Any) -> dict[str, float]:
-    """``{"accuracy": percent}`` from class ids (1-D) or logits (2-D: argmax over the last axis)."""
+def class_ids(predictions: Any, labels: Sequence[int] | Any) -> tuple[Any, Any]:
+    """(predicted, gold) integer class-id arrays of one shape, from class ids (1-D) or logits (2-D: argmax
+    over the last axis). Raises ValueError when their shapes differ or there are none."""
     import numpy as np  # here: the login node reads this module's declarations, and numpy costs its startup
 
     predicted = np.asarray(predictions)
@@ -55,6 +56,12 @@ def accuracy(predictions: Any, labels: Sequence[int] | Any) -> dict[str, float]:
     gold = np.asarray(labels)
     if predicted.shape != gold.shape or gold.size == 0:
         raise ValueError(f"need as many predictions as labels (got {predicted.shape} and {gold.shape})")
+    return predicted.astype(int), gold.astype(int)
+
+
+def accuracy(predictions: Any, labels: Sequence[int] | Any) -> dict[str, float]:
+    """``{"accuracy": percent}`` from class ids (1-D) or logits (2-D: argmax over the last axis)."""
+    predicted, gold = class_ids(predictions, labels)
     return {"accuracy": 100.0 * float((predicted == gold).mean())}
 
 

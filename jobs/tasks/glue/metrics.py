@@ -12,22 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _classes(predictions: Any, labels: Any) -> tuple[Any, Any]:
-    import numpy as np  # here: the login node reads the declarations, and numpy costs its startup
-
-    predicted = np.asarray(predictions)
-    if predicted.ndim == 2:
-        predicted = predicted.argmax(axis=-1)
-    gold = np.asarray(labels)
-    if predicted.shape != gold.shape or gold.size == 0:
-        raise ValueError(f"need as many predictions as labels (got {predicted.shape} and {gold.shape})")
-    return predicted.astype(int), gold.astype(int)
+from jobs.tasks.sst2 import class_ids
 
 
 def accuracy(predictions: Any, labels: Any) -> float:
     """Percent of class ids (or argmax of logits) equal to the labels."""
-    predicted, gold = _classes(predictions, labels)
+    predicted, gold = class_ids(predictions, labels)
     return 100.0 * float((predicted == gold).mean())
 
 
@@ -35,7 +25,7 @@ def matthews_correlation(predictions: Any, labels: Any) -> float:
     """Matthews correlation coefficient x 100 (CoLA's metric): 0 for chance or one predicted class."""
     from sklearn.metrics import matthews_corrcoef
 
-    predicted, gold = _classes(predictions, labels)
+    predicted, gold = class_ids(predictions, labels)
     return 100.0 * float(matthews_corrcoef(gold, predicted))
 
 
@@ -44,7 +34,7 @@ def f1(predictions: Any, labels: Any) -> float:
     0 when class 1 is never predicted nor present."""
     from sklearn.metrics import f1_score
 
-    predicted, gold = _classes(predictions, labels)
+    predicted, gold = class_ids(predictions, labels)
     return 100.0 * float(f1_score(gold, predicted, pos_label=1, average="binary", zero_division=0.0))
 
 
