@@ -27,29 +27,31 @@ from jobs.contract.atomic import (
     write_text_atomic,
 )
 from jobs.contract.base import SAFE_NAME, Strict, canonical_json
-from jobs.contract.health import CHANCE_MARGIN_POINTS, SHORT_RUN_RATIO, chance_ceiling
-from jobs.contract.knobs import (
-    ALL_LINEAR,
+from jobs.contract.data import (
     COMPRESSED_SUFFIXES,
     MULTI_CONFIG_DATASETS,
     NOISE_KINDS,
     NOISE_SPLITS,
+    DataConfig,
+    NoiseConfig,
+    SyntheticData,
+    hub_dataset,
+    is_csv_file,
+)
+from jobs.contract.health import CHANCE_MARGIN_POINTS, SHORT_RUN_RATIO, chance_ceiling
+from jobs.contract.knobs import (
+    ALL_LINEAR,
     PACKED_ROWS_MULTIPLE,
     BitFitConfig,
     CompileConfig,
-    DataConfig,
     EarlyStoppingConfig,
     FreezeConfig,
     HealthConfig,
     IA3Config,
     LoraConfig,
-    NoiseConfig,
     OomRetryConfig,
     QuantizationConfig,
-    SyntheticData,
     TrainConfig,
-    hub_dataset,
-    is_csv_file,
     is_loss_metric,
     packed_row_len,
     static_conflicts,
