@@ -37,8 +37,10 @@ METRICS = {
     "step_peak_reserved_mib": "memory.step_peak_reserved_mib", "device_total_mib": "memory.device_total_mib",
     **LATENCY_METRICS,
     "best_step": "curve.best_step", "best_epoch": "curve.best_epoch",  # the best evaluation during training
+    "train_examples": "data.train_examples",  # rows trained on (result.json data; the x of a "full" scaling point)
 }
 CI_METRICS = (*TASK_METRICS, "train_samples_per_s")
+BOOTSTRAP_METRICS = TASK_METRICS  # the per-configuration percentile-bootstrap CI of the mean
 _FLOAT_KNOBS = ("learning_rate", "alpha", "dropout", "epochs", "warmup", "weight_decay", "null_score_threshold",
                 "min_f1_ratio_to_baseline", "min_hasans_f1")
 FIRST_VALUE_COLUMNS = ("series", "base_name", "description", "memory.device_name", "latency_ms.batch_size",
@@ -79,13 +81,15 @@ def analyse(runs: pd.DataFrame, manifest: Manifest | None) -> Analysis:
     current = runs[runs["current"]]
     finished = current[current["status"] == COMPLETED]
     configs = _config_rows(current)
-    stats = aggregate(finished, "config_id", METRICS, CI_METRICS)
+    stats = aggregate(finished, "config_id", METRICS, CI_METRICS, BOOTSTRAP_METRICS)
     configs = configs.join(stats, how="left")
     configs["n"] = finished.groupby("config_id").size().reindex(configs.index).fillna(0).astype(int)
     problems: list[str] = []
     baseline_ids = _baselines(runs, configs, manifest, problems)
     configs["baseline_id"] = pd.Series(baseline_ids, dtype=object).reindex(configs.index)
     _deltas(configs, primary)
+    if primary is not None:
+        configs[f"{primary}_boot_ci_overlaps_baseline"] = ci_overlaps_baseline(configs, primary)
     metric_column = f"{primary}_mean" if primary else None
     means = configs[metric_column] if metric_column in configs else pd.Series(dtype=float)
     baseline_means = {cid: float(means.get(bid, np.nan)) for cid, bid in baseline_ids.items() if bid}
@@ -210,6 +214,27 @@ def _deltas(configs: pd.DataFrame, primary: str | None) -> None:
             configs[name] = configs[column] / reference.where(reference != 0)
         else:
             configs[name] = configs[column] - reference
+
+
+def ci_overlaps_baseline(configs: pd.DataFrame, metric: str) -> pd.Series:
+    """Per configuration: does its bootstrap CI of ``metric``'s mean overlap its baseline's?
+    True / False; None for the baseline itself, without a baseline, or where either CI is
+    NaN (fewer than 3 seeds). A descriptive column: the comparison table tests the difference."""
+    low, high = f"{metric}_boot_ci_low", f"{metric}_boot_ci_high"
+    if low not in configs or high not in configs:
+        return pd.Series(None, index=configs.index, dtype=object)
+    out: list[bool | None] = []
+    for config_id, baseline in zip(configs.index, configs["baseline_id"]):
+        if not isinstance(baseline, str) or baseline == config_id or baseline not in configs.index:
+            out.append(None)
+            continue
+        own = (configs.at[config_id, low], configs.at[config_id, high])
+        base = (configs.at[baseline, low], configs.at[baseline, high])
+        if not all(np.isfinite(value) for value in (*own, *base)):
+            out.append(None)
+        else:
+            out.append(bool(own[0] <= base[1] and base[0] <= own[1]))
+    return pd.Series(out, index=configs.index, dtype=object)
 
 
 def _common_baseline(configs: pd.DataFrame) -> str | None:

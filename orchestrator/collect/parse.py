@@ -39,7 +39,7 @@ SPEC_KEYS = frozenset(RunSpec.model_fields)
 # becomes "train_result" so it never collides with the spec's "train.<knob>" columns).
 RESULT_SECTIONS = {"metrics": "metrics", "train": "train_result", "eval": "eval", "params": "params",
                    "memory": "memory", "energy": "energy", "resume": "resume", "adapted": "adapted",
-                   "latency_ms": "latency_ms", "early_stopping": "early_stopping"}
+                   "latency_ms": "latency_ms", "early_stopping": "early_stopping", "data": "data"}
 # Training figures that are never 0 when measured: older workers wrote 0 samples/s and a
 # 1e-9 s runtime for an attempt that only evaluated. Such a value is left out as missing
 # (never a 0x speed-up) and named in the run's problems.

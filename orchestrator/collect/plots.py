@@ -4,7 +4,8 @@ pareto: F1 (or accuracy) against train samples/s, the Pareto front marked;
 vram: peak VRAM a configuration against the GPU memory line; loss_curves: training
 loss from metrics.jsonl of every seed, one panel a series; lora_rank: metric against LoRA rank
 for every base configuration swept over ranks; train_vs_validation: the primary metric during training
-(orchestrator/collect/curves.py). A figure with nothing to show is
+(orchestrator/collect/curves.py); scaling: the primary metric against the number of training examples N
+(orchestrator/collect/scaling.py). A figure with nothing to show is
 left out. Large studies are thinned so a figure stays readable and fast to draw.
 """
 
@@ -18,6 +19,7 @@ import pandas as pd
 
 from orchestrator.collect.analysis import Analysis
 from orchestrator.collect.curves import EvalCurves, curves_figure
+from orchestrator.collect.scaling import scaling_figure, scaling_points
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -39,6 +41,7 @@ def build_figures(analysis: Analysis, curves: Curves, gpu_memory_mib: float | No
         "loss_curves": loss_figure(done, curves),
         "lora_rank": rank_figure(done, analysis.primary),
         "train_vs_validation": curves_figure(done, eval_curves or {}, analysis.primary),
+        "scaling": scaling_figure(scaling_points(analysis), analysis.primary),
     }
     return {name: figure for name, figure in figures.items() if figure is not None}
 

@@ -1,7 +1,7 @@
 """The canonical tables of the seed studies, built from the per-configuration frame.
 
 configurations, accuracy_speed (all, and one a series: accuracy_speed_<series>),
-peft, memory, vram and failures. Each is a ``render.Table``: CSV columns keep full
+comparison, scaling (metric vs N, orchestrator/collect/scaling.py), peft, memory, vram and failures. Each is a ``render.Table``: CSV columns keep full
 numbers, the Markdown/LaTeX form shows mean ± std over seeds and the 95% CI (t, n >= 3).
 """
 
@@ -30,6 +30,7 @@ from orchestrator.collect.render import (
     fmt_runs,
 )
 from orchestrator.collect.report import CORRUPT, FAILED
+from orchestrator.collect.scaling import scaling_points, scaling_table
 from orchestrator.collect.stats import MIN_CI_N
 
 ADAPTED_NOTE = (" adapted after OOM: runs that trained with a smaller micro-batch (batch_size x accumulation, same "
@@ -54,6 +55,9 @@ def build_tables(analysis: Analysis) -> list[Table]:
     comparisons = compare_all(analysis)
     if comparisons:
         tables.append(comparison_table(comparisons, analysis.primary))
+    points = scaling_points(analysis)
+    if points is not None and analysis.primary is not None:
+        tables.append(scaling_table(points, analysis.primary))
     tables += [peft_table(done, analysis), memory_table(done, analysis), vram_table(done)]
     failures = failure_table(analysis.runs)
     if not failures.data.empty:
@@ -124,14 +128,21 @@ def accuracy_speed_table(configs: pd.DataFrame, analysis: Analysis, name: str, t
     data = pd.DataFrame({"id": configs.index, "series": configs["series"].values, "n": configs["n"].values})
     display = pd.DataFrame({"ID": configs.index, "n": configs["n"].values})
     for metric in metrics:
-        for stat in ("mean", "std", "ci_low", "ci_high"):
+        for stat in ("mean", "std", "ci_low", "ci_high", "boot_ci_low", "boot_ci_high"):
             data[f"{metric}_{stat}"] = _col(configs, f"{metric}_{stat}").values
         display[METRIC_LABELS[metric]] = _cells(configs, fmt_mean_std, f"{metric}_mean", f"{metric}_std")
         if metric == primary:
-            display[f"{METRIC_LABELS[metric]} 95% CI"] = [
-                fmt_ci(low, high) if n >= MIN_CI_N else f"none (n={n})"
-                for low, high, n in zip(_col(configs, f"{metric}_ci_low"), _col(configs, f"{metric}_ci_high"),
-                                        configs["n"])]
+            for kind, label in (("ci", "95% CI (t)"), ("boot_ci", "95% CI (bootstrap)")):
+                display[f"{METRIC_LABELS[metric]} {label}"] = [
+                    fmt_ci(low, high) if n >= MIN_CI_N else f"none (n={n})"
+                    for low, high, n in zip(_col(configs, f"{metric}_{kind}_low"),
+                                            _col(configs, f"{metric}_{kind}_high"), configs["n"])]
+            overlaps = _col(configs, f"{metric}_boot_ci_overlaps_baseline")
+            data[f"{metric}_boot_ci_overlaps_baseline"] = overlaps.values
+            display[f"CI overlaps {_baseline_label(configs).removeprefix('vs ')}'s"] = [
+                _overlap_text(overlap, cid, baseline, n)
+                for overlap, cid, baseline, n in zip(overlaps, configs.index, _col(configs, "baseline_id"),
+                                                     configs["n"])]
     columns = (("eval_runtime_s", "eval time (s)", 1), ("eval_samples_per_s", "eval samples/s", 2),
                ("train_loss", "train loss", 4), ("train_runtime_s", "train time (s)", 1),
                ("train_samples_per_s", "train samples/s", 2))
@@ -143,11 +154,25 @@ def accuracy_speed_table(configs: pd.DataFrame, analysis: Analysis, name: str, t
     _best_columns(configs, data, display)
     _delta_columns(configs, primary, data, display)
     return Table(name, title, data, display,
-                 note=f"mean ± std over seeds; 95% CI: Student-t interval of the mean, none below n = {MIN_CI_N} "
-                      "seeds (too few for an interval that keeps its coverage); Pareto: no configuration is both "
+                 note=f"mean ± std over seeds; 95% CI (t): Student-t interval of the mean; 95% CI (bootstrap): "
+                      "percentile bootstrap of the mean over seeds (2000 resamples, fixed seed; never wider than "
+                      f"the seeds' range); both none below n = {MIN_CI_N} seeds (too few for an interval that keeps "
+                      "its coverage); CI overlaps: whether the bootstrap CIs of the configuration and its baseline "
+                      "overlap (descriptive; the comparison table tests the difference); Pareto: no configuration is both "
                       "faster and more accurate (anomalous ones left out); †: the speed-up may not be real, "
                       "see the speed caveat." + (LATENCY_NOTE if latency else "")
                       + (BEST_NOTE if "best step" in display else ""))
+
+
+def _overlap_text(overlap: Any, config_id: Any, baseline: Any, n: Any) -> str:
+    """yes / no, or why there is no answer (the baseline itself, no baseline, too few seeds)."""
+    if isinstance(overlap, (bool, np.bool_)):
+        return "yes" if overlap else "no"
+    if not isinstance(baseline, str):
+        return "no baseline"
+    if baseline == config_id:
+        return "baseline"
+    return f"none (n={n})" if n < MIN_CI_N else f"none (baseline n<{MIN_CI_N})"
 
 
 LATENCY_NOTE = (" latency: inference ms a forward pass on the evaluation set after warm-up, p50 / p95 (means over "
