@@ -42,6 +42,17 @@ def _resample_indices(n: int) -> np.ndarray:
     return indices
 
 
+@lru_cache(maxsize=64)
+def _resample_weights(n: int) -> np.ndarray:
+    """(resamples, n): how often each value is drawn in each resample of ``_resample_indices``, over n,
+    so ``values @ weights.T`` are the resampled means without a (groups, resamples, n) array."""
+    indices = _resample_indices(n)
+    weights = np.zeros(indices.shape, dtype=float)
+    np.add.at(weights, (np.arange(indices.shape[0])[:, None], indices), 1.0 / n)
+    weights.setflags(write=False)
+    return weights
+
+
 def bootstrap_ci(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """95% percentile-bootstrap CI of the mean of the finite ``values``; NaN when n < 2."""
     data = np.asarray(values, dtype=float)
@@ -59,23 +70,20 @@ def grouped_bootstrap_ci(values: pd.Series, groups: pd.Series) -> tuple[pd.Serie
     size are resampled together (one array operation, not one call a configuration).
 
     Returns (low, high), each indexed by group in order of first appearance."""
-    finite = pd.to_numeric(values, errors="coerce").replace([np.inf, -np.inf], np.nan)
-    keep = finite.notna()
-    keys = pd.Index(pd.unique(groups))
-    low = pd.Series(np.nan, index=keys, dtype=float)
-    high = pd.Series(np.nan, index=keys, dtype=float)
-    members = finite[keep].groupby(groups[keep], sort=False).agg(list)
-    by_size: dict[int, list[tuple[object, list[float]]]] = {}
-    for key, items in members.items():
-        if len(items) >= MIN_CI_N:
-            by_size.setdefault(len(items), []).append((key, items))
-    for size, rows in by_size.items():
-        data = np.array([items for _, items in rows], dtype=float)  # (groups, size)
-        means = data[:, _resample_indices(size)].mean(axis=2)  # (groups, resamples)
-        bounds = np.percentile(means, CI_PERCENTILES, axis=1)  # (2, groups)
-        names = [key for key, _ in rows]
-        low.loc[names], high.loc[names] = bounds[0], bounds[1]
-    return low, high
+    finite = pd.to_numeric(values, errors="coerce").replace([np.inf, -np.inf], np.nan).to_numpy(float)
+    codes, keys = pd.factorize(groups, sort=False)
+    low = np.full(len(keys), np.nan)
+    high = np.full(len(keys), np.nan)
+    keep = np.flatnonzero(np.isfinite(finite) & (codes >= 0))
+    keep = keep[np.argsort(codes[keep], kind="stable")]  # each group's values together, in row order
+    sizes = np.bincount(codes[keep], minlength=len(keys))
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    for size in np.unique(sizes[sizes >= MIN_CI_N]):
+        members = np.flatnonzero(sizes == size)
+        data = finite[keep[starts[members, None] + np.arange(size)]]  # (groups, size)
+        means = data @ _resample_weights(int(size)).T  # (groups, resamples)
+        low[members], high[members] = np.percentile(means, CI_PERCENTILES, axis=1)
+    return pd.Series(low, index=pd.Index(keys)), pd.Series(high, index=pd.Index(keys))
 
 
 def t_interval(mean: np.ndarray, std: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
