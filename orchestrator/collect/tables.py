@@ -1,8 +1,9 @@
 """The canonical tables of the seed studies, built from the per-configuration frame.
 
-configurations, accuracy_speed (all, and one a series: accuracy_speed_<series>),
-comparison, scaling (metric vs N, orchestrator/collect/scaling.py), peft, memory, vram and failures. Each is a ``render.Table``: CSV columns keep full
-numbers, the Markdown/LaTeX form shows mean ± std over seeds and the 95% CI (t, n >= 3).
+configurations, accuracy_speed (all, and one a series: accuracy_speed_<series>), comparison,
+scaling (metric vs N, orchestrator/collect/scaling.py), peft, memory, vram and failures. Each is a
+``render.Table``: CSV columns keep full numbers, the Markdown/LaTeX form shows mean ± std over seeds
+and the 95% CIs of the mean (t and bootstrap, n >= 3).
 """
 
 from __future__ import annotations
