@@ -98,6 +98,10 @@ RECIPES["A5-w0"] = {**RECIPES["A5"], "dataloader_workers": 0}
 RECIPES["A5-prof"] = {**RECIPES["A5"], "profile": True}
 RECIPES["A5-p64"] = {**RECIPES["A5"], "pad_to_multiple_of": 64}
 RECIPES["A5-adamw"] = {**RECIPES["A5"], "optimizer": "adamw"}
+# "-kprof": the recipe with a torch.profiler window over 3 steps right after --warmup (steady state, not
+# the compile and graph recording that `profile: true`'s window of steps 4-6 sees); kernels.csv beside --out.
+RECIPES["A5-kprof"], RECIPES["P2-kprof"] = RECIPES["A5"], RECIPES["P2"]
+RECIPES["A4-64"] = {**RECIPES["A4"], "pad_to_multiple_of": 64}  # A4 with at most 6 shapes at 384 tokens
 # Large batches are bound by arithmetic, not launches: no CUDA graphs, tight padding.
 RECIPES["A6"] = {**RECIPES["A5-default"], "pad_to_multiple_of": 16}
 ACCURACY_NEUTRAL_FULL_FT = ("A1", "A2", "A3", "A4", "D1", "A5", "A5-default", "A5-p64", "A6", "P1", "P2", "A5-16")

@@ -17,6 +17,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from jobs.contract import Resources, RunDir, RunSpec, TrainConfig
+from jobs.profiler import KernelProfiler
 from jobs.trainer import run_training
 
 
@@ -43,9 +44,14 @@ class _PythonProfile(TrainerCallback):
 
 
 def extra_callbacks(name: str, args: argparse.Namespace) -> list[TrainerCallback]:
-    if args.cprofile is None:
-        return []
-    return [_PythonProfile(args.warmup, args.cprofile / f"{name}-b{args.batch_size}.prof.txt")]
+    callbacks: list[TrainerCallback] = []
+    if args.cprofile is not None:
+        callbacks.append(_PythonProfile(args.warmup, args.cprofile / f"{name}-b{args.batch_size}.prof.txt"))
+    if name.endswith("-kprof"):  # steady-state kernels: the window opens after the warm-up steps
+        folder = (args.out.parent if args.out else Path(".")) / f"{name}-b{args.batch_size}"
+        folder.mkdir(parents=True, exist_ok=True)
+        callbacks.append(KernelProfiler(folder, wait_steps=args.warmup))
+    return callbacks
 
 
 def keep_profile_files(name: str, run_dir: Path, args: argparse.Namespace) -> None:

@@ -43,7 +43,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     "adamw-8bit": {"precision": "fp16", "optimizer": "adamw_8bit"},
     "adamw-fused": {"precision": "fp16", "optimizer": "adamw_fused"},
     "checkpointing": {"precision": "fp16", "gradient_checkpointing": True},
+    # Padding-free packing (jobs/packing.py): eager rows with 4-D block masks, and under CUDA graphs (P2's
+    # knobs in benchmarks/trainer.py: the row count rounded up to PACKED_ROWS_MULTIPLE, flat fused AdamW).
+    "packed": {"precision": "fp16", "padding": "packed"},
+    "packed-graphs": {"precision": "fp16", "padding": "packed", "optimizer": "adamw_fused",
+                      "compile": {"enabled": True, "mode": "reduce-overhead"}},
 }
+# The same recipes on a distilbert-base-shaped model (6 layers, no segment embeddings, q_lin/v_lin).
+DISTILBERT = "distilbert-"
+for _name in ("full-fp16", "lora-r8", "packed"):
+    RECIPES[DISTILBERT + _name] = dict(RECIPES[_name])
+RECIPES[DISTILBERT + "lora-r8"]["lora"] = {**LORA, "target_modules": ["q_lin", "v_lin"]}
 TOLERANCE = 0.15  # issue 13: each estimate within 15% of the measured peak reserved
 
 
@@ -64,7 +74,7 @@ def estimate_row(train: TrainConfig, config: dict[str, Any], recipe: str) -> dic
             round(value.total_gib, 2), "estimate_phase": value.phase, "estimate_parts_mib": value.parts_mib()}
 
 
-def measure(train: TrainConfig, model_path: Path) -> dict[str, Any]:
+def measure(train: TrainConfig, model_path: Path, arch: str) -> dict[str, Any]:
     """Train ``train.max_steps`` steps through the production path; the peaks in MiB."""
     import numpy as np
     import torch
@@ -78,7 +88,9 @@ def measure(train: TrainConfig, model_path: Path) -> dict[str, Any]:
     release_memory()
     task = TASKS["squad_v2"]
     lengths = np.full(train.batch_size * (train.max_steps or 1), train.max_seq_length)
-    features = synthetic_features(lengths, train.max_seq_length, pad=True, seed=1)
+    features = synthetic_features(lengths, train.max_seq_length, pad=train.padding == "max_length", seed=1)
+    if arch == "distilbert":  # DistilBERT has no segment embeddings
+        features = features.remove_columns("token_type_ids")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = build_model(train, task)
     with tempfile.TemporaryDirectory(prefix="bench-vram-") as folder:
@@ -117,8 +129,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default="8,32")
     parser.add_argument("--max-length", type=int, default=384)
     parser.add_argument("--steps", type=int, default=4, help="training steps a run (the peak comes by step 2)")
-    parser.add_argument("--model", help="directory with config.json and a tokenizer (random weights are used); "
-                                        "default: a BERT-base-shaped config with a stand-in vocabulary")
+    parser.add_argument("--model", help="directory with config.json and a tokenizer for the BERT-shaped recipes "
+                                        "(random weights are used); default: a BERT-base-shaped config with a "
+                                        "stand-in vocabulary. distilbert-* recipes use a distilbert-base shape")
     parser.add_argument("--layers", type=int, default=12, help="layers of the default model")
     parser.add_argument("--dry", action="store_true", help="estimates only: no GPU, nothing trained")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
@@ -132,24 +145,21 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--recipes: {', '.join(unknown)} not known; choose from {', '.join(RECIPES)}")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-vram-model-") as folder:
-        if args.model:
-            model_path = Path(resolve_model_ref(args.model))
-        else:
-            from benchmarks.trainer import model_dir
-
-            model_path = model_dir(Path(folder), args.layers)
-        config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
+        models = {arch: model_path_for(arch, Path(folder), args) for arch in ("bert", "distilbert")}
+        configs = {arch: json.loads((path / "config.json").read_text(encoding="utf-8")) for arch, path in models.items()}
         context = None if args.dry else cuda_context_mib()
         print(f"# {time.strftime('%Y-%m-%d')} {'estimates only' if args.dry else _device()}; CUDA context "
               f"{context} MiB (estimate assumes {vram.CUDA_CONTEXT_BYTES // 2**20}); command: python "
               f"benchmarks/vram.py {' '.join(sys.argv[1:] if argv is None else argv)}", flush=True)
         for recipe in args.recipes.split(","):
+            arch = "distilbert" if recipe.startswith(DISTILBERT) else "bert"
+            model_path = models[arch]
             for batch in (int(b) for b in args.batch_sizes.split(",")):
                 train = train_config(recipe, batch, str(model_path), args)
-                row = estimate_row(train, config, recipe)
+                row = estimate_row(train, configs[arch], recipe)
                 if not args.dry:
                     try:
-                        row.update(measure(train, model_path))
+                        row.update(measure(train, model_path, arch))
                     except Exception as error:  # noqa: BLE001 - one broken recipe must not hide the others
                         row["error"] = repr(error)[:300]
                     if row.get("measured_reserved_mib") and row["estimate_reserved_mib"] is not None:
@@ -166,6 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"cuda_context_mib": context, "rows": rows}, indent=1) + "\n", encoding="utf-8")
     return 0
+
+
+def model_path_for(arch: str, folder: Path, args: argparse.Namespace) -> Path:
+    """``--model`` for BERT-shaped recipes, else a random-weight config of ``arch``'s base shape
+    (``--layers`` for BERT; DistilBERT keeps its 6)."""
+    if args.model and arch == "bert":
+        return Path(resolve_model_ref(args.model))
+    from benchmarks.trainer import model_dir
+
+    return model_dir(folder / arch, args.layers if arch == "bert" else 6, arch)
 
 
 def _device() -> str:
