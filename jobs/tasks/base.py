@@ -232,8 +232,10 @@ class Task:
         return PreparedData(train_features, splits.validation, eval_features, {"train": train_hit, "validation": eval_hit},
                             splits)
 
-    def evaluate(self, trainer: Trainer, data: PreparedData, train: TrainConfig, out_dir: Path) -> EvalOutput:
-        """Predict on the evaluation features, then ``score``. Raises ValueError when the metrics lack the
+    def evaluate(self, trainer: Trainer, data: PreparedData, train: TrainConfig, out_dir: Path,
+                 during_training: bool = False) -> EvalOutput:
+        """Predict on the evaluation features, then ``score``; ``during_training``: an evaluation during
+        training (jobs.curves), which scores ``data`` alone. Raises ValueError when the metrics lack the
         primary one or hold one the task does not declare (collect's tables read the declaration)."""
         features = data.eval_features
         output = trainer.predict(features.remove_columns([c for c in self.non_model_columns
