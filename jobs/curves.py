@@ -18,13 +18,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobs.callbacks import ResumableEarlyStopping
-from jobs.contract import EvalRecord, RunDir, TrainConfig, append_jsonl, read_jsonl, write_text_atomic
+from jobs.contract import (
+    EvalRecord,
+    RunDir,
+    TrainConfig,
+    append_jsonl,
+    eval_records,
+    read_jsonl,
+    write_text_atomic,
+)
 from jobs.tasks import EvalOutput, PreparedData, Task
 
 if TYPE_CHECKING:
@@ -36,6 +45,10 @@ logger = logging.getLogger(__name__)
 # trains on: runs on the same training rows are scored on the same examples; with max_train_samples
 # (a subset drawn per seed) or noise, each subset's sample is its own.
 TRAIN_SAMPLE_SEED = 0
+# Trainer.log keys of an evaluation's metrics (the measured ones: a null is left out): transformers'
+# TensorBoard and W&B callbacks show ``eval_accuracy`` as eval/accuracy, ``sample_accuracy`` as
+# train/sample_accuracy (the training sample's).
+LOG_PREFIX = {"validation": "eval_", "train": "sample_"}
 
 
 def train_sample(task: Task, data: PreparedData, train: TrainConfig, tokenizer: Any) -> PreparedData | None:
@@ -74,12 +87,13 @@ class CurveEvaluator:
         self.run_dir.write_heartbeat("evaluating", step=state.global_step, total_steps=state.max_steps,
                                      epoch=state.epoch)
         validation: dict[str, float] = {}
+        logged: dict[str, float] = {}
         for split, data in (("validation", self.data), ("train", self.sample)):
             if data is None:
                 continue
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as scratch:  # prediction files of the final evaluation stay as they are
-                output = self.task.evaluate(trainer, data, self.train, Path(scratch))
+                output = self.task.evaluate(trainer, data, self.train, Path(scratch), during_training=True)
             runtime_s = time.perf_counter() - started
             metrics = dict(output.metrics)
             if output.loss is not None:
@@ -89,6 +103,9 @@ class CurveEvaluator:
             append_jsonl(self.run_dir.metrics_path, record.model_dump(mode="json"))
             if split == "validation":
                 validation = metrics
+            logged.update({f"{LOG_PREFIX[split]}{name}": float(value) for name, value in metrics.items()
+                           if isinstance(value, (int, float)) and math.isfinite(value)})
+        trainer.log(logged)  # TensorBoard / W&B (report_to); the run-dir callbacks ignore a log without "loss"
         self.run_dir.write_heartbeat("training", step=state.global_step, total_steps=state.max_steps,
                                      epoch=state.epoch)
         return validation
@@ -140,14 +157,42 @@ def stopped_early(state: TrainerState) -> bool:
     return isinstance(patience, int) and isinstance(counter, int) and counter >= patience
 
 
-def early_stopping_outcome(train: TrainConfig, trainer: Trainer) -> dict[str, Any] | None:
-    """result.json's ``early_stopping`` (EarlyStoppingOutcome), or None without ``early_stopping``."""
+def early_stopping_outcome(train: TrainConfig, trainer: Trainer, run_dir: RunDir) -> dict[str, Any] | None:
+    """result.json's ``early_stopping`` (EarlyStoppingOutcome), or None without ``early_stopping``. The
+    evaluations come from metrics.jsonl (every attempt's): those whose metric was null, and the steps
+    trained after the last one (load_best_model_at_end never reports them)."""
     config = train.early_stopping
     if config is None:
         return None
     state = trainer.state
     best = state.best_global_step or None
+    best_value = None if best is None or state.best_metric is None else float(state.best_metric)
+    lines = read_jsonl(run_dir.metrics_path) if run_dir.metrics_path.exists() else []
+    validation = [line for line in eval_records(lines) if line["split"] == "validation"]
+    last = max((int(line["step"]) for line in validation), default=0)
     return {"metric": config.metric, "best_step": best,
-            "best_value": None if best is None or state.best_metric is None else float(state.best_metric),
+            "best_value": best_value if best_value is None or math.isfinite(best_value) else None,
             "stopped_early": stopped_early(state) and state.global_step < state.max_steps, "stopped_at_step": state.global_step,
-            "patience": config.patience, "min_delta": config.min_delta}
+            "patience": config.patience, "min_delta": config.min_delta,
+            "unmeasured_steps": [int(line["step"]) for line in validation
+                                 if line["metrics"].get(config.metric) is None],
+            "steps_after_last_evaluation": state.global_step - last}
+
+
+def early_stopping_warnings(outcome: dict[str, Any] | None) -> list[str]:
+    """result.json warnings of an ``early_stopping`` outcome: evaluations that could not be measured, and
+    steps trained after the last evaluation, which the best checkpoint never includes."""
+    if outcome is None:
+        return []
+    warnings = []
+    if outcome["unmeasured_steps"]:
+        warnings.append(f"early_stopping: {outcome['metric']} could not be measured at step(s) "
+                        f"{', '.join(map(str, outcome['unmeasured_steps']))} (null in metrics.jsonl): counted as no "
+                        "improvement")
+    after = outcome["steps_after_last_evaluation"]
+    if after > 0:
+        reported = (f"step {outcome['best_step']}'s weights were reported" if outcome["best_step"] is not None
+                    else "no evaluation was ever the best: the final weights were reported")
+        warnings.append(f"early_stopping: the last {after} step(s) came after the last evaluation and were never "
+                        f"evaluated; {reported} (make max_steps a multiple of eval_steps to use them)")
+    return warnings

@@ -32,7 +32,7 @@
 * Evaluation during training (``eval_strategy``): :meth:`SpecTrainer.evaluate` hands it to
   the session's :class:`jobs.curves.CurveEvaluator` (the task's own prediction and scoring,
   metrics.jsonl lines) and gives the Trainer its validation metrics as ``eval_<name>``, for
-  ``metric_for_best_model`` and early stopping.
+  ``metric_for_best_model`` and early stopping (an unmeasured one as its worst value).
 * Packed batches (``padding: packed``, :class:`jobs.tasks.batching.PackingCollator`):
   the loss and the evaluation's logits come from :mod:`jobs.packing`, gathered back
   one row a feature, so the loss, the eval output's shapes and the post-processing are
@@ -41,6 +41,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -60,6 +62,8 @@ from jobs.preemption import ChildSignals, shield_loader
 from jobs.profiler import TokenCounter
 from jobs.resume import seal_checkpoint
 from jobs.tasks.batching import BucketBatchSampler
+
+logger = logging.getLogger(__name__)
 
 
 class SpecTrainer(Trainer):
@@ -99,8 +103,27 @@ class SpecTrainer(Trainer):
         if self.curve_evaluation is None:
             return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in self.curve_evaluation(self).items()}
+        self._worst_if_unmeasured(metrics, metric_key_prefix)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def _worst_if_unmeasured(self, metrics: dict[str, Any], prefix: str) -> None:
+        """A monitored metric that could not be measured (null: STS-B's correlation of constant
+        predictions) goes to the Trainer as its worst value (-inf, or +inf for a loss): the evaluation
+        counts as no improvement for early stopping and is never the best checkpoint. HF compares it with
+        ``np.greater``, which raises TypeError on None. metrics.jsonl keeps the null; result.json's
+        ``early_stopping.unmeasured_steps`` names the evaluations."""
+        name = self.args.metric_for_best_model
+        if name is None:
+            return
+        key = name if name.startswith(f"{prefix}_") else f"{prefix}_{name}"
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not math.isnan(value):
+            return
+        worst = float("-inf") if self.args.greater_is_better else float("inf")
+        logger.warning("step %d: %s could not be measured (%s): early stopping counts this evaluation as no "
+                       "improvement", self.state.global_step, name, value)
+        metrics[key] = worst
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """The Trainer's save, then the run's figures so far, then the seal (written last)."""

@@ -35,6 +35,7 @@ from jobs.curves import (
     CurveEvaluator,
     drop_evaluations_after,
     early_stopping_outcome,
+    early_stopping_warnings,
     evaluation_time_s,
     loss_fields,
     stopped_early,
@@ -253,6 +254,8 @@ def run_training(
                measure_latency(session.trainer, data.eval_features, train.latency, train.eval_batch_size,
                                task.non_model_columns))
     session.warnings.extend(write_adapter_analysis(model, train, run_dir))  # never raises
+    stopping = None if zero_shot else early_stopping_outcome(train, session.trainer, run_dir)
+    session.warnings.extend(early_stopping_warnings(stopping))
     if spec.save_model:  # a later run starts from this one: before result.json says completed
         export_model(model, run_dir, session.trainer.state.global_step)
     return {
@@ -274,7 +277,7 @@ def run_training(
         "finished_training_at": time.time(),
         "zero_shot": zero_shot,
         "latency_ms": latency,
-        "early_stopping": None if zero_shot else early_stopping_outcome(train, session.trainer),
+        "early_stopping": stopping,
         "initial_model": initial_model(spec),
     }
 

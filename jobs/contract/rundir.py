@@ -211,6 +211,10 @@ class EarlyStoppingOutcome(RunFile):
     stopped_at_step: int
     patience: int
     min_delta: float
+    unmeasured_steps: list[int] = Field(default_factory=list, description=(
+        "evaluations whose metric could not be measured (null): counted as no improvement"))
+    steps_after_last_evaluation: int | None = Field(None, description=(
+        "steps trained after the last evaluation: never evaluated, so never the reported weights"))
 
 
 _Section = dict[str, Any]
@@ -263,7 +267,8 @@ class Result(RunFile):
         "with latency: {batch_1: {p50, p95}, batch_N: {p50, p95}, batch_size, device, batches, warmup, "
         "unmeasured {figure: why}}; ms a forward pass after warm-up; null when latency is off"))
     early_stopping: EarlyStoppingOutcome | None = Field(None, description=(
-        "metric, best_step, best_value, stopped_early, stopped_at_step, patience, min_delta (early_stopping set)"))
+        "metric, best_step, best_value, stopped_early, stopped_at_step, patience, min_delta, unmeasured_steps, "
+        "steps_after_last_evaluation (early_stopping set)"))
     zero_shot: bool | None = Field(None, description=(
         "data.max_train_samples 0, no training (train.steps 0), the initial model evaluated"))
     initial_model: _Section | None = Field(None, description=(

@@ -89,6 +89,9 @@ class Task:
     model_class_name: ClassVar[str] = ""
     head_modules: ClassVar[tuple[str, ...]] = ()
     metrics: ClassVar[tuple[str, ...]] = ()
+    # Declared metrics that are counts or thresholds, not quality figures (SQuAD v2's ``total``,
+    # ``best_f1_thresh``): reported, never a metric to stop early on.
+    bookkeeping_metrics: ClassVar[tuple[str, ...]] = ()
     primary_metric: ClassVar[str] = ""
     # The metrics collect tabulates (mean, std, CI a configuration), each with its column label; empty: every
     # declared metric under its own name.
@@ -112,9 +115,10 @@ class Task:
 
     @property
     def curve_metrics(self) -> tuple[str, ...]:
-        """What an evaluation during training reports: the declared metrics, and ``loss`` where there is one
-        (early_stopping.metric is one of these)."""
-        return (*self.metrics, "loss") if self.eval_loss else self.metrics
+        """The quality metrics an evaluation during training reports (early_stopping.metric is one of these):
+        the declared metrics but the ``bookkeeping_metrics``, and ``loss`` where there is one."""
+        quality = tuple(name for name in self.metrics if name not in self.bookkeeping_metrics)
+        return (*quality, "loss") if self.eval_loss else quality
 
     @property
     def chance_level(self) -> float | None:
@@ -228,8 +232,10 @@ class Task:
         return PreparedData(train_features, splits.validation, eval_features, {"train": train_hit, "validation": eval_hit},
                             splits)
 
-    def evaluate(self, trainer: Trainer, data: PreparedData, train: TrainConfig, out_dir: Path) -> EvalOutput:
-        """Predict on the evaluation features, then ``score``. Raises ValueError when the metrics lack the
+    def evaluate(self, trainer: Trainer, data: PreparedData, train: TrainConfig, out_dir: Path,
+                 during_training: bool = False) -> EvalOutput:
+        """Predict on the evaluation features, then ``score``; ``during_training``: an evaluation during
+        training (jobs.curves), which scores ``data`` alone. Raises ValueError when the metrics lack the
         primary one or hold one the task does not declare (collect's tables read the declaration)."""
         features = data.eval_features
         output = trainer.predict(features.remove_columns([c for c in self.non_model_columns

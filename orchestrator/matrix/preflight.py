@@ -15,8 +15,8 @@ on the login node, without importing torch or transformers:
 * SQuAD v2's ``doc_stride`` against the room left after the question (QUESTION_ROOM);
 * the run's estimated peak GPU memory (orchestrator/vram.py) against its partition's
   ``gpu_mem_gb``, naming the knob changes that would fit.
-* evaluation during training: ``eval_steps`` / ``eval_strategy`` / ``train_eval_samples`` /
-  ``early_stopping`` that go together, and ``early_stopping.metric`` among the task's metrics;
+* evaluation during training (orchestrator/matrix/evaluation.py): knobs that go together, the metric
+  to stop on, the training rows they need;
 * ``data.max_train_samples`` against the training rows, where their number is known here
   (local files are counted; HUB_TRAIN_ROWS; generated data is checked by the contract).
 
@@ -39,6 +39,7 @@ from jobs.packing import packing_problem
 from jobs.tasks import get_task
 from orchestrator import vram, vramfit
 from orchestrator.matrix.datafiles import count_rows, file_problem
+from orchestrator.matrix.evaluation import evaluation_problems
 from orchestrator.matrix.problems import Problems, suggest
 from orchestrator.profiles import Profile
 
@@ -138,7 +139,8 @@ def memory_problems(specs: Sequence[RunSpec], profile: Profile) -> Problems:
 
 def train_problems(train: TrainConfig, where: str, hf_home: str | None = None) -> Problems:
     """Every problem of one run's training config this module can see, keyed under ``where``."""
-    found = stride_problems(train, where) + data_problems(train, where) + evaluation_problems(train, where)
+    found = (stride_problems(train, where) + data_problems(train, where)
+             + evaluation_problems(train, where, training_rows(train)))
     config = model_config(train.model_name_or_path, hf_home)
     if config is not None:
         found += model_problems(train, config, where)
@@ -190,37 +192,6 @@ def stride_problems(train: TrainConfig, where: str) -> Problems:
                f"({train.max_seq_length}) - {SPECIAL_TOKENS} special tokens - the question ({room} tokens kept for "
                f"{source} data) = {limit}; {fix}")
     return [(f"{where}.doc_stride", message)]
-
-
-def evaluation_problems(train: TrainConfig, where: str) -> Problems:
-    """Evaluation during training and early stopping: knobs that need one another, and the metric."""
-    found: Problems = []
-    strategy, steps = train.eval_strategy, train.eval_steps
-    if steps is not None and strategy != "steps":
-        found.append((f"{where}.eval_steps", (f"{steps} only applies to eval_strategy: steps (it is {strategy}): "
-                                             "drop eval_steps or write eval_strategy: steps")))
-    if strategy == "steps" and steps is None:
-        found.append((f"{where}.eval_strategy", ("steps needs eval_steps: N (evaluate every N optimizer steps), "
-                                                "or write eval_strategy: epoch")))
-    if steps is not None and train.max_steps is not None and steps > train.max_steps:
-        found.append((f"{where}.eval_steps", (f"{steps} is more than max_steps ({train.max_steps}): no evaluation "
-                                             f"would run; lower eval_steps to at most {train.max_steps}")))
-    if strategy is not None and train.data.max_train_samples == 0:
-        key = "eval_steps" if steps is not None else "eval_strategy"  # the knob the user most likely wrote
-        shown = steps if steps is not None else strategy
-        found.append((f"{where}.{key}", (f"{shown}: data.max_train_samples 0 is a zero-shot run that does not "
-                                        f"train: set {key}: null on this run (or drop it)")))
-    for key, value in (("train_eval_samples", train.train_eval_samples), ("early_stopping", train.early_stopping)):
-        if value is not None and strategy is None:
-            found.append((f"{where}.{key}", ("needs evaluation during training: add eval_steps: N or "
-                                            f"eval_strategy: epoch, or drop {key}")))
-    metrics = list(get_task(train.task).curve_metrics)
-    if train.early_stopping is not None and train.early_stopping.metric not in metrics:
-        metric = train.early_stopping.metric
-        found.append((f"{where}.early_stopping.metric",
-                      (f"{metric!r} is not a validation metric of task {train.task}: write one of "
-                      f"{', '.join(metrics)}{suggest(metric, metrics)}")))
-    return found
 
 
 # ------------------------------------------------------------------------- model
@@ -357,19 +328,32 @@ def _glue_config_mismatch(path: str, config: str | None, task_hub: str) -> bool:
     return HUB_OWNERS.get(path, path) == "glue" and task_path == "glue" and config != task_config
 
 
-def size_problems(train: TrainConfig, where: str) -> Problems:
-    """``data.max_train_samples`` above the training rows, where their number is known here."""
+def training_rows(train: TrainConfig) -> int | None:
+    """The rows the run trains on (after ``data.max_train_samples``) where their number is known here:
+    generated data, local files (counted), HUB_TRAIN_ROWS; None elsewhere or for an unreadable file."""
     data, rows = train.data, None
-    if data.max_train_samples is None:
-        return []
-    if data.name is not None:
+    if data.synthetic is not None:
+        rows = data.synthetic.n_train
+    elif data.name is not None:
         path, config = hub_dataset(data.name, data.config)
         rows = HUB_TRAIN_ROWS.get((HUB_OWNERS.get(path, path), config))
     elif data.train_file is not None:
         try:
             rows = count_rows(data.train_file)
         except (OSError, ValueError, EOFError, lzma.LZMAError):
-            return []  # the file's own problem is reported by file_problem
+            return None  # the file's own problem is reported by file_problem
+    if rows is None or data.max_train_samples is None:
+        return rows
+    return min(rows, data.max_train_samples)
+
+
+def size_problems(train: TrainConfig, where: str) -> Problems:
+    """``data.max_train_samples`` above the training rows, where their number is known here (generated data
+    is checked by the contract)."""
+    data = train.data
+    if data.max_train_samples is None or data.synthetic is not None:
+        return []
+    rows = training_rows(train.model_copy(update={"data": data.model_copy(update={"max_train_samples": None})}))
     if rows is None or data.max_train_samples <= rows:
         return []
     source = data.name or data.train_file

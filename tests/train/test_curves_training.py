@@ -130,3 +130,44 @@ def test_evaluation_knobs_map_to_training_arguments(tiny: Callable[..., TrainCon
     assert args.load_best_model_at_end and args.metric_for_best_model == "loss" and args.greater_is_better is False
     epoch = build_training_arguments(tiny(eval_strategy="epoch", early_stopping={"metric": "f1"}), tmp_path, cuda=False)
     assert (epoch.eval_strategy, epoch.save_strategy, epoch.greater_is_better) == ("epoch", "epoch", True)
+
+
+class ConstantRegression(TrainerCallback):
+    """Zeroes the regression head's weights after every step: each prediction is the bias, so STS-B's
+    correlations are undefined (null) at every evaluation."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        import torch
+
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+
+
+def test_an_unmeasurable_metric_counts_as_no_improvement_and_untested_last_steps_are_named(
+    tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_for: Any
+) -> None:
+    # STS-B's pearson of constant predictions is null: HF's early stopping compared None with np.greater
+    # (TypeError). Step 5 is no multiple of eval_steps: the Trainer evaluates the last step too, so no
+    # trained step goes unevaluated (steps_after_last_evaluation 0, recorded, no warning about it)
+    train = tiny(task="stsb", data={"synthetic": {"n_train": 32, "n_eval": 16, "seed": 0}}, max_steps=5,
+                 eval_steps=2, early_stopping={"metric": "pearson", "patience": 3})
+    run_dir = run_dir_for("stsb")
+    result = run_training(spec_for(train, "stsb"), run_dir, extra_callbacks=[ConstantRegression()])
+    records = [r for r in _evaluations(run_dir) if r["split"] == "validation"]
+    assert [(r["step"], r["metrics"]["pearson"]) for r in records] == [(2, None), (4, None), (5, None)]
+    outcome = result["early_stopping"]
+    assert outcome["unmeasured_steps"] == [2, 4, 5] and outcome["steps_after_last_evaluation"] == 0
+    assert outcome["best_step"] is None and outcome["best_value"] is None and outcome["stopped_early"] is False
+    assert result["train"]["steps"] == 5 and result["metrics"]["pearson"] is None
+    warnings = "\n".join(result["warnings"])
+    assert "early_stopping: pearson could not be measured at step(s) 2, 4, 5 (null in metrics.jsonl)" in warnings
+    assert "after the last evaluation" not in warnings
+
+
+def test_early_stopping_warns_of_steps_after_the_last_evaluation() -> None:
+    from jobs.curves import early_stopping_warnings
+
+    outcome = {"metric": "accuracy", "best_step": 4, "unmeasured_steps": [], "steps_after_last_evaluation": 3}
+    assert early_stopping_warnings(outcome) == [
+        ("early_stopping: the last 3 step(s) came after the last evaluation and were never evaluated; step 4's "
+         "weights were reported (make max_steps a multiple of eval_steps to use them)")]

@@ -3,6 +3,7 @@ offline run named by the run id, no file holds the W&B key, and latency_ms has i
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -33,15 +34,23 @@ def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def test_tensorboard_reads_the_curves_and_latency_is_measured(
         tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_for: Any) -> None:
     pytest.importorskip("tensorboard")
-    train = tiny(task="sst2", data=SST2, max_steps=3, logging_steps=1, eval_batch_size=8,
-                 report_to=["tensorboard"], latency=LATENCY)
+    train = tiny(task="sst2", data=SST2, max_steps=3, logging_steps=1, eval_batch_size=8, eval_steps=2,
+                 train_eval_samples=8, report_to=["tensorboard"], latency=LATENCY)
     run_dir = run_dir_for("tb")
     result = run_training(spec_for(train, "tb"), run_dir)
     curves = scalars(run_dir.path / TENSORBOARD_DIR)
     assert [step for step, _ in curves["train/loss"]] == [1, 2, 3]
-    logged = [line for line in (run_dir.metrics_path).read_text().splitlines() if '"loss"' in line]
-    assert len(logged) == 3  # the same logging steps as metrics.jsonl
-    assert curves["eval/accuracy"] == [(3, pytest.approx(result["metrics"]["accuracy"]))]
+    lines = [json.loads(line) for line in run_dir.metrics_path.read_text().splitlines()]
+    assert [line["step"] for line in lines if "split" not in line] == [1, 2, 3]  # the same logging steps
+    # the evaluations during training (step 2 and the last step) are on TensorBoard too, both splits, then
+    # the final evaluation's figures
+    during = [line for line in lines if "split" in line]
+    assert [line["step"] for line in during if line["split"] == "validation"] == [2, 3]
+    for split, tag in (("validation", "eval/"), ("train", "train/sample_")):
+        for metric in ("accuracy", "loss"):
+            assert curves[tag + metric][:2] == [(line["step"], pytest.approx(line["metrics"][metric]))
+                                                for line in during if line["split"] == split]
+    assert curves["eval/accuracy"][2:] == [(3, pytest.approx(result["metrics"]["accuracy"]))]
     assert [step for step, _ in curves["train/learning_rate"]] == [1, 2, 3]
 
     latency = result["latency_ms"]

@@ -210,6 +210,12 @@ def test_mnli_scores_the_mismatched_hub_split_and_says_why_not_elsewhere(
     hub = task.evaluate(trainer, data, TrainConfig(task="mnli", data={"name": "glue/mnli"}), tmp_path)  # type: ignore[arg-type]
     assert hub.metrics["accuracy"] == 100.0 and hub.metrics["accuracy_mismatched"] < 100.0
     assert "unmeasured" not in hub.extra
+    # an evaluation during training (validation or the training sample) scores its own rows only: the
+    # mismatched split is neither loaded and tokenised again nor reported on a training-sample line
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args: pytest.fail(f"load_dataset{args} during training"))
+    curve = task.evaluate(trainer, data, TrainConfig(task="mnli", data={"name": "glue/mnli"}), tmp_path,  # type: ignore[arg-type]
+                          during_training=True)
+    assert curve.metrics == {"accuracy": 100.0} and "unmeasured" not in curve.extra
 
 
 # ----------------------------------------------------------------------------- checked at submit

@@ -155,10 +155,13 @@ class GlueTask(Task):
         return metrics, {**extra, "num_classes": self.num_classes,
                          "predicted_classes": class_counts(outputs, self.num_classes)}
 
-    def evaluate(self, trainer: Trainer, data: PreparedData, train: TrainConfig, out_dir: Path) -> EvalOutput:
-        """The evaluation set's metrics; for MNLI also the mismatched split's (hub data only)."""
-        output = super().evaluate(trainer, data, train, out_dir)
-        if self.mismatched_split is None:
+    def evaluate(self, trainer: Trainer, data: PreparedData, train: TrainConfig, out_dir: Path,
+                 during_training: bool = False) -> EvalOutput:
+        """The evaluation set's metrics; for MNLI after training also the mismatched split's (hub data only).
+        An evaluation during training scores ``data`` alone: its validation line would otherwise re-tokenise
+        the mismatched split each time, and its training-sample line would carry a figure of that split."""
+        output = super().evaluate(trainer, data, train, out_dir, during_training)
+        if self.mismatched_split is None or during_training:
             return output
         if train.data.name is None:
             output.extra["unmeasured"] = {f"{m}_mismatched": "local files and generated data have no mismatched "

@@ -73,6 +73,7 @@ class SquadV2Task(Task):
     head_modules = ("qa_outputs",)
     metrics = ("exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1",
                "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
+    bookkeeping_metrics = ("total", "HasAns_total", "NoAns_total", "best_exact_thresh", "best_f1_thresh")
     primary_metric = "f1"
     metric_labels: ClassVar[dict[str, str]] = {"exact": "EM", "f1": "F1"}
     # F1, and F1 on answerable questions: a model that answers nothing keeps about half its F1 (the
