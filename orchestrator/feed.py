@@ -8,6 +8,7 @@ that has a result, or an attempt newer than this feeder, is no longer fed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -55,7 +56,9 @@ def feed(experiment: Experiment, job_id: str | None) -> Outcome | None:
         outcome = Outcome(plan=Plan(new=specs), executor=record.executor)
         try:
             # the job runs where submit ran (sbatch --chdir): the matrix path and its root may be relative to it
-            matrix = load_matrix(Path(record.cwd) / (manifest.matrix_path or ""))
+            path = Path(record.cwd) / (manifest.matrix_path or "")
+            _check_unchanged(path, manifest.matrix_sha256)
+            matrix = load_matrix(path)
             if specs:
                 submit_runs(experiment, manifest, matrix, specs, registry.get(record.executor), outcome,
                             Path(record.cwd))
@@ -67,6 +70,20 @@ def feed(experiment: Experiment, job_id: str | None) -> Outcome | None:
             manifest.feeder = None
         experiment.write_manifest(manifest)
         return outcome
+
+
+def _check_unchanged(path: Path, submitted_sha256: str | None) -> None:
+    """Raise UserError when the matrix file differs from the one submitted: the runs come from their
+    spec.json, but the cluster profile, preamble and cap come from the matrix, and one edited since would
+    feed the waiting runs differently from those already queued (or not at all)."""
+    try:
+        now = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise UserError(f"the matrix {path} cannot be read ({exc.strerror}): run `orchestrate submit` with "
+                        "the matrix to feed the waiting runs") from exc
+    if submitted_sha256 and now != submitted_sha256:
+        raise UserError(f"the matrix {path} changed since it was submitted (sha256 {submitted_sha256[:12]} then, "
+                        f"{now[:12]} now): run `orchestrate submit {path}` to feed the waiting runs as it says now")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -186,3 +186,18 @@ def test_a_feeder_that_cannot_feed_leaves_the_runs_waiting_and_says_why(
     assert len(waiting) == 7 and waiting[0].startswith("the feeder job failed (job 90: ")
     assert waiting[0].endswith("run `orchestrate submit` again to feed them")
     assert len(experiment.read_manifest().waiting) == 7 and len(JOBS) == 3
+
+
+def test_a_matrix_edited_after_submit_is_not_fed_silently(
+        capped: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    path, experiment = study(tmp_path, monkeypatch)
+    assert main(["submit", str(path), "--executor", "fake"]) == 0
+    capsys.readouterr()
+    path.write_text(path.read_text().replace("precision: fp16", "precision: bf16"))
+    for job_id in JOBS:
+        JOBS[job_id] = "completed"
+    with pytest.raises(UserError, match="changed since it was submitted"):
+        feed.feed(experiment, "90")
+    manifest = experiment.read_manifest()
+    assert len(manifest.waiting) == 7 and len(JOBS) == 3  # nothing fed from the edited file
+    assert manifest.feeder is not None and "changed since it was submitted" in (manifest.feeder.error or "")
