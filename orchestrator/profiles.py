@@ -12,7 +12,7 @@ import shlex
 from typing import Any
 
 import jinja2
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jobs.contract import DeviceInfo, Resources
 from orchestrator.errors import UserError
@@ -58,7 +58,18 @@ class Profile(BaseModel):
     local_parallelism: int = Field(1, ge=1)  # runs at once with the local executor
     local_runs_per_gpu: int = Field(1, ge=1)  # local executor: runs sharing one GPU at once (orchestrator/backends/local/gpus.py)
     max_array_size: int | None = Field(None, ge=1)  # override scontrol's MaxArraySize
+    # where a capped study's feeder job runs (one CPU, no GPU; backends/slurm/feeder.py); default: the
+    # partition of the first waiting run, which on a cluster that refuses GPU-less jobs on its GPU
+    # partitions must be set to a CPU partition
+    feeder_partition: str | None = None
     directory: str = ""
+
+    @model_validator(mode="after")
+    def _feeder_partition_is_listed(self) -> Profile:
+        if self.feeder_partition and self.partitions and self.feeder_partition not in self.partitions:
+            raise ValueError(f"feeder_partition {self.feeder_partition!r} is not one of the profile's partitions "
+                             f"({', '.join(self.partitions)}): name one of them, or add it under partitions")
+        return self
 
     def partition(self, name: str | None) -> PartitionInfo | None:
         return self.partitions.get(name or "")

@@ -116,6 +116,7 @@ def test_runs_beyond_the_cap_wait_and_the_feeder_submits_them_nothing_twice(
     manifest = experiment.read_manifest()
     assert len(manifest.waiting) == 7 and manifest.feeder is not None and manifest.feeder.job_id == "90"
     assert "--dependency=afterany:fake-0:fake-1:fake-2" in SBATCH[0] and "--account=capstudy" in SBATCH[0]
+    assert "--partition=cpu" in SBATCH[0]  # the profile's feeder_partition, not the runs' GPU partition t4
     assert SBATCH[0][-1].endswith(f"-m orchestrator.feed {experiment.path}")
     rows = states(experiment, capsys)
     assert [s for s, _ in rows].count("waiting for a slot") == 7 and [s for s, _ in rows].count("pending") == 3
@@ -201,3 +202,33 @@ def test_a_matrix_edited_after_submit_is_not_fed_silently(
     manifest = experiment.read_manifest()
     assert len(manifest.waiting) == 7 and len(JOBS) == 3  # nothing fed from the edited file
     assert manifest.feeder is not None and "changed since it was submitted" in (manifest.feeder.error or "")
+
+
+def test_the_cap_is_read_for_the_qos_the_jobs_run_under(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an association allowing two QOS, `normal` its default; only `long` caps submissions
+    calls: list[list[str]] = []
+    replies = {"assoc": "|normal,long|normal\n", "squeue": "1\n2\n"}
+    qos_caps = {"normal": "", "long": "5"}
+
+    def fake_run(command: list[str]) -> str:
+        calls.append(command)
+        if command[:4] == ["sacctmgr", "-n", "-P", "show"] and command[4] == "qos":
+            names = command[6].removeprefix("name=").split(",")
+            return "".join(f"{name}|{qos_caps[name]}\n" for name in names)
+        return replies["assoc"] if "assoc" in command else replies["squeue"]
+
+    monkeypatch.setattr(commands, "_run", fake_run)
+    assert commands.submit_cap("me", "lab") is None  # runs under the default QOS `normal`: no cap
+    assert "name=normal" in calls[1]
+    cap = commands.submit_cap("me", "lab", "long")  # a run that names `long` is capped by it
+    assert cap is not None and (cap.limit, cap.free) == (5, 3) and "QOS long" in cap.where
+    replies["assoc"] = "|normal,long|\n"  # no default QOS: the strictest allowed one is honoured
+    cap = commands.submit_cap("me", "lab")
+    assert cap is not None and cap.limit == 5
+
+
+def test_a_feeder_partition_the_profile_does_not_list_is_refused() -> None:
+    from orchestrator.profiles import PartitionInfo, Profile
+
+    with pytest.raises(ValueError, match="feeder_partition 'cpus' is not one of the profile's partitions"):
+        Profile(partitions={"t4": PartitionInfo(), "cpu": PartitionInfo(cuda=False)}, feeder_partition="cpus")

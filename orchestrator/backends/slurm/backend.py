@@ -56,8 +56,10 @@ class SlurmBackend:
             notes = [("MaxSubmitJobs not checked: SLURM's commands are not on the PATH here; "
                      "the real submit honours it")]
         else:
-            accounts = [s.resources.account for s in matrix.runs if s.resources.account]
-            cap = commands.submit_cap(getpass.getuser(), accounts[0] if accounts else None)
+            # every (account, QOS) the runs are charged to has its own cap: the one with fewest free slots rules
+            charged = sorted({(s.resources.account or "", s.resources.qos or "") for s in matrix.runs})
+            caps = [commands.submit_cap(getpass.getuser(), account or None, qos or None) for account, qos in charged]
+            cap = min((c for c in caps if c is not None), key=lambda c: c.free, default=None)
             notes = _cap_notes(cap, new_jobs)
         free, where = (cap.free, cap.where) if cap is not None else (None, "")
         if matrix.profile.max_array_size:

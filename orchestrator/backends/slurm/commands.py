@@ -21,6 +21,7 @@ from orchestrator.backends.slurm.parse import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
     JobState,
+    association_qos,
     parse_config,
     parse_sacct,
     parse_squeue,
@@ -106,21 +107,22 @@ class SubmitCap:
     where: str  # which limit, for messages: "MaxSubmitJobs=25 (association root/capstudy)"
 
 
-def submit_cap(user: str, account: str | None = None) -> SubmitCap | None:
+def submit_cap(user: str, account: str | None = None, qos: str | None = None) -> SubmitCap | None:
     """The job cap of `user`'s association with `account` (default: the user's default account) and
-    of its QOS, and how many slots are free under it. None when no cap is set or sacctmgr cannot be
-    asked (nothing to honour then); never raises."""
+    of the QOS the jobs run under (`qos`, else the association's default QOS, else every QOS the
+    association allows: the strictest then), and how many slots are free under it. None when no cap is
+    set or sacctmgr cannot be asked (nothing to honour then); never raises."""
     try:
         if not account:
             account = _run(["sacctmgr", "-n", "-P", "show", "user", user, "format=DefaultAccount"]).strip() or None
         where = [f"user={user}"] + ([f"account={account}"] if account else [])
-        assoc = _run(["sacctmgr", "-n", "-P", "show", "assoc", "where", *where, "format=MaxSubmit,QOS"])
-        qos_names = sorted({name for line in assoc.splitlines() for name in line.partition("|")[2].split(",") if name})
-        qos = ""
+        assoc = _run(["sacctmgr", "-n", "-P", "show", "assoc", "where", *where, "format=MaxSubmit,QOS,DefaultQOS"])
+        qos_names = [qos] if qos else association_qos(assoc)
+        qos_text = ""
         if qos_names:
-            qos = _run(["sacctmgr", "-n", "-P", "show", "qos", "where", f"name={','.join(qos_names)}",
-                        "format=Name,MaxSubmitPU"])  # fmt: skip
-        assoc_limit, qos_limit = parse_submit_limits(assoc, qos)
+            qos_text = _run(["sacctmgr", "-n", "-P", "show", "qos", "where", f"name={','.join(qos_names)}",
+                             "format=Name,MaxSubmitPU"])  # fmt: skip
+        assoc_limit, qos_limit = parse_submit_limits(assoc, qos_text)
     except (SlurmError, ValueError, IndexError):
         return None
     if assoc_limit is None and qos_limit is None:

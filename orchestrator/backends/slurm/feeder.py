@@ -45,6 +45,8 @@ def schedule(experiment: Experiment, manifest: Manifest, matrix: Matrix, resourc
     log_dir = experiment.path / "feeder"
     log_dir.mkdir(parents=True, exist_ok=True)
     params = sbatch_parameters(matrix, resources, record.job_name)
+    if matrix.profile.feeder_partition:  # the profile's CPU partition, not the first waiting run's GPU one
+        params["partition"] = matrix.profile.feeder_partition
     args = [f"--job-name={record.job_name}", f"--output={log_dir}/%j.log", f"--chdir={cwd}",
             f"--time={FEEDER_TIME_MIN}", "--cpus-per-task=1", f"--mem={FEEDER_MEM_MB}M"]
     args += [f"--{key}={params[key]}" for key in ("partition", "account", "qos") if params.get(key)]

@@ -96,6 +96,17 @@ def parse_max_submit(assoc_text: str, qos_text: str) -> int | None:
     return min(limits) if limits else None
 
 
+def association_qos(assoc_text: str) -> list[str]:
+    """The QOS a job of the association runs under when it names none, from ``sacctmgr show assoc
+    format=MaxSubmit,QOS,DefaultQOS`` lines: the default QOS where one is set, else every QOS the
+    association allows (the strictest of them is then honoured)."""
+    rows = [line.split("|") for line in assoc_text.splitlines() if line.strip()]
+    defaults = sorted({row[2].strip() for row in rows if len(row) > 2 and row[2].strip()})
+    if defaults:
+        return defaults
+    return sorted({name for row in rows if len(row) > 1 for name in row[1].split(",") if name.strip()})
+
+
 def parse_submit_limits(assoc_text: str, qos_text: str) -> tuple[int | None, int | None]:
     """(the association's MaxSubmit, the QOS's MaxSubmitPU), each the smallest listed, None when unset;
     from the same two sacctmgr outputs as :func:`parse_max_submit`."""
