@@ -271,9 +271,9 @@ def test_the_noise_example_is_a_grid_of_kind_by_rate() -> None:
     runs = load_matrix(Path(__file__).resolve().parents[2] / "examples" / "sst2_noise_cpu.yaml").runs
     noisy = [run for run in runs if run.train.data.noise is not None]
     assert {(run.train.data.noise.kind, run.train.data.noise.rate) for run in noisy if run.train.data.noise} == {
-        (kind, rate) for kind in CORRUPTIONS for rate in (0.05, 0.2)}
-    assert len({run.config_hash for run in runs}) == len(runs) == 22
-    assert {run.train.data.max_train_samples for run in runs} == {200}
+        (kind, rate) for kind in ("char_substitution", "word_deletion") for rate in (0.05, 0.2)}
+    assert len({run.config_hash for run in runs}) == len(runs) == 5
+    assert {run.train.data.max_train_samples for run in runs} == {96}
     assert all(run.train.data.synthetic is not None for run in runs)  # generated data: runs offline on a CPU
 
 
