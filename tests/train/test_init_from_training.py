@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from jobs import entrypoint
-from jobs.contract import ADAPTER_EXPORT_DIR, MODEL_EXPORT_DIR, MODEL_WEIGHTS_FILE, RunDir, RunSpec, SourceRef, TrainConfig
+from jobs.contract import (
+    ADAPTER_EXPORT_DIR,
+    MODEL_EXPORT_DIR,
+    MODEL_WEIGHTS_FILE,
+    RunDir,
+    RunSpec,
+    SourceRef,
+    TrainConfig,
+)
 
 pytestmark = pytest.mark.train
 
