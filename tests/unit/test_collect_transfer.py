@@ -3,7 +3,6 @@ same placement, and the Spearman correlation of the source adapter's rank with t
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
