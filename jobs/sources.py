@@ -111,9 +111,30 @@ def _is_head(key: str, heads: Sequence[str]) -> bool:
     return any(part in heads for part in key.split("."))
 
 
-def apply_source(model: torch.nn.Module, source: Source, heads: Sequence[str]) -> torch.nn.Module:
-    """``model`` (freshly built, methods not yet applied) with what ``source.ref.take`` says loaded.
+def apply_source(model: torch.nn.Module, source: Source, heads: Sequence[str],
+                 trainable: str = "all") -> torch.nn.Module:
+    """``model`` (freshly built, methods not yet applied) with what ``source.ref.take`` says loaded;
+    with ``trainable`` ``head`` everything but the task head frozen (init_from.trainable).
     ``heads``: the task head's module names. Raises SourceError on a mismatch (shapes, keys)."""
+    loaded = _loaded(model, source, heads)
+    return head_only(loaded, heads) if trainable == "head" else loaded
+
+
+def head_only(model: torch.nn.Module, heads: Sequence[str]) -> torch.nn.Module:
+    """``model`` with only the task head trainable: the backbone and any adapter frozen. Under peft the
+    head's trainable copy is its ``modules_to_save`` one; its ``original_module`` stays frozen."""
+    trained = 0
+    for name, parameter in model.named_parameters():
+        parts = name.split(".")
+        parameter.requires_grad = _is_head(name, heads) and "original_module" not in parts
+        trained += parameter.numel() if parameter.requires_grad else 0
+    if trained == 0:
+        raise SourceError(f"init_from.trainable: head, but the model has no head parameters named {list(heads)}")
+    logger.info("init_from.trainable: head: %d parameters train, the rest is frozen", trained)
+    return model
+
+
+def _loaded(model: torch.nn.Module, source: Source, heads: Sequence[str]) -> torch.nn.Module:
     take = source.ref.take
     if take == "adapter":
         return _with_adapter(model, source.export_dir / ADAPTER_EXPORT_DIR, heads)

@@ -85,8 +85,9 @@ def build_model(train: TrainConfig, task: Task, source: Source | None = None) ->
     model: torch.nn.Module = load_model(train, task.model_class, dict(task.model_kwargs), task.head_modules)
     heads = present_modules(model, task.head_modules)
     if source is not None:
-        model = apply_source(model, source, heads)
-        if source.ref.take == "adapter":  # the source's adapter is this run's method (submit refuses others)
+        trainable = train.init_from.trainable if train.init_from is not None else "all"
+        model = apply_source(model, source, heads, trainable)
+        if source.ref.take == "adapter" or trainable == "head":  # submit refuses methods of its own here
             return model
     return apply_methods(model, train, heads)
 

@@ -11,9 +11,9 @@ sealed like a checkpoint; the worker verifies it before loading (jobs/sources.py
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
 from jobs.contract.base import SAFE_NAME, Strict
 
@@ -25,6 +25,12 @@ from jobs.contract.base import SAFE_NAME, Strict
 #            the task head freshly initialised; the adapter trains on unless the dependent freezes it
 Take = Literal["model", "backbone", "head", "adapter"]
 TAKES: tuple[str, ...] = Take.__args__  # type: ignore[attr-defined]
+# What trains once the take is loaded:
+#   all   as the run's own methods say (full fine-tuning, its LoRA...); under take: adapter, the taken
+#         adapter and the new head (the backbone frozen, as under LoRA)
+#   head  the task head only: the backbone and a taken adapter stay bit-identical to the source's
+Trainable = Literal["all", "head"]
+TRAINABLES: tuple[str, ...] = Trainable.__args__  # type: ignore[attr-defined]
 
 MODEL_EXPORT_DIR = "model"  # in a source's run dir: its final model, sealed (complete.json)
 MODEL_WEIGHTS_FILE = "model.safetensors"  # the full task model's state dict (LoRA merged in)
@@ -37,6 +43,17 @@ class InitFrom(Strict):
 
     run: str = Field(pattern=SAFE_NAME.pattern, description="a configuration name of the matrix (runs: key)")
     take: Take = "model"
+    trainable: Trainable = Field("all", description="what trains after the take: all (as the run's methods "
+                                 "say) or head (the task head only; backbone and taken adapter frozen)")
+
+    @model_serializer(mode="wrap")
+    def _default_left_out(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # trainable came after init_from: at its default it is left out of spec.json and so of the config
+        # hash, which keeps the ids of the dependents submitted before it
+        dumped = handler(self)
+        if isinstance(dumped, dict) and dumped.get("trainable") == "all":
+            del dumped["trainable"]
+        return dumped
 
 
 class SourceRef(Strict):

@@ -4,7 +4,7 @@ Reads ``adapter_analysis.json`` (written by ``jobs.adapter_analysis``) of the cu
 finished runs and averages over seeds: stable rank, effective rank and the spectral and
 Frobenius norms of ``delta W`` (means and sample standard deviations; a zero update has
 no rank and is left out of the rank's mean, ``n_ranked`` says how many counted).
-No relation to a transfer gain yet: that needs the transfer study.
+Their relation to a transfer gain is orchestrator/collect/transfer.py's table.
 """
 
 from __future__ import annotations

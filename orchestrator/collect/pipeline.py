@@ -26,6 +26,7 @@ from orchestrator.collect.report_html import report_html
 from orchestrator.collect.roots import Root, merge_roots
 from orchestrator.collect.summary import collected_stamp, counts_line, summary_markdown, summary_tables
 from orchestrator.collect.tables import build_tables
+from orchestrator.collect.transfer import transfer_tables
 
 
 def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: Path, formats: frozenset[str],
@@ -53,6 +54,7 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
     experiment = (manifest.experiment if manifest and manifest.experiment else None) or experiment_dir.name
     counts = _counts(analysis.runs)
     tables = build_tables(analysis) + adapter_tables(analysis.runs, experiment_dir, problems)
+    tables += transfer_tables(analysis.runs, experiment_dir, problems)
     recipes, reference_text = find_recipes(analysis, gpu_memory_mib)
     recipe_table = recipes_table(recipes, analysis.primary) if recipes else None
     writer = Writer(out_dir, formats)

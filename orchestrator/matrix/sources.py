@@ -136,22 +136,36 @@ def _pairing_problem(spec: RunSpec, source_name: str, shared: list[str], matches
 def take_problems(train: TrainConfig, source: TrainConfig, take: str) -> list[str]:
     """Why ``train`` cannot take ``take`` from a run trained with ``source`` (same architecture, same head...)."""
     problems: list[str] = []
-    if take in ("model", "backbone", "head") and (train.model_name_or_path, train.random_init) != (
-            source.model_name_or_path, source.random_init):
-        problems.append(f"take: {take} needs the source's architecture: model_name_or_path "
-                        f"{train.model_name_or_path!r} differs from the source's {source.model_name_or_path!r}; "
-                        "use the source's model_name_or_path")
+    architecture = ("model_name_or_path", "random_init", "model_overrides")
+    for knob in architecture:  # an adapter's update is of the source's weights too: every take compares them
+        if getattr(train, knob) != getattr(source, knob):
+            problems.append(f"take: {take} needs the source's architecture: {knob} {getattr(train, knob)!r} "
+                            f"differs from the source's {getattr(source, knob)!r}; use the source's {knob}")
     if take in ("model", "head") and train.task != source.task:
-        problems.append(f"take: {take} keeps the source's {source.task} head, this run's task is {train.task}; "
-                        "use take: backbone (a new head) or the same task")
+        problems.append(f"take: {take} keeps the source's {source.task} head, this run's task is {train.task} "
+                        "(a head of another task's labels); use take: backbone or adapter (a new head) or the same "
+                        "task")
     if take == "adapter":
         if source.lora is None or source.quantization is not None:
             problems.append("take: adapter needs a LoRA source (the source has no lora, or is QLoRA); "
                             "use take: model or backbone")
-        for own in ("lora", "ia3", "quantization", "bitfit"):
+        if train.lora is not None and train.lora != source.lora:  # the same lora restated (to pair) is the adapter
+            problems.append("take: adapter brings the source's adapter: drop this run's own lora, or give it the "
+                            "source's lora values (e.g. the same lora.placement axis, to pair by placement)")
+        for own in ("ia3", "quantization", "bitfit"):
             if getattr(train, own) is not None:
                 problems.append(f"take: adapter brings the source's adapter: drop this run's own {own}")
     if train.quantization is not None and take != "adapter":
         problems.append(f"take: {take} loads full-precision weights: drop quantization from this run")
+    if train.init_from is not None and train.init_from.trainable == "head":
+        problems += _head_only_problems(train, take)
     return problems
 
+
+def _head_only_problems(train: TrainConfig, take: str) -> list[str]:
+    """trainable: head trains the task head alone: no method of the run's own may train anything else."""
+    own = [name for name in ("ia3", "quantization", "bitfit") if getattr(train, name) is not None]
+    own += ["lora"] if train.lora is not None and take != "adapter" else []
+    own += ["freeze"] if train.freeze.layers or train.freeze.embeddings else []
+    return [f"trainable: head trains the task head alone (the rest frozen): drop this run's own {name}"
+            for name in own]

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from jobs import entrypoint
-from jobs.contract import MODEL_EXPORT_DIR, MODEL_WEIGHTS_FILE, RunDir, RunSpec, SourceRef, TrainConfig
+from jobs.contract import (
+    ADAPTER_EXPORT_DIR,
+    MODEL_EXPORT_DIR,
+    MODEL_WEIGHTS_FILE,
+    RunDir,
+    RunSpec,
+    SourceRef,
+    TrainConfig,
+)
 
 pytestmark = pytest.mark.train
 
@@ -64,3 +72,46 @@ def test_chain_on_cpu(tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_f
     failure = torn_dir.read_failure()
     assert failure is not None and failure.reason == "source_unusable"
     assert f"{MODEL_WEIGHTS_FILE} has" in failure.message and "model/ is not whole" in failure.message
+
+
+def _tensors(run_dir: RunDir, name: str) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir.path / MODEL_EXPORT_DIR / name))
+
+
+def test_head_only_transfer_sst2_to_mrpc(tiny: Callable[..., TrainConfig], spec_for: Any, run_dir_for: Any) -> None:
+    """An SST-2 LoRA adapter moved to MRPC with trainable: head: after training the backbone and the adapter are
+    bit-identical to the source's, the new head moved away from its initial values, and only the head trained."""
+    data = {"synthetic": {"n_train": 64, "n_eval": 32, "seed": 0}}
+    lora = {"r": 4, "alpha": 8, "placement": "attn-qkv"}
+    source_train = tiny(task="sst2", max_steps=3, lora=lora, data=data)
+    source_dir = _write(run_dir_for("src-0"), spec_for(source_train, "src").model_copy(update={"save_model": True}))
+    entrypoint.run(str(source_dir.path))
+    mrpc = tiny(task="mrpc", max_steps=3, learning_rate=1e-2, lora=lora, data=data)
+    trained: dict[str, dict[str, Any]] = {}
+    for name, steps in (("initial", 0), ("probe", 3)):  # the 0-step twin exports the initial model
+        train = mrpc if steps else _with(mrpc, data={**mrpc.data.model_dump(), "max_train_samples": 0})
+        dependent = TrainConfig.model_validate({**train.model_dump(), "init_from": {
+            "run": "src", "take": "adapter", "trainable": "head"}})
+        ref = SourceRef(run_id="src-0", run_name="src", config_hash="0", take="adapter")
+        spec = spec_for(dependent, name).model_copy(update={"source": ref, "save_model": True})
+        run_dir = _write(run_dir_for(f"{name}-0"), spec)
+        trained[name] = entrypoint.run(str(run_dir.path))
+        trained[name]["dir"] = run_dir
+    probe = trained["probe"]
+    head_size = 64 * 2 + 2  # classifier: hidden 64 -> 2 labels, weight and bias
+    assert probe["train"]["steps"] == 3 and probe["params"]["trainable"] == head_size
+    assert probe["initial_model"]["take"] == "adapter"
+    adapter = f"{ADAPTER_EXPORT_DIR}/adapter_model.safetensors"
+    source_adapter, probe_adapter = _tensors(source_dir, adapter), _tensors(probe["dir"], adapter)
+    lora_keys = [key for key in source_adapter if "lora_" in key]
+    assert len(lora_keys) == 2 * 2 * 3  # 2 layers x query, key, value x A, B
+    assert all(source_adapter[key].equal(probe_adapter[key]) for key in lora_keys)
+    source_model, initial, after = (_tensors(source_dir, MODEL_WEIGHTS_FILE),
+                                    _tensors(trained["initial"]["dir"], MODEL_WEIGHTS_FILE),
+                                    _tensors(probe["dir"], MODEL_WEIGHTS_FILE))
+    backbone = [key for key in after if not key.startswith("classifier.")]
+    assert backbone and all(after[key].equal(source_model[key]) for key in backbone)  # LoRA merged in, unchanged
+    assert not after["classifier.weight"].equal(initial["classifier.weight"])  # the head trained
+    assert all(after[key].equal(initial[key]) for key in backbone)

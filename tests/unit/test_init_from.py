@@ -159,3 +159,58 @@ def test_a_dependent_whose_source_is_left_out_says_why(tmp_path: Path) -> None:
     notes = chain.hold_back(the_plan, Manifest(), Experiment(tmp_path / "scratch" / "chain"))
     assert the_plan.new == [] and len(notes) == 2
     assert "it was never submitted (left out by --only?): include it, e.g. --only T-seed1,S-seed1" in notes[0], notes
+
+
+TRANSFER = """
+experiment: transfer
+root: {root}
+cluster: example-t4
+defaults: {data: {name: glue/sst2}, learning_rate: 3.0e-5}
+grid: {seed: [1]}
+runs:
+  src: {task: sst2, lora: {r: 8}, grid: {lora.placement: [attn-qkv, ffn-only]}}
+  transfer: {task: mrpc, data: {name: glue/mrpc}, lora: {r: 8}, grid: {lora.placement: [attn-qkv, ffn-only]},
+             init_from: {run: src, take: adapter, trainable: head}}
+"""
+
+
+def test_head_only_transfer_pairs_by_placement_and_keeps_old_ids(tmp_path: Path) -> None:
+    runs = load(tmp_path, TRANSFER).runs
+    by_name = {r.run_name: r for r in runs}
+    for placement in ("attn-qkv", "ffn-only"):
+        dependent = by_name[f"transfer-placement_{placement}-seed1"] if f"transfer-placement_{placement}-seed1" \
+            in by_name else next(r for r in runs if r.base_name == "transfer" and
+                                 r.grid_values["lora.placement"] == placement)
+        assert dependent.source is not None and dependent.train.init_from is not None
+        assert dependent.train.init_from.trainable == "head"
+        source = next(r for r in runs if r.run_id == dependent.source.run_id)
+        assert source.train.lora is not None and source.train.lora.placement == placement
+    # trainable at its default is left out of spec.json and the hash: the ids from before it stay
+    plain = load(tmp_path, BASE.replace("take: model}", "take: model, trainable: all}")).runs
+    assert [r.run_id for r in plain] == [r.run_id for r in load(tmp_path, BASE).runs]
+    assert "trainable" not in plain[2].model_dump(mode="json")["train"]["init_from"]
+
+
+def test_take_mismatches_across_tasks_and_architectures(tmp_path: Path) -> None:
+    text = """
+experiment: transfer
+root: {root}
+cluster: example-t4
+defaults: {data: {name: glue/mrpc}, task: mrpc}
+runs:
+  src: {task: sst2, data: {name: glue/sst2}, lora: {r: 8}}
+  transfer: {lora: {r: 4}, model_overrides: {num_hidden_layers: 2}, init_from: {run: src, take: adapter}}
+  bit: {bitfit: {}, init_from: {run: src, take: adapter, trainable: head}}
+  whole: {init_from: {run: src, take: model}}
+  probe: {task: sst2, data: {name: glue/sst2}, init_from: {run: src, take: backbone, trainable: head}, freeze: {layers: 1}, lora: {r: 8}}
+"""
+    found = problems(tmp_path, text)
+    assert {where for where, _ in found} == {f"runs.{name}.init_from" for name in ("transfer", "bit", "whole", "probe")}
+    said = {name: " | ".join(message for where, message in found if where == f"runs.{name}.init_from")
+            for name in ("transfer", "bit", "whole", "probe")}
+    assert "model_overrides {'num_hidden_layers': 2} differs from the source's {}" in said["transfer"]
+    assert "drop this run's own lora, or give it the source's lora values" in said["transfer"]
+    assert "take: adapter brings the source's adapter: drop this run's own bitfit" in said["bit"]
+    assert "trainable: head trains the task head alone (the rest frozen): drop this run's own bitfit" in said["bit"]
+    assert "take: model keeps the source's sst2 head, this run's task is mrpc" in said["whole"]
+    assert "drop this run's own lora" in said["probe"] and "drop this run's own freeze" in said["probe"]
