@@ -1,22 +1,25 @@
 """Login-node speed against the real local SLURM cluster (tests/slurm/start-cluster.sh).
 
-    python benchmarks/orchestrator.py [--runs 1000] [--collect-runs 10000]
+    python benchmarks/orchestrator.py [--runs 10000] [--collect-runs 10000]
 
 1. submit a matrix of --runs runs in two resource groups through `orchestrate submit`
-   (real sbatch; the jobs are submitted held, so nothing trains, and cancelled afterwards);
-2. `orchestrate status` over those runs (one sacct call);
-3. `orchestrate collect` over --collect-runs synthetic finished run directories.
+   (real sbatch, one call an array chunk of at most the cluster's MaxArraySize tasks; the jobs
+   are submitted held, so nothing trains, and cancelled at the end);
+2. `orchestrate status` over those runs, twice;
+3. `orchestrate collect` over --collect-runs synthetic finished run directories, cold (no index,
+   no outputs) and again with nothing changed.
 
-Prints wall times and the number of sbatch / sacct calls. Targets (issue 2): submit of 1,000
-runs under 10 s with at most one sbatch a resource group; status of 1,000 runs under 1 s with
-one sacct call; collect of 10,000 run directories under 5 s.
+Each command runs in a fresh interpreter (imports count, as they do for a user), which reports
+the command's own wall time, its peak resident memory (``ru_maxrss``) and the SLURM commands it
+ran. Targets (issue 15, 10,000 runs): submit under 10 s with one sbatch an array chunk, status
+under 1 s with one accounting call, collect cold under 3 s and unchanged under 0.3 s, every
+login-node process under 500 MB resident.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
+import json
 import os
 import shutil
 import subprocess
@@ -30,7 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from orchestrator.backends.slurm import commands as slurm
-from orchestrator.cli import main as orchestrate
 
 PROFILE = """
 description: benchmark profile on the local test cluster; jobs are submitted held
@@ -61,79 +63,125 @@ def matrix_text(root: Path, runs: int) -> str:
         """)
 
 
-def timed(args: list[str]) -> tuple[float, str]:
-    out = io.StringIO()
+# The child: one orchestrate command, then its figures as JSON on the pipe $BENCH_FD (stdout is the command's).
+_CHILD = """
+import contextlib, io, json, os, resource, sys, time
+started = time.perf_counter()
+from orchestrator.backends.slurm import commands
+from orchestrator.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = main(sys.argv[1:])
+wall = time.perf_counter() - started
+figures = {"code": code, "wall_s": wall, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "calls": dict(commands.CALLS), "out": out.getvalue()}
+with os.fdopen(int(os.environ["BENCH_FD"]), "w") as report:
+    json.dump(figures, report)
+"""
+
+
+def timed(args: list[str], cwd: Path | None = None) -> dict:
+    """Run ``orchestrate ARGS`` in a fresh interpreter; its figures (wall_s from interpreter start,
+    process_s including start-up, max_rss_mb, calls, out)."""
+    read, write = os.pipe()
     started = time.perf_counter()
-    with contextlib.redirect_stdout(out):
-        code = orchestrate(args)
-    elapsed = time.perf_counter() - started
-    if code != 0:
-        raise SystemExit(f"orchestrate {' '.join(args)} failed ({code}):\n{out.getvalue()}")
-    return elapsed, out.getvalue()
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, *args], cwd=cwd, pass_fds=(write,),
+                             env={**os.environ, "PYTHONPATH": str(REPO), "BENCH_FD": str(write)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(write)
+    with os.fdopen(read) as report:
+        text = report.read()
+    _, stderr = child.communicate()
+    figures = {"process_s": time.perf_counter() - started, **(json.loads(text) if text else {})}
+    if child.returncode != 0 or figures.get("code") != 0:
+        raise SystemExit(f"orchestrate {' '.join(args)} failed ({child.returncode}, {figures.get('code')}):\n"
+                         f"{figures.get('out', '')}{stderr.decode()[-3000:]}")
+    return figures
 
 
-def bench_submit_status(work: Path, runs: int) -> dict[str, float]:
+def record(figures: dict[str, object], name: str, run: dict) -> None:
+    """Copy one command's figures into ``figures`` under ``name``."""
+    figures[f"{name}_s"] = run["wall_s"]
+    figures[f"{name}_process_s"] = run["process_s"]
+    figures[f"{name}_max_rss_mb"] = run["max_rss_mb"]
+    for command, count in sorted(run["calls"].items()):
+        figures[f"{name}_{command}_calls"] = count
+
+
+def bench_submit_status(work: Path, runs: int) -> dict[str, object]:
     profile = work / "slurm_templates" / "bench"
     profile.mkdir(parents=True)
     (profile / "profile.yaml").write_text(textwrap.dedent(PROFILE))
     (profile / "preamble.sh.j2").write_text(PREAMBLE)
     (work / "matrix.yaml").write_text(matrix_text(work / "scratch", runs))
-    os.chdir(work)
-    slurm.CALLS.clear()
-    submit_s, out = timed(["submit", "matrix.yaml"])
-    sbatch_calls = slurm.CALLS["sbatch"]
-    print(out.strip().splitlines()[0])
-    time.sleep(5)  # sacct lists new held jobs a few seconds after sbatch: measure the full answer
-    slurm.CALLS.clear()
-    status_s, out = timed(["status"])
-    sacct_calls = slurm.CALLS["sacct"]
-    print(out.strip().splitlines()[-1])
-    slurm.CALLS.clear()
-    status_again_s, _ = timed(["status"])
-    _, out = timed(["cancel"])
-    print(out.strip())
-    return {"submit_s": submit_s, "sbatch_calls": sbatch_calls, "status_s": status_s,
-            "status_warm_s": status_again_s, "sacct_calls": sacct_calls}
+    figures: dict[str, object] = {"max_array_size": slurm.read_config().get("MaxArraySize", "?")}
+    submitted = False
+    try:
+        run = timed(["submit", "matrix.yaml"], cwd=work)
+        submitted = True
+        record(figures, "submit", run)
+        print(run["out"].strip().splitlines()[0])
+        time.sleep(5)  # sacct lists new held jobs a few seconds after sbatch: measure the full answer
+        run = timed(["status"], cwd=work)
+        record(figures, "status", run)
+        print(run["out"].strip().splitlines()[-1])
+        record(figures, "status_again", timed(["status"], cwd=work))
+    finally:
+        if submitted or (work / "scratch").exists():
+            print(timed(["cancel"], cwd=work)["out"].strip())
+    return figures
 
 
-def bench_collect(work: Path, runs: int) -> dict[str, float]:
-    sys.path.insert(0, str(REPO / "tests" / "unit"))
-    from collect_fixtures import build_many  # the collect tests' run-dir builder
+def bench_collect(work: Path, runs: int, study: Path | None) -> dict[str, object]:
+    """``orchestrate collect`` cold and unchanged; ``study``: an experiment directory built
+    earlier (by this script with --keep-study), else one is built here (not timed)."""
+    if study is None or not (study / "runs").is_dir():
+        sys.path.insert(0, str(REPO / "tests" / "unit"))
+        from collect_fixtures import build_many  # the collect tests' run-dir builder
 
-    experiment_dir = build_many(work / "collect", runs)
-    from orchestrator.collect import collect
-
+        study = build_many(study.parent if study else work / "collect", runs, experiment=study.name if study else "bench")
     out_dir = work / "results"
-    started = time.perf_counter()
-    collect(experiment_dir, out_dir)
-    cold = time.perf_counter() - started
-    started = time.perf_counter()
-    collect(experiment_dir, out_dir)
-    warm = time.perf_counter() - started
-    return {"collect_cold_s": cold, "collect_incremental_s": warm}
+    shutil.rmtree(out_dir, ignore_errors=True)
+    for name in (".collect-index",):  # cold: no index either
+        (study / name).unlink(missing_ok=True)
+    figures: dict[str, object] = {"collect_runs": sum(1 for _ in (study / "runs").iterdir())}
+    args = ["collect", str(study), "--out", str(out_dir)]
+    record(figures, "collect_cold", timed(args))
+    record(figures, "collect_unchanged", timed(args))
+    record(figures, "collect_unchanged_again", timed(args))
+    return figures
+
+
+def cpu_pressure() -> str:
+    """The kernel's CPU pressure (share of time some task waited for a CPU): how busy the box was."""
+    try:
+        return Path("/proc/pressure/cpu").read_text().splitlines()[0].split("avg10=")[1].split()[0] + "%"
+    except (OSError, IndexError):
+        return "n/a"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=10000)
     parser.add_argument("--collect-runs", type=int, default=10000)
+    parser.add_argument("--study", type=Path, help="experiment directory for collect, kept (built once if absent)")
     parser.add_argument("--skip-slurm", action="store_true")
     parser.add_argument("--skip-collect", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="orchestrate-bench-"))
-    figures: dict[str, float] = {}
+    figures: dict[str, object] = {"cpu_pressure_start": cpu_pressure()}
     try:
         if not args.skip_slurm:
             subprocess.run(["bash", str(REPO / "tests/slurm/start-cluster.sh")], check=True, capture_output=True)
             figures.update(bench_submit_status(work, args.runs))
-        os.chdir(REPO)
         if not args.skip_collect:
-            figures.update(bench_collect(work, args.collect_runs))
+            figures.update(bench_collect(work, args.collect_runs, args.study))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'figure':<28}{'value':>10}")
+    figures["cpu_pressure_end"] = cpu_pressure()
+    print(f"\n{'figure':<36}{'value':>12}")
     for key, value in figures.items():
-        print(f"{key:<28}{value:>10.3f}" if isinstance(value, float) else f"{key:<28}{value:>10}")
+        print(f"{key:<36}{value:>12.3f}" if isinstance(value, float) else f"{key:<36}{value!s:>12}")
     return 0
 
 

@@ -9,6 +9,7 @@ backend's business (orchestrator/backends/).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -16,6 +17,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from orchestrator.matrix import Matrix, check_root_writable
 
 log = logging.getLogger(__name__)
 KEEP_SUBMISSION_FOLDERS = 50
+SPEC_WRITERS = 16  # threads writing (and fsyncing) the new runs' spec.json files
 RECENT_S = 3600.0  # a submission folder younger than this is kept (its jobs may still start)
 
 
@@ -66,11 +69,10 @@ def submit(matrix: Matrix, specs: list[RunSpec], executor_kind: str, *, retry_fa
         manifest.cluster = matrix.profile.name
         manifest.current_runs = {s.run_name: s.run_id for s in matrix.runs}
         experiment.write_manifest(manifest)
-        for spec in the_plan.new:
-            run_dir = experiment.run_dir(spec.run_id)
-            run_dir.path.mkdir(parents=True, exist_ok=True)
-            _archive_previous_result(run_dir)
-            run_dir.write_spec(spec)
+        # Each spec.json is fsynced before any job can read it; the fsyncs wait on the disk, not the CPU, and
+        # ext4 commits concurrent ones together: 300 in a row took 23 s on a busy disk (cProfile).
+        with ThreadPoolExecutor(SPEC_WRITERS) as pool:
+            list(pool.map(functools.partial(_prepare_run_dir, experiment), the_plan.new))
         if the_plan.new:
             submit_runs(experiment, manifest, matrix, the_plan.new, backend, outcome, cwd)
         prune_submission_folders(experiment, manifest)
@@ -131,6 +133,14 @@ def submit_runs(experiment: Experiment, manifest: Manifest, matrix: Matrix, runs
         outcome.plan.feeder = (f"feeder job {record.job_id} submits them as runs end ({limits.cap})"
                                if record.job_id else f"the feeder job could not be submitted ({record.error}): "
                                "run `orchestrate submit` again")
+
+
+def _prepare_run_dir(experiment: Experiment, spec: RunSpec) -> None:
+    """The run's directory, its earlier result archived, its spec.json written (durably)."""
+    run_dir = experiment.run_dir(spec.run_id)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    _archive_previous_result(run_dir)
+    run_dir.write_spec(spec)
 
 
 def _archive_previous_result(run_dir: RunDir) -> None:

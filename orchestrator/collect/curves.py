@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-import pandas as pd
-
 from jobs.contract import eval_records, is_loss_metric
 from jobs.tasks import TASKS
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
 
 # (split, step, epoch, metrics): one evaluation of one split
@@ -73,6 +72,8 @@ def best_columns(points: Sequence[EvalPoint], metric: str | None) -> dict[str, A
 
 def seed_band(runs: Sequence[Sequence[EvalPoint]], split: str, metric: str) -> SplitCurve | None:
     """Mean over the seeds at each step some seed evaluated, and the min-max band; None without points."""
+    import pandas as pd  # here, not at the top: parse.py imports this module on collect's no-pandas fast path
+
     frame = pd.DataFrame([(index, point[1], point[3][metric]) for index, points in enumerate(runs)
                           for point in points if point[0] == split and metric in point[3]],
                          columns=["run", "step", "value"])

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from jobs.contract import (
     ENV_FILE,
     FAILURE_FILE,
@@ -99,7 +101,7 @@ class _Reader:
             return None, False
         try:
             with open(os.path.join(self.run_dir, name), "rb") as handle:
-                value = json.loads(handle.read())
+                value = loads(handle.read())
         except FileNotFoundError:
             self.problems.append(f"{name} vanished while reading")
             return None, False
@@ -154,6 +156,19 @@ def read_run(run_dir: str | Path, present: frozenset[str], spec_mtime_ns: int | 
     return record
 
 
+def loads(data: bytes) -> Any:
+    """``json.loads`` of ``data``, through orjson (about 3x faster on collect's 40,000 small files).
+
+    orjson refuses what the workers may legitimately write (``NaN``/``Infinity`` for a diverged
+    loss, integers over 64 bits): such a file is parsed again by ``json``, so the values and the
+    errors (``json.JSONDecodeError``, ``UnicodeDecodeError``) are exactly the standard library's.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 def read_jsonl_fast(path: str) -> list[dict[str, Any]]:
     """metrics.jsonl as one JSON array parse; line by line (the contract's reader, which
     skips a torn last line) only when that fails."""
@@ -163,7 +178,7 @@ def read_jsonl_fast(path: str) -> list[dict[str, Any]]:
     except OSError:
         return []
     try:
-        rows = json.loads(b"[" + b",".join(line for line in data.splitlines() if line.strip()) + b"]")
+        rows = loads(b"[" + b",".join(line for line in data.splitlines() if line.strip()) + b"]")
     except (json.JSONDecodeError, UnicodeDecodeError):
         return read_jsonl(Path(path))
     return [row for row in rows if isinstance(row, dict)]

@@ -2,8 +2,8 @@
 
 ``Table.data`` holds machine-friendly columns and full values (the CSV);
 ``Table.display`` the same rows formatted for people (Markdown and LaTeX). The Markdown
-is tabulate's pipe table, its columns padded to one width so that it reads as a table on
-the terminal too (``orchestrate collect`` prints the summary).
+is a pipe table in tabulate's layout, its columns padded to one width so that it reads as a
+table on the terminal too (``orchestrate collect`` prints the summary).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 import pandas as pd
-from tabulate import tabulate
+from wcwidth import wcswidth
 
 MISSING = "–"
 _LATEX_SPECIALS = {
@@ -55,11 +55,9 @@ class Table:
     def _markdown_body(self) -> str:
         if self.display.empty:
             return "(no rows)\n"
-        # disable_numparse: the cells are formatted already (76.62 ± 0.12, 1.17×); tabulate keeps them as written
-        body = tabulate([[_md_cell(value) for value in row] for row in self.display.itertuples(index=False)],
-                        headers=[_md_cell(name) for name in self.display.columns], tablefmt="pipe",
-                        colalign=["right" if numeric else "left" for numeric in self.numeric_columns],
-                        disable_numparse=True)
+        body = pipe_table([_md_cell(name) for name in self.display.columns],
+                          [[_md_cell(value) for value in row] for row in self.display.itertuples(index=False)],
+                          self.numeric_columns)
         return body + (f"\n\n{self.note}" if self.note else "") + "\n"
 
     def to_latex(self) -> str:
@@ -77,6 +75,36 @@ class Table:
 
 
 _LATEX_TABLE = str.maketrans(_LATEX_SPECIALS)
+
+
+def pipe_table(headers: list[str], rows: list[list[str]], right: list[bool]) -> str:
+    """A Markdown pipe table laid out as ``tabulate(..., tablefmt="pipe", disable_numparse=True)``
+    does (cells stripped, headers not, a column as wide as its widest cell and at least its header + 2, terminal
+    width for wide characters), without its per-cell type detection: 11 tables of 1,000 rows took
+    ~1 s in tabulate at 10,000 runs. ``right[i]``: column i is right-aligned (numbers).
+    """
+    rows = [[cell.strip() for cell in row] for row in rows]
+    widths = [_width(header) + 2 for header in headers]
+    for row in rows:
+        for position, cell in enumerate(row):
+            widths[position] = max(widths[position], _width(cell))
+
+    def line(cells: list[str]) -> str:
+        padded = [" " * (width - _width(cell)) + cell if flush_right else cell + " " * (width - _width(cell))
+                  for cell, width, flush_right in zip(cells, widths, right)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join("-" * (width + 1) + ":" if flush_right else ":" + "-" * (width + 1)
+                          for width, flush_right in zip(widths, right)) + "|"
+    return "\n".join([line(headers), rule] + [line(row) for row in rows])
+
+
+def _width(text: str) -> int:
+    """Terminal columns of ``text`` (a CJK character takes two)."""
+    if text.isascii():
+        return len(text)
+    width = wcswidth(text)
+    return width if width >= 0 else len(text)
 
 
 def latex_escape(text: str) -> str:

@@ -1,0 +1,47 @@
+"""Collect at 10,000 runs (issue 15): the fast paths keep their promises and their output."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+from tabulate import tabulate
+
+from orchestrator.collect.parse import loads
+from orchestrator.collect.render import pipe_table
+
+TABLES = [
+    (["config", "f1 (%)", "speed-up"], [["A1", "76.62 ± 0.12", "1.00×"], ["B1-lora r=8", "75.9 ± 0.3", "2.31×"],
+                                        ["C", "–", "0.9×"]], [False, True, True]),
+    (["", "Δ f1"], [["  padded cell  ", "−0.5"], ["x", ""]], [False, True]),
+    ([" header with spaces ", "漢字"], [["漢字漢字漢字", "a\\|b"], ["é", "😀"]], [True, False]),
+    (["combining é"], [["é"], ["≤ 3"]], [False]),
+]
+
+
+@pytest.mark.parametrize(("headers", "rows", "right"), TABLES)
+def test_pipe_table_is_laid_out_as_tabulates_pipe_format(headers, rows, right) -> None:
+    expected = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True,
+                        colalign=["right" if flush else "left" for flush in right])
+    assert pipe_table(headers, rows, right) == expected
+
+
+def test_loads_takes_what_the_workers_write_and_fails_as_json_does() -> None:
+    assert loads(b'{"loss": 0.5, "step": 3}') == {"loss": 0.5, "step": 3}
+    diverged = loads(b'{"loss": NaN, "big": 123456789012345678901234567890}')  # orjson refuses both
+    assert math.isnan(diverged["loss"]) and diverged["big"] == 123456789012345678901234567890
+    import json
+
+    with pytest.raises(json.JSONDecodeError, match="Expecting property name"):
+        loads(b"{bad")
+    with pytest.raises(UnicodeDecodeError):
+        loads(b"\xff")
+
+
+def test_the_nothing_changed_path_imports_neither_pandas_nor_matplotlib() -> None:
+    code = ("import sys; from orchestrator.collect import collect; "
+            "print(sorted(name for name in ('pandas', 'matplotlib', 'scipy', 'pyarrow') if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
