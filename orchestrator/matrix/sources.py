@@ -180,11 +180,15 @@ def take_problems(train: TrainConfig, source: TrainConfig, take: str) -> list[st
 def _score_problems(spec: RunSpec) -> Problems:
     """per_example_scores and data.select_from rank rows by a classifier's loss: other tasks are refused."""
     train = spec.train
-    if not (train.per_example_scores or train.data.select_from is not None) or get_task(train.task).num_classes:
-        return []
-    key = "per_example_scores" if train.per_example_scores else SELECT_KEY
-    return [(f"runs.{spec.base_name}.{key}", (f"ranks training rows by a classifier's loss; task {train.task} is "
-             "not a classifier: use it with sst2 or a GLUE classification task, or drop it"))]
+    found: Problems = []
+    if train.per_example_scores and train.data.max_train_samples == 0:
+        found.append((f"runs.{spec.base_name}.per_example_scores", (
+            "scores the rows a run trains on; data.max_train_samples is 0 (no training rows): drop one")))
+    if (train.per_example_scores or train.data.select_from is not None) and not get_task(train.task).num_classes:
+        key = "per_example_scores" if train.per_example_scores else SELECT_KEY
+        found.append((f"runs.{spec.base_name}.{key}", (f"ranks training rows by a classifier's loss; task "
+                      f"{train.task} is not a classifier: use it with sst2 or a GLUE classification task, or drop it")))
+    return found
 
 
 def select_problems(train: TrainConfig, select: SelectFrom, teacher: RunSpec) -> list[str]:

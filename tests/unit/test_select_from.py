@@ -75,6 +75,7 @@ runs:
   T: {}
   U: {per_example_scores: true, data: {synthetic: {n_train: 400, n_eval: 50}, max_train_samples: 100}}
   Q: {task: squad_v2, per_example_scores: true}
+  Z: {per_example_scores: true, data: {synthetic: {n_train: 400, n_eval: 50}, max_train_samples: 0}}
   a: {data: {select_from: {run: Teacher, strategy: hard, size: 100}}}
   b: {data: {select_from: {run: U, strategy: hardest, size: 10}}}
   c: {data: {select_from: {run: U, strategy: mixed, size: 10, mix: {easy: 0.5, middle: 0.6, hard: 0.2}}}}
@@ -90,9 +91,9 @@ runs:
 
 def test_every_refusal_at_once(tmp_path: Path) -> None:
     found = dict(problems(tmp_path, BAD))
-    assert len(found) == 11  # one a refused run, none twice
+    assert len(found) == 12  # one a refused run, none twice
     assert found["runs.a.data.select_from.run"].startswith(
-        "'Teacher' is not a configuration of this matrix: name one of the runs: keys (T, U, Q, a,")
+        "'Teacher' is not a configuration of this matrix: name one of the runs: keys (T, U, Q, Z, a,")
     assert found["runs.b.data.select_from.strategy"] == (
         "'hardest' is not one of random, easy, hard, middle, mixed (did you mean 'hard'?)")
     assert found["runs.c.data.select_from.mix"] == (
@@ -107,4 +108,5 @@ def test_every_refusal_at_once(tmp_path: Path) -> None:
     assert "drop data.max_train_samples" in found["runs.h.data"]
     assert found["runs.i.data.select_from"].startswith("a run has one source: init_from and data.select_from")
     assert found["runs.j.data.select_from"].startswith("run: U trains on other data (data.synthetic differ)")
+    assert found["runs.Z.per_example_scores"].startswith("scores the rows a run trains on; data.max_train_samples is 0")
     assert found["runs.Q.per_example_scores"].startswith("ranks training rows by a classifier's loss; task squad_v2")
