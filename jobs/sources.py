@@ -72,7 +72,7 @@ def check_source_run(run_dir: RunDir, ref: SourceRef) -> RunDir:
 def verified_source(spec: RunSpec, run_dir: RunDir) -> Source | None:
     """The spec's source, checked (:func:`check_source_run`) and its export verified; None without one."""
     ref = spec.source
-    if ref is None:
+    if ref is None or ref.key != "init_from":  # a select_from teacher gives scores, not a model (jobs/scores.py)
         return None
     source = check_source_run(run_dir, ref)
     export = source.path / MODEL_EXPORT_DIR
@@ -182,7 +182,7 @@ def _with_adapter(model: torch.nn.Module, folder: Path, heads: Sequence[str]) ->
 
 def initial_model(spec: RunSpec) -> Mapping[str, Any]:
     """result.json ``initial_model``: the source run, or the pretrained base (zero-shot: what was evaluated)."""
-    if spec.source is not None:
+    if spec.source is not None and spec.source.key == "init_from":
         return {"source_run_id": spec.source.run_id, "source_run_name": spec.source.run_name,
                 "take": spec.source.take}
     return {"model_name_or_path": spec.train.model_name_or_path, "random_init": spec.train.random_init}

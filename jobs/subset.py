@@ -17,6 +17,7 @@ them). The indices are returned sorted: the trainer shuffles anyway.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,15 +34,20 @@ class Subset:
     seed: int
     strategy: str
     strata: dict[str, int] = field(default_factory=dict)  # class -> rows kept
+    source: str | None = None  # data.select_from: the teacher run whose scores chose the rows
 
     def summary(self) -> dict[str, Any]:
         """``{requested, selected, seed, strategy}``: result.json's data.train_subset, and the head of
         train_subset.json."""
-        return {"requested": self.requested, "selected": len(self.indices), "seed": self.seed,
-                "strategy": self.strategy}
+        summary = {"requested": self.requested, "selected": len(self.indices), "seed": self.seed,
+                   "strategy": self.strategy}
+        return summary if self.source is None else {**summary, "source_run_id": self.source}
 
     def identity(self) -> str:
         """What the features of the subset depend on (N, seed, strategy): part of the cache key."""
+        if self.source is not None:  # a teacher's choice: the rows themselves (mix, within_label) say what it is
+            digest = hashlib.sha256(",".join(map(str, self.indices)).encode()).hexdigest()[:12]
+            return f"subset(teacher={self.source},strategy={self.strategy},rows={digest})"
         return f"subset(n={self.requested},seed={self.seed},strategy={self.strategy})"
 
 

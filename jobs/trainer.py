@@ -50,6 +50,7 @@ from jobs.packing import PackingError, packing_problem, unwrap
 from jobs.profiler import KernelProfiler, StepProfiler, TokenCounter
 from jobs.reporting import Reporter, require_packages
 from jobs.resume import ResumePoint, find_resume_point
+from jobs.scores import teacher_subset, write_scores
 from jobs.sources import Source, apply_source, export_model, initial_model, verified_source
 from jobs.spec_trainer import SpecTrainer
 from jobs.tasks import PreparedData, Task, get_task
@@ -222,10 +223,11 @@ def run_training(
     device_warnings = require_cuda(spec)  # before any tokenising: a GPU run never falls back to the CPU
     require_packages(train.report_to)  # likewise: a missing tensorboard/wandb fails the run at its start
     source = verified_source(spec, run_dir)  # init_from: refused before any data is read
+    chosen = teacher_subset(spec, run_dir)  # data.select_from: likewise
     set_seed(train.seed)
     run_dir.write_heartbeat("loading", step=0)
     tokenizer = load_tokenizer(train)
-    data: PreparedData = task.prepare(train, tokenizer, resolve_cache_dir(train, run_dir))
+    data: PreparedData = task.prepare(train, tokenizer, resolve_cache_dir(train, run_dir), chosen)
     set_seed(train.seed)  # the head's initialisation must not depend on a cache hit
     model = build_model(train, task, source)
     write_data_files(train, run_dir, data)
@@ -257,6 +259,8 @@ def run_training(
     session.warnings.extend(write_adapter_analysis(model, train, run_dir))  # never raises
     stopping = None if zero_shot else early_stopping_outcome(train, session.trainer, run_dir)
     session.warnings.extend(early_stopping_warnings(stopping))
+    if train.per_example_scores:  # a later run selects its data by these: before result.json too
+        write_scores(session.trainer, task, data, run_dir)
     if spec.save_model:  # a later run starts from this one: before result.json says completed
         export_model(model, run_dir, session.trainer.state.global_step)
     return {

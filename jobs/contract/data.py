@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from jobs.contract.base import Strict
+from jobs.contract.base import SAFE_NAME, Strict
 
 
 class SyntheticData(Strict):
@@ -88,6 +88,57 @@ class NoiseConfig(Strict):
         return value
 
 
+# How a student picks its training rows from a teacher's per-example losses (jobs/selection.py):
+# the rows ranked by loss (within each label), then the lowest (easy), highest (hard), central
+# (middle), a seeded draw (random), or bands of each (mixed, in the fractions of ``mix``).
+SELECT_STRATEGIES = ("random", "easy", "hard", "middle", "mixed")
+
+
+class SelectMix(Strict):
+    """``data.select_from.mix``: the fractions of a ``mixed`` subset from each difficulty band, summing
+    to 1; a band left out takes none (without ``mix``, a mixed subset is DEFAULT_MIX)."""
+
+    easy: float = Field(0.0, ge=0, le=1)
+    middle: float = Field(0.0, ge=0, le=1)
+    hard: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SelectMix:
+        total = self.easy + self.middle + self.hard
+        if abs(total - 1) > 1e-6:
+            raise ValueError(f"easy + middle + hard is {total:g}, not 1: adjust the fractions "
+                             f"(easy {self.easy:g}, middle {self.middle:g}, hard {self.hard:g}) so they sum to 1")
+        return self
+
+
+DEFAULT_MIX = SelectMix(easy=0.2, middle=0.6, hard=0.2)  # mostly middle, some of either end
+
+
+class SelectFrom(Strict):
+    """``data.select_from: {run: NAME, strategy: hard, size: N}``: train on ``size`` rows chosen by
+    difficulty from the per-example losses of the run of configuration ``NAME`` (its teacher, which
+    sets ``per_example_scores: true``), paired as ``init_from`` pairs (README, "Runs built on runs")."""
+
+    run: str = Field(pattern=SAFE_NAME.pattern, description="the teacher's configuration (runs: key)")
+    strategy: Literal["random", "easy", "hard", "middle", "mixed"]
+    size: int = Field(ge=1, description="training rows to select")
+    within_label: bool = True  # rank each label's rows apart; each label keeps its share of size
+    mix: SelectMix | None = None  # mixed only; None: DEFAULT_MIX
+
+    @model_validator(mode="after")
+    def _mix_for_mixed(self) -> SelectFrom:
+        if self.mix is not None and self.strategy != "mixed":
+            raise ValueError(f"mix applies to strategy mixed only (strategy is {self.strategy!r}): drop mix "
+                             "or use strategy: mixed")
+        return self
+
+    def fractions(self) -> dict[str, float]:
+        """The band fractions a subset of this strategy takes: ``{easy, middle, hard}`` or ``{random: 1}``."""
+        if self.strategy == "mixed":
+            return (self.mix or DEFAULT_MIX).model_dump()
+        return {self.strategy: 1.0}
+
+
 class DataConfig(Strict):
     """Where the data comes from: exactly one of a hub name, local files, or synthetic."""
 
@@ -104,6 +155,8 @@ class DataConfig(Strict):
     max_eval_samples: int | None = Field(None, ge=1)
     cache_dir: str | None = None  # tokenised-feature cache; default <root>/<experiment>/cache
     noise: NoiseConfig | None = None
+    # Train on rows chosen from a teacher run's per-example losses (hashed only when set).
+    select_from: SelectFrom | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -121,6 +174,13 @@ class DataConfig(Strict):
         if (self.synthetic is not None and self.max_train_samples is not None
                 and self.max_train_samples > self.synthetic.n_train):
             raise ValueError(f"data.max_train_samples {self.max_train_samples} is more than the "
+                             f"{self.synthetic.n_train} rows of data.synthetic.n_train: lower it to at most "
+                             f"{self.synthetic.n_train} or raise n_train")
+        if self.select_from is not None and self.max_train_samples is not None:
+            raise ValueError("data.select_from picks the training rows (its size): drop data.max_train_samples")
+        if (self.synthetic is not None and self.select_from is not None
+                and self.select_from.size > self.synthetic.n_train):
+            raise ValueError(f"data.select_from.size {self.select_from.size} is more than the "
                              f"{self.synthetic.n_train} rows of data.synthetic.n_train: lower it to at most "
                              f"{self.synthetic.n_train} or raise n_train")
         return self

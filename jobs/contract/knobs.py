@@ -236,6 +236,9 @@ class TrainConfig(Strict):
     oom_retry: OomRetryConfig | None = None
     # Start from another run's final model (jobs/contract/sources.py); hashed only when set.
     init_from: InitFrom | None = None
+    # After training, score every training row with the final (or best) model: per_example_scores.json,
+    # the teacher of a data.select_from (jobs/scores.py). Hashed only when set.
+    per_example_scores: bool | None = None
 
     @model_validator(mode="before")
     @classmethod

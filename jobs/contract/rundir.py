@@ -70,6 +70,9 @@ LOG_FILE = "worker.log"
 ATTEMPTS_FILE = "attempts.jsonl"
 SUBSET_FILE = "train_subset.json"
 NOISE_SAMPLE_FILE = "noise_sample.json"
+# per_example_scores: true: every training row's loss under the final model (jobs/scores.py), before result.json
+PER_EXAMPLE_SCORES_FILE = "per_example_scores.json"
+SELECTION_FILE = "selection.json"  # data.select_from: the teacher, the ranks and bands of the rows chosen
 ADAPTER_ANALYSIS_FILE = "adapter_analysis.json"  # LoRA runs: spectra and ranks of each update (jobs/adapter_analysis.py)
 SPACE_RESERVE_FILE = "space_reserve.bin"  # jobs.failures.SpaceReserve: room to record a disk-full failure
 PREDICTIONS_FILE = "predictions.json"
@@ -322,6 +325,8 @@ class RunDir:
     attempts_path = property(lambda self: self.path / ATTEMPTS_FILE)
     subset_path = property(lambda self: self.path / SUBSET_FILE)
     noise_sample_path = property(lambda self: self.path / NOISE_SAMPLE_FILE)
+    per_example_scores_path = property(lambda self: self.path / PER_EXAMPLE_SCORES_FILE)
+    selection_path = property(lambda self: self.path / SELECTION_FILE)
     kernels_path = property(lambda self: self.path / KERNELS_FILE)
     trace_path = property(lambda self: self.path / TRACE_FILE)
     tensorboard_dir = property(lambda self: self.path / TENSORBOARD_DIR)

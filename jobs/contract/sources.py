@@ -59,11 +59,11 @@ class InitFrom(Strict):
 class SourceRef(Strict):
     """The source run a dependent was paired with at submit (spec.json ``source``)."""
 
-    key: Literal["init_from"] = "init_from"  # the matrix key that named it (select_from: later)
+    key: Literal["init_from", "select_from"] = "init_from"  # the matrix key that named it (data.select_from)
     run_id: str
     run_name: str
     config_hash: str  # the source's, as submitted: the worker refuses a source whose spec.json differs
-    take: Take
+    take: Take | None = None  # init_from's take; None for select_from (it takes the teacher's scores)
 
 
 def dependent_hash(train_digest: str, source: SourceRef) -> str:

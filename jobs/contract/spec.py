@@ -93,7 +93,7 @@ HASHED_ONLY_WHEN_SET: tuple[tuple[str, ...], ...] = (
     ("lora", "placement"), ("ia3", "placement"),
     ("latency",),
     ("eval_strategy",), ("eval_steps",), ("train_eval_samples",), ("early_stopping",),
-    ("init_from",),
+    ("init_from",), ("data", "select_from"), ("per_example_scores",),
 )
 
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import datasets
     from transformers import Trainer
 
+    from jobs.subset import Subset
     from jobs.tasks.data import Splits
 
 
@@ -206,9 +207,9 @@ class Task:
                      "or raise max_seq_length")]
         return []
 
-    def prepare(self, train: TrainConfig, tokenizer: Any, cache_dir: Path) -> PreparedData:
-        """Load the raw splits and tokenise them (or reuse the cached features). Raises ValueError for
-        :meth:`knob_problems`."""
+    def prepare(self, train: TrainConfig, tokenizer: Any, cache_dir: Path, chosen: Subset | None = None) -> PreparedData:
+        """Load the raw splits and tokenise them (or reuse the cached features); ``chosen``: the training
+        rows a teacher picked (data.select_from). Raises ValueError for :meth:`knob_problems`."""
         problems = self.knob_problems(train)
         if problems:
             raise ValueError("; ".join(problems))
@@ -216,7 +217,7 @@ class Task:
 
         from jobs.tasks.data import cached_features, load_splits
 
-        splits = load_splits(train, cache_dir, self)
+        splits = load_splits(train, cache_dir, self, chosen)
         if len(splits.train) == 0:  # zero-shot: nothing to tokenise (datasets cannot reload a saved empty set)
             train_features, train_hit = datasets.Dataset.from_dict({}), False
         else:

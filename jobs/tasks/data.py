@@ -131,12 +131,18 @@ def _row_ids(dataset: datasets.Dataset, indices: list[int]) -> list[Any]:
     return list(indices)
 
 
-def train_subset(train: TrainConfig, dataset: datasets.Dataset) -> tuple[datasets.Dataset, Subset | None, list[Any],
-                                                                         list[str]]:
-    """The training rows ``data.max_train_samples`` keeps: (rows, subset, their ids, warnings).
+def train_subset(train: TrainConfig, dataset: datasets.Dataset, chosen: Subset | None = None
+                 ) -> tuple[datasets.Dataset, Subset | None, list[Any], list[str]]:
+    """The training rows ``data.max_train_samples`` keeps, or ``chosen`` (a teacher's choice,
+    ``data.select_from``: jobs/scores.py): (rows, subset, their ids, warnings).
 
     An N above the rows there are keeps every row, with a warning (submit refuses it where it
     knows the size: generated data, local files, the hub sets preflight knows)."""
+    if chosen is not None:
+        if chosen.indices and max(chosen.indices) >= len(dataset):
+            raise ValueError(f"data.select_from: the teacher scored row {max(chosen.indices)}, the training split "
+                             f"has {len(dataset)} rows: the teacher trained on other data than this run")
+        return dataset.select(chosen.indices), chosen, _row_ids(dataset, chosen.indices), []
     requested = train.data.max_train_samples
     if requested is None:
         return dataset, None, [], []
@@ -151,7 +157,7 @@ def train_subset(train: TrainConfig, dataset: datasets.Dataset) -> tuple[dataset
     return dataset.select(subset.indices), subset, _row_ids(dataset, subset.indices), warnings
 
 
-def load_splits(train: TrainConfig, cache_dir: Path, task: Task) -> Splits:
+def load_splits(train: TrainConfig, cache_dir: Path, task: Task, chosen: Subset | None = None) -> Splits:
     """The raw training and evaluation examples the spec points at: the training subset of
     ``max_train_samples``, the first ``max_eval_samples`` evaluation rows, ``noise`` applied."""
     data = train.data
@@ -167,7 +173,7 @@ def load_splits(train: TrainConfig, cache_dir: Path, task: Task) -> Splits:
         train_set = load_local_file(train_path, task.raw_features, cache_dir, task.local_rows)
         eval_set = load_local_file(eval_path, task.raw_features, cache_dir, task.local_rows)
         train_id, eval_id = file_fingerprint(train_path), file_fingerprint(eval_path)
-    train_rows, subset, ids, warnings = train_subset(train, train_set)
+    train_rows, subset, ids, warnings = train_subset(train, train_set, chosen)
     eval_rows = _select(eval_set, data.max_eval_samples)
     train_key = f"{train_id}:{subset.identity() if subset is not None else 'all'}"
     eval_key = f"{eval_id}:{data.max_eval_samples}"

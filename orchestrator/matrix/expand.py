@@ -115,7 +115,7 @@ def expand_all(raw: dict[str, Any], profile: profiles.Profile, problems: Problem
     for name, combos, axis_origin in expansions:
         specs += _expand_run(raw, profile, name, combos, axis_origin, problems)
     _name_clash_problems(specs, problems)
-    specs = resolve_sources(specs, list(runs), problems)  # init_from: sources first, paired, hashed
+    specs = resolve_sources(specs, list(runs), problems)  # init_from, select_from: sources first, paired, hashed
     _attach_baseline(specs, raw.get("baseline"))
     return specs
 

@@ -76,7 +76,9 @@ SECTION_FORMS = {"oom_retry": "oom_retry: {max_adaptations: 2}",
                  "freeze": "freeze: {layers: 6}",
                  "synthetic": "synthetic: {} (under data:)",
                  "early_stopping": "early_stopping: {metric: accuracy, patience: 3, min_delta: 0.0}",
-                 "init_from": "init_from: {run: NAME, take: model}"}
+                 "init_from": "init_from: {run: NAME, take: model}",
+                 "select_from": "select_from: {run: NAME, strategy: hard, size: 200} (under data:)",
+                 "mix": "mix: {easy: 0.2, middle: 0.6, hard: 0.2}"}
 
 
 def suggest(word: str, choices: list[str]) -> str:

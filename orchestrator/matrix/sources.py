@@ -1,71 +1,89 @@
-"""Runs built on runs: each dependent run (``init_from: {run: NAME, take: ...}``) paired with one run of
-configuration ``NAME``, cycles and missing sources refused, runs put in dependency order.
+"""Runs built on runs: each dependent run (``init_from: {run: NAME, take: ...}``, or
+``data.select_from: {run: NAME, ...}``) paired with one run of configuration ``NAME``, cycles and
+missing sources refused, runs put in dependency order.
 
 Pairing (README, "Runs built on runs"): a dependent pairs with the source run that has the SAME value
 of every grid axis the two share (``seed``: each student seed with the teacher of that seed); with no
 shared axis, with the source's single run. No match, or several, is a problem naming the axes to add.
-The source's identity (:class:`SourceRef`) goes into the dependent's spec and config hash.
-
-``resolve_sources`` takes the knob that names the source (``init_from`` today): a later
-``select_from: RUN`` reuses the same pairing, ordering and refusals with its own key.
+The source's identity (:class:`SourceRef`) goes into the dependent's spec and config hash. A run has
+one source: ``init_from`` and ``data.select_from`` together are refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from jobs.contract import RunSpec, SourceRef, TrainConfig, config_hash, dependent_hash
+from jobs.contract import RunSpec, SelectFrom, SourceRef, TrainConfig, config_hash, dependent_hash
+from jobs.tasks import get_task
 from orchestrator.matrix.problems import Problems, suggest
 
-SourceOf = Callable[[TrainConfig], "tuple[str, str] | None"]  # train -> (source configuration, take)
+# train -> (the matrix key that names the source, source configuration, init_from's take or None)
+SourceOf = Callable[[TrainConfig], "tuple[str, str, str | None] | None"]
+SELECT_KEY = "data.select_from"
 
 
-def init_from_of(train: TrainConfig) -> tuple[str, str] | None:
-    return (train.init_from.run, train.init_from.take) if train.init_from is not None else None
+def source_of(train: TrainConfig) -> tuple[str, str, str | None] | None:
+    """The source a run names: ``init_from`` or ``data.select_from`` (both: the init_from; refused apart)."""
+    if train.init_from is not None:
+        return "init_from", train.init_from.run, train.init_from.take
+    if train.data.select_from is not None:
+        return SELECT_KEY, train.data.select_from.run, None
+    return None
 
 
 def resolve_sources(specs: list[RunSpec], names: list[str], problems: Problems,
-                    key: str = "init_from", source_of: SourceOf = init_from_of) -> list[RunSpec]:
+                    source_of: SourceOf = source_of) -> list[RunSpec]:
     """``specs`` with each dependent paired to its source (``source``, new ``config_hash`` and
-    ``run_id``), each source marked ``save_model``, sources before their dependents. ``names``: every
-    configuration of the matrix (a valid one may have produced no spec: its problems are reported)."""
+    ``run_id``), each init_from source marked ``save_model``, sources before their dependents. ``names``:
+    every configuration of the matrix (a valid one may have produced no spec: its problems are reported)."""
     edges: dict[str, set[str]] = {}
+    keys: dict[str, str] = {}
+    bad: set[str] = set()
     for spec in specs:
         named = source_of(spec.train)
         if named is not None:
-            edges.setdefault(spec.base_name, set()).add(named[0])
-    bad = _missing_problems(edges, names, key, problems) | _cycle_problems(edges, key, problems)
+            keys[spec.base_name] = named[0]
+            edges.setdefault(spec.base_name, set()).add(named[1])
+        if spec.train.init_from is not None and spec.train.data.select_from is not None:
+            problems.append((f"runs.{spec.base_name}.{SELECT_KEY}", (
+                "a run has one source: init_from and data.select_from both name one; drop one (train the "
+                "selected subset from the pretrained model, or start from a run trained on it)")))
+            bad.add(spec.base_name)
+        problems += [p for p in _score_problems(spec) if p not in problems]  # once a configuration
+    bad |= _missing_problems(edges, names, keys, problems) | _cycle_problems(edges, keys, problems)
     order = _topological(specs, edges, bad)
     resolved: dict[str, list[RunSpec]] = {}
     for base in order:
-        resolved[base] = [_paired(spec, resolved, key, source_of, problems)
+        resolved[base] = [_paired(spec, resolved, source_of, problems)
                           for spec in specs if spec.base_name == base]
-    sources = {spec.source.run_id for runs in resolved.values() for spec in runs if spec.source is not None}
+    sources = {spec.source.run_id for runs in resolved.values() for spec in runs
+               if spec.source is not None and spec.source.key == "init_from"}
     return [spec.model_copy(update={"save_model": True}) if spec.run_id in sources else spec
             for base in order for spec in resolved[base]]
 
 
-def _missing_problems(edges: dict[str, set[str]], names: list[str], key: str, problems: Problems) -> set[str]:
+def _missing_problems(edges: dict[str, set[str]], names: list[str], keys: dict[str, str],
+                      problems: Problems) -> set[str]:
     bad = set()
     for base, sources in sorted(edges.items()):
         for source in sorted(sources):
             if source not in names:
-                problems.append((f"runs.{base}.{key}.run", (f"{source!r} is not a configuration of this matrix"
+                problems.append((f"runs.{base}.{keys[base]}.run", (f"{source!r} is not a configuration of this matrix"
                                  f"{suggest(source, names)}: name one of the runs: keys ({', '.join(names)})")))
                 bad.add(base)
     return bad
 
 
-def _cycle_problems(edges: dict[str, set[str]], key: str, problems: Problems) -> set[str]:
+def _cycle_problems(edges: dict[str, set[str]], keys: dict[str, str], problems: Problems) -> set[str]:
     """Every configuration on a cycle of sources (itself included), one problem a cycle."""
     bad: set[str] = set()
     for start in sorted(edges):
         path = _cycle_from(start, edges)
         if path is not None and start not in bad:
             bad.update(path)
-            problems.append((f"runs.{start}.{key}.run", (f"{' -> '.join([*path, path[0]])} is a cycle: a run "
-                             "cannot start from itself or from a run that starts from it; remove one of these "
-                             f"{key} keys")))
+            problems.append((f"runs.{start}.{keys[start]}.run", (f"{' -> '.join([*path, path[0]])} is a cycle: "
+                             "a run cannot start from itself or from a run that starts from it; remove one of "
+                             f"these {' / '.join(sorted({keys[n] for n in path}))} keys")))
     return bad
 
 
@@ -99,12 +117,11 @@ def _topological(specs: list[RunSpec], edges: dict[str, set[str]], bad: set[str]
         placed.add(ready[0])
 
 
-def _paired(spec: RunSpec, resolved: dict[str, list[RunSpec]], key: str, source_of: SourceOf,
-            problems: Problems) -> RunSpec:
+def _paired(spec: RunSpec, resolved: dict[str, list[RunSpec]], source_of: SourceOf, problems: Problems) -> RunSpec:
     named = source_of(spec.train)
     if named is None:
         return spec
-    source_name, take = named
+    key, source_name, take = named
     where = f"runs.{spec.base_name}.{key}.run"
     candidates = resolved.get(source_name, [])
     shared = [axis for axis in spec.grid_values if any(axis in c.grid_values for c in candidates)]
@@ -113,9 +130,12 @@ def _paired(spec: RunSpec, resolved: dict[str, list[RunSpec]], key: str, source_
         problems.append((where, _pairing_problem(spec, source_name, shared, matches)))
         return spec
     source = matches[0]
-    problems += [(f"runs.{spec.base_name}.{key}", message) for message in take_problems(spec.train, source.train, take)]
-    ref = SourceRef(key="init_from", run_id=source.run_id, run_name=source.run_name,
-                    config_hash=source.config_hash, take=take)  # type: ignore[arg-type]
+    select = spec.train.data.select_from
+    found = (take_problems(spec.train, source.train, take) if take is not None
+             else select_problems(spec.train, select, source) if select is not None else [])
+    problems += [(f"runs.{spec.base_name}.{key}", message) for message in found]
+    ref = SourceRef(key="init_from" if key == "init_from" else "select_from", run_id=source.run_id,
+                    run_name=source.run_name, config_hash=source.config_hash, take=take)  # type: ignore[arg-type]
     digest = dependent_hash(config_hash(spec.train), ref)
     return spec.model_copy(update={"source": ref, "config_hash": digest, "run_id": f"{spec.run_name}-{digest}"})
 
@@ -169,3 +189,41 @@ def _head_only_problems(train: TrainConfig, take: str) -> list[str]:
     own += ["freeze"] if train.freeze.layers or train.freeze.embeddings else []
     return [f"trainable: head trains the task head alone (the rest frozen): drop this run's own {name}"
             for name in own]
+
+
+def _score_problems(spec: RunSpec) -> Problems:
+    """per_example_scores and data.select_from rank rows by a classifier's loss: other tasks are refused."""
+    train = spec.train
+    found: Problems = []
+    if train.per_example_scores and train.data.max_train_samples == 0:
+        found.append((f"runs.{spec.base_name}.per_example_scores", (
+            "scores the rows a run trains on; data.max_train_samples is 0 (no training rows): drop one")))
+    if (train.per_example_scores or train.data.select_from is not None) and not get_task(train.task).num_classes:
+        key = "per_example_scores" if train.per_example_scores else SELECT_KEY
+        found.append((f"runs.{spec.base_name}.{key}", (f"ranks training rows by a classifier's loss; task "
+                      f"{train.task} is not a classifier: use it with sst2 or a GLUE classification task, or drop it")))
+    return found
+
+
+def select_problems(train: TrainConfig, select: SelectFrom, teacher: RunSpec) -> list[str]:
+    """Why ``train`` cannot select its rows from the scores of run ``teacher`` (README, "Runs built on runs")."""
+    problems: list[str] = []
+    name = teacher.base_name
+    if not teacher.train.per_example_scores:
+        problems.append(f"run: {name} writes no per-example scores: add per_example_scores: true to runs.{name}")
+    if teacher.train.task != train.task:
+        problems.append(f"run: {name} is a {teacher.train.task} run, this run's task is {train.task}: its scores "
+                        "rank other data; select from a teacher of the same task")
+    data, own = teacher.train.data, train.data
+    fields = ("name", "config", "train_file", "synthetic")
+    differing = [f for f in fields if getattr(data, f) != getattr(own, f)]
+    if differing:
+        problems.append(f"run: {name} trains on other data (data.{', data.'.join(differing)} differ): give this run "
+                        "the teacher's data section, so the scored rows are its rows")
+    scored = data.max_train_samples if data.max_train_samples is not None else (
+        data.synthetic.n_train if data.synthetic is not None else None)
+    if scored is not None and select.size > scored:
+        problems.append(f"size {select.size} is more than {name}'s {scored} scored training rows: lower size to "
+                        f"at most {scored}" + (f" or raise {name}'s data.max_train_samples"
+                                               if data.max_train_samples is not None else ""))
+    return problems

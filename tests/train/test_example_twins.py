@@ -23,7 +23,10 @@ from tests.integration import tiny
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 
 EXAMPLES = tiny.REPO / "examples"
-TWINS = sorted(EXAMPLES.glob("*_cpu.yaml"))
+# twins of runs built on runs, each run end to end by its own test (a chain, with its own assertions)
+OWN_TEST = {"sst2_selection_cpu.yaml": "tests/integration/test_selection_local.py",
+            "sst2_transfer_cpu.yaml": "tests/integration/test_transfer_twin.py"}
+TWINS = sorted(path for path in EXAMPLES.glob("*_cpu.yaml") if path.name not in OWN_TEST)
 # one torch thread a worker: six twins' workers share two cores without oversubscribing them
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # classification studies without a CPU twin, and why
@@ -148,7 +151,8 @@ CHECKS: dict[str, Callable[[Path, dict[str, pd.DataFrame]], None]] = {
 
 def test_every_classification_study_has_a_cpu_twin_and_every_twin_a_check() -> None:
     studies = {path.name for path in EXAMPLES.glob("sst2_*.yaml") if not path.stem.endswith("_cpu")}
-    twinned = {path.name.replace("_cpu", "") for path in TWINS}
+    twinned = {path.name.replace("_cpu", "") for path in [*TWINS, *(EXAMPLES / name for name in OWN_TEST)]}
+    assert all((tiny.REPO / test).is_file() for test in OWN_TEST.values())
     assert studies - twinned == set(NO_TWIN), "a classification study in examples/ has no CPU twin"
     assert {path.stem for path in TWINS} == set(CHECKS), "every twin needs its study-specific check here"
 
