@@ -83,6 +83,8 @@ def data_words(train: Mapping[str, Any]) -> tuple[str, Any]:
     words = "none"
     if noise and noise.get("kind"):
         splits = noise.get("apply_to")
+        if isinstance(splits, str) and "," in splits:  # a list flattened into a runs.csv cell: "train,eval"
+            splits = splits.split(",")
         shown = "+".join(map(str, splits)) if isinstance(splits, (list, tuple)) else str(splits or "train+eval")
         words = f"{noise['kind']} {noise.get('rate')} on {shown}"
         if noise.get("seed") is not None:

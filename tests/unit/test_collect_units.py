@@ -101,3 +101,11 @@ def test_collect_never_imports_the_training_stack() -> None:
             "bad = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]; print(bad)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_noise_splits_read_back_from_runs_csv_are_named_as_written() -> None:
+    from orchestrator.collect.describe import data_words
+
+    for apply_to in (["train", "eval"], "train,eval"):  # the spec's list, and the list as a runs.csv cell
+        words, _ = data_words({"data": {"noise": {"kind": "word_deletion", "rate": 0.1, "apply_to": apply_to}}})
+        assert words == "word_deletion 0.1 on train+eval"
