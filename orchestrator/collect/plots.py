@@ -5,7 +5,8 @@ vram: peak VRAM a configuration against the GPU memory line; loss_curves: traini
 loss from metrics.jsonl of every seed, one panel a series; lora_rank: metric against LoRA rank
 for every base configuration swept over ranks; train_vs_validation: the primary metric during training
 (orchestrator/collect/curves.py); scaling: the primary metric against the number of training examples N
-(orchestrator/collect/scaling.py). A figure with nothing to show is
+(orchestrator/collect/scaling.py); transfer_vs_scratch: the validation metric during training of each
+init_from configuration against its from-scratch baseline (orchestrator/collect/transfer.py). A figure with nothing to show is
 left out. Large studies are thinned so a figure stays readable and fast to draw.
 """
 
@@ -20,6 +21,7 @@ import pandas as pd
 from orchestrator.collect.analysis import Analysis
 from orchestrator.collect.curves import EvalCurves, curves_figure
 from orchestrator.collect.scaling import scaling_figure, scaling_points
+from orchestrator.collect.transfer import transfer_curves_figure, transfer_pairs
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -42,6 +44,7 @@ def build_figures(analysis: Analysis, curves: Curves, gpu_memory_mib: float | No
         "lora_rank": rank_figure(done, analysis.primary),
         "train_vs_validation": curves_figure(done, eval_curves or {}, analysis.primary),
         "scaling": scaling_figure(scaling_points(analysis), analysis.primary),
+        "transfer_vs_scratch": transfer_curves_figure(done, eval_curves or {}, transfer_pairs(analysis.runs)),
     }
     return {name: figure for name, figure in figures.items() if figure is not None}
 

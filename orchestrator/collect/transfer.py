@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,13 +26,18 @@ from scipy import stats
 
 from jobs.contract import ADAPTER_ANALYSIS_FILE
 from jobs.tasks import TASKS
+from orchestrator.collect.curves import EvalCurves, seed_band
 from orchestrator.collect.render import Table, fmt_delta, fmt_mean_std, fmt_number
 from orchestrator.collect.report import COMPLETED
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 GAIN = "transfer_gain"
 RANKS = "transfer_rank_gain"
 RANK_FIGURES = ("stable_rank", "effective_rank")
 MIN_POINTS = 3
+MAX_CURVE_PANELS = 6
 
 
 def transfer_tables(runs: pd.DataFrame, experiment_dir: Path, problems: list[str]) -> list[Table]:
@@ -40,13 +45,11 @@ def transfer_tables(runs: pd.DataFrame, experiment_dir: Path, problems: list[str
 
     ``runs``: collect's runs table. The gain is in the primary metric of the dependent's task (MRPC: F1).
     A dependent without a unique baseline, or an unreadable file, adds a line to ``problems``."""
-    if runs.empty or "train.init_from.run" not in runs or "train.task" not in runs:
+    finished = _finished(runs)
+    if finished is None:
         return []
-    finished = runs[runs["current"].astype(bool) & (runs["status"] == COMPLETED)].copy()
     finished["_metric"] = [_primary_value(run) for _, run in finished.iterrows()]
     dependent = finished["train.init_from.run"].notna()
-    if not dependent.any():
-        return []
     scratch = finished[~dependent]
     rows, points = [], []
     for config_id, group in finished[dependent].groupby("config_id", sort=False):
@@ -68,6 +71,74 @@ def transfer_tables(runs: pd.DataFrame, experiment_dir: Path, problems: list[str
         points += [{"run_id": run["run_id"], "gain": value - base_mean, **source["ranks"]}
                    for (_, run), source, value in zip(group.iterrows(), sources, group["_metric"])]
     return [_gain_table(pd.DataFrame(rows)), _rank_table(pd.DataFrame(points))]
+
+
+def _finished(runs: pd.DataFrame) -> pd.DataFrame | None:
+    """The current finished runs, when one of them started from a source (init_from); else None."""
+    if runs.empty or "train.init_from.run" not in runs or "train.task" not in runs:
+        return None
+    finished = runs[runs["current"].astype(bool) & (runs["status"] == COMPLETED)].copy()
+    return finished if finished["train.init_from.run"].notna().any() else None
+
+
+def transfer_pairs(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(dependent configuration, its from-scratch baseline, the dependent task's primary metric) for each
+    dependent configuration with exactly one baseline (the rule of :func:`transfer_tables`, whose problems
+    name the others)."""
+    finished = _finished(runs)
+    if finished is None:
+        return []
+    dependent = finished["train.init_from.run"].notna()
+    pairs = []
+    for config_id, group in finished[dependent].groupby("config_id", sort=False):
+        baseline = _baseline(group.iloc[0], finished[~dependent], [])
+        if baseline is not None:
+            pairs.append((str(config_id), baseline, _primary_name(group.iloc[0])))
+    return pairs
+
+
+def transfer_curves_figure(configs: pd.DataFrame, curves: EvalCurves,
+                           pairs: list[tuple[str, str, str]]) -> Figure | None:
+    """``plots/transfer_vs_scratch``: per dependent configuration, its task's primary metric on the validation
+    set during training (the evaluations of metrics.jsonl), the transfer runs against their from-scratch
+    baseline, each the mean over seeds with a min-max band. None when no pair has evaluations."""
+    panels = []
+    for dependent, baseline, metric in pairs:
+        bands = {}
+        for config_id in (dependent, baseline):
+            run_ids = configs.at[config_id, "run_ids"] if config_id in configs.index else []
+            runs = [curves[run_id] for run_id in (run_ids if isinstance(run_ids, list) else []) if curves.get(run_id)]
+            band = seed_band(runs, "validation", metric)
+            if band is not None:
+                bands[config_id] = (len(runs), band)
+        if len(bands) == 2:
+            panels.append((dependent, baseline, metric, bands))
+    panels = panels[:MAX_CURVE_PANELS]
+    if not panels:
+        return None
+    from matplotlib.figure import Figure
+
+    columns = min(2, len(panels))
+    rows = (len(panels) + columns - 1) // columns
+    figure = Figure(figsize=(6 * columns, 3.6 * rows + 0.6), dpi=100)
+    figure.subplots_adjust(left=0.8 / (6 * columns), right=0.98, hspace=0.5, wspace=0.25,
+                           top=1 - 0.8 / (3.6 * rows + 0.6))
+    figure.suptitle("validation metric during training: transfer (init_from) vs the same task from scratch\n"
+                    "mean over seeds; band: lowest to highest seed", fontsize=9)
+    for position, (dependent, baseline, metric, bands) in enumerate(panels, start=1):
+        ax = figure.add_subplot(rows, columns, position)
+        for colour, (config_id, (seeds, (steps, mean, low, high))) in enumerate(bands.items()):
+            role = "transfer" if config_id == dependent else "scratch"
+            ax.plot(steps, mean, marker=".", color=f"C{colour}", linewidth=1.2,
+                    label=f"{role}: {config_id} ({seeds} seed{'s' if seeds != 1 else ''})")
+            if seeds > 1:
+                ax.fill_between(steps, low, high, color=f"C{colour}", alpha=0.15, linewidth=0)
+        ax.set_title(dependent, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"validation {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return figure
 
 
 def _primary_name(run: pd.Series) -> str:

@@ -3,6 +3,7 @@ same placement, and the Spearman correlation of the source adapter's rank with t
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -85,3 +86,35 @@ def test_too_few_points_and_missing_baseline_are_named(tmp_path: Path) -> None:
 def test_spearman_interval_needs_four_points() -> None:
     three = spearman(pd.Series([1.0, 2.0, 3.0]), pd.Series([0.1, 0.3, 0.2]))
     assert three["n"] == 3 and three["spearman_rho"] == pytest.approx(0.5) and three["reason"] == "no interval at n=3"
+
+
+def test_transfer_vs_scratch_curves_pair_each_transfer_configuration_with_its_baseline(tmp_path: Path) -> None:
+    """The early-epoch curves: each transfer configuration's validation F1 during training beside the
+    from-scratch configuration at its placement (metrics.jsonl evaluation lines), mean over seeds."""
+    from orchestrator.collect.curves import read_eval_curve
+    from orchestrator.collect.transfer import transfer_curves_figure, transfer_pairs
+
+    experiment = _study(tmp_path, ("attn-qkv", "ffn-only"))
+    curves = {}
+    for run_dir in (experiment / "runs").iterdir():
+        if run_dir.name.startswith("mrpc_"):
+            start = 0.6 if run_dir.name.startswith("mrpc_transfer") else 0.3  # transfer starts higher
+            lines = [{"split": "validation", "step": step, "epoch": step / 10, "metrics": {"f1": start + step / 100}}
+                     for step in (5, 10, 15)]
+            (run_dir / "metrics.jsonl").write_text("".join(f"{json.dumps(line)}\n" for line in lines))
+            curves[run_dir.name] = read_eval_curve(lines)
+    out = tmp_path / "out"
+    collect(experiment, out)
+    assert (out / "plots" / "transfer_vs_scratch.png").is_file()
+
+    runs = pd.read_csv(out / "runs.csv")
+    pairs = transfer_pairs(runs.assign(current=True))
+    assert len(pairs) == 2 and all(d.startswith("mrpc_transfer") and b.startswith("mrpc_scratch") and m == "f1"
+                                   for d, b, m in pairs)
+    assert all(d.split(" ", 1)[1] == b.split(" ", 1)[1] for d, b, _ in pairs)  # the same placement
+    configs = runs.groupby("config_id")["run_id"].agg(list).rename("run_ids").to_frame()
+    figure = transfer_curves_figure(configs, curves, pairs)
+    assert figure is not None and len(figure.axes) == 2
+    for ax in figure.axes:
+        transfer, scratch = (line.get_ydata() for line in ax.get_lines())
+        assert list(transfer) == pytest.approx([0.65, 0.70, 0.75]) and list(scratch) == pytest.approx([0.35, 0.40, 0.45])
