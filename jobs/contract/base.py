@@ -22,5 +22,13 @@ class Strict(BaseModel):
 
 
 
+def one_or_many(value: Any) -> Any:
+    """A knob that takes one name or a list of them, as a tuple (``"eval"`` -> ``("eval",)``, a list ->
+    a tuple); anything else unchanged, for the field's own validation to refuse."""
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value) if isinstance(value, list) else value
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from jobs.contract.base import SAFE_NAME, Strict
+from jobs.contract.base import SAFE_NAME, Strict, one_or_many
 
 
 class SyntheticData(Strict):
@@ -73,9 +73,7 @@ class NoiseConfig(Strict):
     @field_validator("apply_to", mode="before")
     @classmethod
     def _apply_to_tuple(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return (value,)
-        return tuple(value) if isinstance(value, list) else value
+        return one_or_many(value)
 
     @field_validator("apply_to")
     @classmethod

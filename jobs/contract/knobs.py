@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from jobs.contract.base import Strict
+from jobs.contract.base import Strict, one_or_many
 from jobs.contract.data import DataConfig
 from jobs.contract.measures import REPORT_TARGETS, LatencyConfig, ReportTarget
 from jobs.contract.sources import InitFrom
@@ -261,11 +261,7 @@ class TrainConfig(Strict):
     @field_validator("report_to", mode="before")
     @classmethod
     def _report_to_tuple(cls, value: Any) -> Any:
-        if value is None or value == "none":
-            return ()
-        if isinstance(value, str):
-            return (value,)
-        return tuple(value) if isinstance(value, list) else value
+        return () if value is None or value == "none" else one_or_many(value)
 
     @field_validator("report_to")
     @classmethod

@@ -31,11 +31,16 @@ env: {TOKENIZERS_PARALLELISM: "false", HF_HUB_OFFLINE: "1", HF_DATASETS_OFFLINE:
 
 
 
-def make_study(tmp_path: Path, runs: str, name: str) -> Path:
+def write_faults_profile(tmp_path: Path) -> None:
+    """Cluster profile ``faults`` (the test cluster's fake-T4 partition, CPU jobs) beside a matrix in ``tmp_path``."""
     profile = tmp_path / "slurm_templates" / "faults"
     profile.mkdir(parents=True, exist_ok=True)
     (profile / "profile.yaml").write_text(textwrap.dedent(PROFILE))
     (profile / "preamble.sh.j2").write_text((REPO / "slurm_templates/example-t4/preamble.sh.j2").read_text())
+
+
+def make_study(tmp_path: Path, runs: str, name: str) -> Path:
+    write_faults_profile(tmp_path)
     text = f"experiment: {name}{int(time.time() * 1000) % 10**8}\nroot: {tmp_path / 'scratch'}\ncluster: faults\n"
     (tmp_path / "matrix.yaml").write_text(text + TINY_DEFAULTS + "  seed: 7\n" + "runs:\n" + textwrap.indent(textwrap.dedent(runs), "  "))
     return tmp_path

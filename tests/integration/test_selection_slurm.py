@@ -5,24 +5,20 @@ strategy picks from the teacher's scores; collect tables the strategies (the che
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.integration.test_faults import PROFILE, wait_until
+from tests.integration.test_faults import wait_until, write_faults_profile
 from tests.integration.test_selection_local import _twin_matrix, check_twin
-from tests.integration.tiny import REPO, orchestrate
+from tests.integration.tiny import orchestrate
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def test_selection_study_runs_teacher_then_students_on_slurm(tmp_path: Path, slurm_cluster: None) -> None:
-    profile = tmp_path / "slurm_templates" / "faults"
-    profile.mkdir(parents=True)
-    (profile / "profile.yaml").write_text(textwrap.dedent(PROFILE))
-    (profile / "preamble.sh.j2").write_text((REPO / "slurm_templates/example-t4/preamble.sh.j2").read_text())
+    write_faults_profile(tmp_path)
     path = _twin_matrix(tmp_path)
     matrix = yaml.safe_load(path.read_text())
     matrix["cluster"] = "faults"

@@ -6,23 +6,19 @@ dependents is tests/integration/test_chain_slurm.py's."""
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_faults import PROFILE, wait_until
+from tests.integration.test_faults import wait_until, write_faults_profile
 from tests.integration.test_transfer_twin import check_transfer_study, twin_matrix
-from tests.integration.tiny import REPO, orchestrate
+from tests.integration.tiny import orchestrate
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def test_transfer_study_runs_sources_then_targets_on_slurm(tmp_path: Path, slurm_cluster: None) -> None:
-    profile = tmp_path / "slurm_templates" / "faults"
-    profile.mkdir(parents=True)
-    (profile / "profile.yaml").write_text(textwrap.dedent(PROFILE))
-    (profile / "preamble.sh.j2").write_text((REPO / "slurm_templates/example-t4/preamble.sh.j2").read_text())
+    write_faults_profile(tmp_path)
     study = twin_matrix(tmp_path, cluster="faults")
     out = orchestrate(study, "submit", "matrix.yaml").stdout
     assert "6 new" in out and "as local job" not in out, out

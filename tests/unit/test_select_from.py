@@ -3,14 +3,10 @@ refusal at submit at once (unknown teacher, strategy, mix, size, a teacher witho
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
-import pytest
-
 from jobs.contract import TrainConfig, config_hash
-from orchestrator.errors import MatrixError
-from orchestrator.matrix import load_matrix
+from tests.unit.test_init_from import load, problems
 
 BASE = """
 experiment: select
@@ -24,18 +20,6 @@ runs:
     data: {select_from: {run: T, strategy: hard, size: 100}}
     grid: {data.select_from.strategy: [random, easy, hard, middle, mixed]}
 """
-
-
-def load(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
-    path = tmp_path / "matrix.yaml"
-    path.write_text(textwrap.dedent(text).replace("{root}", str(tmp_path / "scratch")))
-    return load_matrix(path)
-
-
-def problems(tmp_path: Path, text: str) -> list[tuple[str, str]]:
-    with pytest.raises(MatrixError) as info:
-        load(tmp_path, text)
-    return info.value.problems
 
 
 def test_each_strategy_pairs_with_the_teacher_of_its_seed(tmp_path: Path) -> None:
