@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -196,3 +197,14 @@ def test_a_run_stopped_early_by_design_is_not_a_short_run() -> None:
     runs["early_stopping.stopped_early"] = [False, True]  # a bool column, as collect's frame holds it
     found = find_anomalies(runs, "accuracy", {}, {})
     assert [(a.kind, a.run_id) for a in found] == [("short_run", "r")]  # cut short: flagged; stopped early: not
+
+
+def test_squad_judged_on_f1_and_hasans_f1_reads_each_column_once() -> None:
+    # HasAns F1 is both a column the checks always read and one the health policy judges: asked for
+    # twice, pandas warned "DataFrame columns are not unique" in every SQuAD collect
+    runs = frame(**{"metrics.f1": 30.0, "metrics.HasAns_f1": 20.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = find_anomalies(runs, "f1", {"X1": 76.62}, {"X1": "A1"},
+                               {"f1": {"X1": 76.62}, "HasAns_f1": {"X1": 70.0}})
+    assert "collapse" in [a.kind for a in found]
