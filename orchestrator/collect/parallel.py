@@ -54,11 +54,22 @@ def can_fork() -> bool:
             and "fork" in multiprocessing.get_all_start_methods())
 
 
-def map_forked(function: Callable[[T], R], items: Sequence[T], processes: int) -> list[R] | None:
-    """``[function(item) for item in items]`` in forked workers; None when that failed."""
+def map_forked(function: Callable[[T], R], items: Sequence[T], processes: int,
+               timeout_s: float) -> list[R] | None:
+    """``[function(item) for item in items]`` in forked workers; None when that failed.
+
+    Workers that raise, die (a worker killed by a signal never reports back to a
+    ``multiprocessing.Pool``) or are still busy after ``timeout_s`` seconds (a fork taken
+    while another thread held a lock can leave a child blocked forever) give None, and
+    the pool's workers are terminated, so the caller can do the work in-process.
+    """
     try:
         with multiprocessing.get_context("fork").Pool(processes) as pool:
-            return pool.map(function, items, chunksize=1)
+            return pool.map_async(function, items, chunksize=1).get(timeout_s)
+    except multiprocessing.TimeoutError:
+        log.warning("parallel read: no result after %.0f s (a worker died or hung); reading in-process",
+                    timeout_s)
+        return None
     except Exception as exc:  # noqa: BLE001 - a broken worker costs speed, never the collect
         log.warning("parallel read failed (%s); reading in-process", exc)
         return None

@@ -23,6 +23,10 @@ from orchestrator.collect.parse import RUN_FILES, RunRecord, read_run
 INDEX_FILE = ".collect-index"
 PARALLEL_READ_MIN_RUNS = 1000  # below this, forking costs more than it saves
 MAX_READ_PROCESSES = 4
+# a forked read still running after this long is abandoned and done in-process: a generous
+# bound (reading a run takes about a millisecond) that only a dead or blocked worker reaches
+PARALLEL_READ_TIMEOUT_S = 60.0
+READ_S_PER_RUN = 0.05
 # Parsed runs depend on the contract's known keys: a new contract re-reads every run.
 INDEX_VERSION = "3:" + hashlib.sha256(",".join(sorted(RESULT_KEYS)).encode()).hexdigest()[:8]
 RUNS_DIR = "runs"
@@ -122,7 +126,7 @@ def _read_all(runs_dir: str, work: list[tuple[str, Signature]]) -> list[tuple[st
     if len(work) >= PARALLEL_READ_MIN_RUNS and can_fork() and spare_cpu():
         processes = min(cpu_count(), MAX_READ_PROCESSES)
         chunks = [(runs_dir, work[start::processes * 4]) for start in range(processes * 4)]
-        results = map_forked(_read_chunk, chunks, processes)
+        results = map_forked(_read_chunk, chunks, processes, PARALLEL_READ_TIMEOUT_S + READ_S_PER_RUN * len(work))
         if results is not None:
             return [item for chunk in results for item in chunk]
     return _read_chunk((runs_dir, work))

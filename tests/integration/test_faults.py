@@ -77,6 +77,7 @@ def _elapsed_s(job_id: str) -> int:
     return slurm.squeue_states([job_id])[job_id].elapsed_s or 0
 
 
+@pytest.mark.timeout(3000)  # 1,150 s on the 2-core CI machine: time limits are whole minutes
 def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Path, slurm_cluster: None) -> None:
     """A real time limit, placed where the run has made progress: once LIMIT has trained a while, its
     TimeLimit is cut so that SLURM's --signal warning (USR2, 60 s before the limit) comes mid-training.
