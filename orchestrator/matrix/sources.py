@@ -45,9 +45,7 @@ def resolve_sources(specs: list[RunSpec], names: list[str], problems: Problems,
             keys[spec.base_name] = named[0]
             edges.setdefault(spec.base_name, set()).add(named[1])
         if spec.train.init_from is not None and spec.train.data.select_from is not None:
-            problems.append((f"runs.{spec.base_name}.{SELECT_KEY}", (
-                "a run has one source: init_from and data.select_from both name one; drop one (train the "
-                "selected subset from the pretrained model, or start from a run trained on it)")))
+            problems.append((f"runs.{spec.base_name}.{SELECT_KEY}", _two_sources(spec.train)))
             bad.add(spec.base_name)
         problems += [p for p in _score_problems(spec) if p not in problems]  # once a configuration
     bad |= _missing_problems(edges, names, keys, problems) | _cycle_problems(edges, keys, problems)
@@ -60,6 +58,16 @@ def resolve_sources(specs: list[RunSpec], names: list[str], problems: Problems,
                if spec.source is not None and spec.source.key == "init_from"}
     return [spec.model_copy(update={"save_model": True}) if spec.run_id in sources else spec
             for base in order for spec in resolved[base]]
+
+
+def _two_sources(train: TrainConfig) -> str:
+    """The refusal of init_from beside data.select_from, naming both and the ways out."""
+    init, select = train.init_from, train.data.select_from
+    assert init is not None and select is not None  # called only when both are set
+    return (f"init_from (run: {init.run}) and data.select_from (run: {select.run}) both name a source run, and a run "
+            "has one source (one job to wait for, one source in its spec): drop data.select_from to start from "
+            f"{init.run}'s model on all the training rows, or drop init_from to train on the rows chosen from "
+            f"{select.run}'s scores from the pretrained model")
 
 
 def _missing_problems(edges: dict[str, set[str]], names: list[str], keys: dict[str, str],
