@@ -77,9 +77,9 @@ def _print_arrays(matrix: Matrix, backend: Backend, arrays: list[dryrun_chain.Ar
     for array, others in dryrun_chain.alike(arrays):
         index += 1
         names = ", ".join(s.run_name for s in array.runs[:8]) + (" ..." if len(array.runs) > 8 else "")
-        after = f", wave {array.wave}, after {array.after_job}" if array.after_job is not None else ""
-        print(f"\n{HEADER}submission {index} of {len(arrays)}: resource group {array.group}: {len(array.runs)} "
-              f"run(s){after}: {names}", file=out)
+        after = f": wave {array.wave}, after {array.after_job}" if array.after_job is not None else ""
+        print(f"\n{HEADER}submission {index} of {len(arrays)}: resource group {array.group}{after}: "
+              f"{len(array.runs)} run(s): {names}", file=out)
         text = backend.dry_run(Group(experiment=experiment, matrix=matrix, runs=array.runs, folder=folder,
                                      job_name=job_name(matrix.experiment, TOKEN), after_job=array.after_job))
         print(redact_assignments(text), file=out)

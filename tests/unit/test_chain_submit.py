@@ -139,7 +139,7 @@ def test_the_dry_run_shows_each_chain_its_waves_and_afterok_compactly(
     scripts = out.split("\n### ")[1:]
     assert len(scripts) == 2  # the sources' array, and one of the 40 dependents' arrays: the rest counted
     assert scripts[0].startswith("submission 1 of 41: resource group ") and "--dependency" not in scripts[0]
-    assert ": 1 run(s), wave 2, after JOB_OF_T-seed1: S-seed1\n" in scripts[1]
+    assert ": wave 2, after JOB_OF_T-seed1: 1 run(s): S-seed1\n" in scripts[1]
     assert "#SBATCH --dependency=afterok:JOB_OF_T-seed1" in scripts[1] and "#SBATCH --kill-on-invalid-dep=yes" in scripts[1]
     assert ("(submissions 3 to 41: 39 more arrays like it, 39 run(s), each after its own source's job: S-seed2 "
             "after JOB_OF_T-seed2, S-seed3 after JOB_OF_T-seed3, S-seed4 after JOB_OF_T-seed4, S-seed5 after JOB_OF_T-seed5 ...)") in out
