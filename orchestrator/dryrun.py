@@ -59,7 +59,7 @@ def print_dry_run(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, 
         return
     for line in dryrun_chain.cap_lines(matrix, later, limits.cap, limits.free_slots):
         print(line, file=out)
-    _print_arrays(matrix, backend, list(dryrun_chain.arrays(now, manifest, experiment, limits.max_array_size)),
+    _print_arrays(matrix, backend, list(dryrun_chain.arrays(now, manifest, experiment, limits.max_array_size, kind)),
                   out)
     for note in limits.notes:
         print(f"note: {note}", file=out)

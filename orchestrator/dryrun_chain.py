@@ -40,9 +40,11 @@ def placeholder(run_name: str) -> str:
     return f"JOB_OF_{run_name}"
 
 
-def arrays(new: list[RunSpec], manifest: Manifest, experiment: Experiment, max_array: int) -> Iterator[Array]:
-    """The arrays of ``new`` in submit order, as submit_chain makes them (every source's submission succeeding)."""
-    submitted = {spec.run_id: placeholder(spec.run_name) for spec in new}
+def arrays(new: list[RunSpec], manifest: Manifest, experiment: Experiment, max_array: int,
+           kind: str) -> Iterator[Array]:
+    """The arrays of ``new`` in submit order, as submit_chain makes them (every source's submission
+    succeeding). Only SLURM's jobs have ids at submit: the local queue orders a chain itself, in one array."""
+    submitted = {spec.run_id: placeholder(spec.run_name) for spec in new} if kind == "slurm" else {}
     for wave, runs in enumerate(chain.waves(new), start=1):
         jobs = {spec.run_id: chain.source_job(spec, submitted, manifest, experiment) for spec in runs}
         for after, waiting in chain.by_source(runs, jobs):

@@ -144,6 +144,10 @@ def test_the_dry_run_shows_each_chain_its_waves_and_afterok_compactly(
     assert ("(submissions 3 to 41: 39 more arrays like it, 39 run(s), each after its own source's job: S-seed2 "
             "after JOB_OF_T-seed2, S-seed3 after JOB_OF_T-seed3, S-seed4 after JOB_OF_T-seed4, S-seed5 after JOB_OF_T-seed5 ...)") in out
     assert len(out.splitlines()) < 80 + 80  # the runs table, not a line more for each run
+    assert main(["submit", str(path), "--executor", "local", "--dry-run"]) == 0
+    out = capsys.readouterr().out  # the local queue starts each dependent after its source: one array a wave
+    assert "each started once its source has its result" in out and "JOB_OF_" not in out
+    assert out.count("\n### submission ") == 2 and "### submission 2 of 2: resource group " in out
 
     assert main(["submit", str(path), "--executor", "slurm", "--dry-run", "--only", "S-seed1"]) == 0
     out = capsys.readouterr().out  # as the submit: a dependent whose source is not submitted is held back
