@@ -4,6 +4,7 @@ and the capped one of test_job_cap; the real cluster runs chains in tests/integr
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -70,6 +71,10 @@ def test_the_feeder_holds_back_a_dependent_whose_source_failed(
                                 "failed before: `orchestrate submit --retry-failed` reruns the chain)")]
     manifest = experiment.read_manifest()
     assert manifest.waiting == [] and manifest.feeder is None  # held: it waits for the user, not for a slot
+    assert main(["status", str(experiment.path), "--json"]) == 0
+    rows = {row["run_name"]: row for row in json.loads(capsys.readouterr().out)["runs"]}
+    assert (rows["S-seed2"]["state"], rows["S-seed2"]["reason"]) == ("not submitted", (
+        "source run T-seed2 failed (fake: failed): held back; `orchestrate submit --retry-failed` reruns the chain"))
 
 
 def test_a_dependent_of_a_source_that_saved_no_model_is_refused_at_submit(
