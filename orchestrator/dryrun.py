@@ -6,6 +6,8 @@ is ``TOKEN``. Values of secret-named variables are shown as ``<redacted>``. Wher
 asked (sbatch not on the PATH), it says which cluster limits it could not check. Each run shows its
 estimated peak GPU memory (orchestrator/vram.py) beside its partition's ``gpu_mem_gb``; a run whose
 model config is not reachable shows ``vram unknown`` and a note says why; a CPU run ``vram n/a (no GPU)``.
+Chains and job caps (orchestrator/dryrun_chain.py): each run's wave and source, the arrays split by the
+source job they wait for, the runs a cap leaves to the feeder job; dependents held back as by submit.
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ def print_dry_run(matrix: Matrix, specs: list[RunSpec], kind: str, out: TextIO, 
         return
     for line in dryrun_chain.cap_lines(matrix, later, limits.cap, limits.free_slots):
         print(line, file=out)
-    _print_arrays(matrix, backend, list(dryrun_chain.arrays(now, manifest, experiment, limits.max_array_size, kind)),
-                  out)
+    if now:
+        _print_arrays(matrix, backend, list(dryrun_chain.arrays(now, manifest, experiment, limits.max_array_size,
+                                                                kind)), out)
     for note in limits.notes:
         print(f"note: {note}", file=out)
 
