@@ -18,6 +18,7 @@ from pathlib import Path
 from jobs.contract import RunSpec
 from orchestrator.backends import registry
 from orchestrator.errors import UserError
+from orchestrator.experiment import chain
 from orchestrator.experiment.manifest import FAILED, Feeder, Manifest
 from orchestrator.experiment.plan import Plan
 from orchestrator.experiment.store import Experiment
@@ -59,8 +60,10 @@ def feed(experiment: Experiment, job_id: str | None) -> Outcome | None:
             path = Path(record.cwd) / (manifest.matrix_path or "")
             _check_unchanged(path, manifest.matrix_sha256)
             matrix = load_matrix(path)
-            if specs:
-                submit_runs(experiment, manifest, matrix, specs, registry.get(record.executor), outcome,
+            # a dependent whose source failed, or was never submitted, is not fed (as submit holds it back)
+            outcome.warnings += chain.hold_back_fed(outcome.plan, manifest, experiment)
+            if outcome.plan.new:
+                submit_runs(experiment, manifest, matrix, outcome.plan.new, registry.get(record.executor), outcome,
                             Path(record.cwd))
         except UserError as exc:  # the runs stay waiting; status names this feeder's error
             record.state, record.error = FAILED, f"job {job_id}: {str(exc).splitlines()[0][:200]}"

@@ -39,5 +39,8 @@ def explain_dependents(experiment: Experiment, rows: list[RunStatus]) -> None:
             row.state, row.reason = "cancelled", (f"{said} ({source.reason if source is not None else ''}): this run "
                                                   f"never started{scheduler}; `orchestrate submit --retry-failed` "
                                                   "reruns the chain")
+        elif row.state == "not submitted" and source_failed:  # held back by submit or the feeder job
+            row.reason = (f"{said}{f' ({source.reason})' if source is not None and source.reason else ''}: held "
+                          "back; `orchestrate submit --retry-failed` reruns the chain")
         elif row.state == "pending":
             row.reason = f"waiting for {said}" + (f" ({row.reason})" if row.reason else "")

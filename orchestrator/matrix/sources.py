@@ -11,7 +11,8 @@ one source: ``init_from`` and ``data.select_from`` together are refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from jobs.contract import RunSpec, SelectFrom, SourceRef, TrainConfig, config_hash, dependent_hash
 from jobs.tasks import get_task
@@ -45,21 +46,30 @@ def resolve_sources(specs: list[RunSpec], names: list[str], problems: Problems,
             keys[spec.base_name] = named[0]
             edges.setdefault(spec.base_name, set()).add(named[1])
         if spec.train.init_from is not None and spec.train.data.select_from is not None:
-            problems.append((f"runs.{spec.base_name}.{SELECT_KEY}", (
-                "a run has one source: init_from and data.select_from both name one; drop one (train the "
-                "selected subset from the pretrained model, or start from a run trained on it)")))
+            problems.append((f"runs.{spec.base_name}.{SELECT_KEY}", _two_sources(spec.train)))
             bad.add(spec.base_name)
         problems += [p for p in _score_problems(spec) if p not in problems]  # once a configuration
     bad |= _missing_problems(edges, names, keys, problems) | _cycle_problems(edges, keys, problems)
     order = _topological(specs, edges, bad)
     resolved: dict[str, list[RunSpec]] = {}
+    candidates = _Candidates(resolved)
     for base in order:
-        resolved[base] = [_paired(spec, resolved, source_of, problems)
+        resolved[base] = [_paired(spec, candidates, source_of, problems)
                           for spec in specs if spec.base_name == base]
     sources = {spec.source.run_id for runs in resolved.values() for spec in runs
                if spec.source is not None and spec.source.key == "init_from"}
     return [spec.model_copy(update={"save_model": True}) if spec.run_id in sources else spec
             for base in order for spec in resolved[base]]
+
+
+def _two_sources(train: TrainConfig) -> str:
+    """The refusal of init_from beside data.select_from, naming both and the ways out."""
+    init, select = train.init_from, train.data.select_from
+    assert init is not None and select is not None  # called only when both are set
+    return (f"init_from (run: {init.run}) and data.select_from (run: {select.run}) both name a source run, and a run "
+            "has one source (one job to wait for, one source in its spec): drop data.select_from to start from "
+            f"{init.run}'s model on all the training rows, or drop init_from to train on the rows chosen from "
+            f"{select.run}'s scores from the pretrained model")
 
 
 def _missing_problems(edges: dict[str, set[str]], names: list[str], keys: dict[str, str],
@@ -117,15 +127,46 @@ def _topological(specs: list[RunSpec], edges: dict[str, set[str]], bad: set[str]
         placed.add(ready[0])
 
 
-def _paired(spec: RunSpec, resolved: dict[str, list[RunSpec]], source_of: SourceOf, problems: Problems) -> RunSpec:
+class _Candidates:
+    """The runs of each source configuration (``resolved``, filled in dependency order), indexed by the
+    values of the grid axes a dependent shares with them: pairing 5,000 students with 5,000 teachers is
+    5,000 look-ups, not 25 million comparisons."""
+
+    def __init__(self, resolved: dict[str, list[RunSpec]]) -> None:
+        self.resolved = resolved
+        self._axes: dict[str, set[str]] = {}
+        self._index: dict[tuple[str, tuple[str, ...]], dict[Hashable, list[RunSpec]]] = {}
+
+    def matches(self, spec: RunSpec, source_name: str) -> tuple[list[str], list[RunSpec]]:
+        """(the grid axes ``spec`` shares with the runs of ``source_name``, the runs with its values of them)."""
+        runs = self.resolved.get(source_name, [])
+        if source_name not in self._axes:
+            self._axes[source_name] = {axis for run in runs for axis in run.grid_values}
+        shared = [axis for axis in spec.grid_values if axis in self._axes[source_name]]
+        index = self._index.get((source_name, tuple(shared)))
+        if index is None:
+            index = self._index[(source_name, tuple(shared))] = {}
+            for run in runs:
+                index.setdefault(_frozen([run.grid_values.get(axis) for axis in shared]), []).append(run)
+        return shared, index.get(_frozen([spec.grid_values[axis] for axis in shared]), [])
+
+
+def _frozen(value: Any) -> Hashable:
+    """A grid value (YAML scalars, lists, mappings) as a hashable equal to another exactly when the values are."""
+    if isinstance(value, dict):
+        return ("mapping", tuple(sorted((str(k), _frozen(v)) for k, v in value.items())))
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+def _paired(spec: RunSpec, candidates: _Candidates, source_of: SourceOf, problems: Problems) -> RunSpec:
     named = source_of(spec.train)
     if named is None:
         return spec
     key, source_name, take = named
     where = f"runs.{spec.base_name}.{key}.run"
-    candidates = resolved.get(source_name, [])
-    shared = [axis for axis in spec.grid_values if any(axis in c.grid_values for c in candidates)]
-    matches = [c for c in candidates if all(c.grid_values.get(axis) == spec.grid_values[axis] for axis in shared)]
+    shared, matches = candidates.matches(spec, source_name)
     if len(matches) != 1:
         problems.append((where, _pairing_problem(spec, source_name, shared, matches)))
         return spec

@@ -214,3 +214,26 @@ runs:
     assert "trainable: head trains the task head alone (the rest frozen): drop this run's own bitfit" in said["bit"]
     assert "take: model keeps the source's sst2 head, this run's task is mrpc" in said["whole"]
     assert "drop this run's own lora" in said["probe"] and "drop this run's own freeze" in said["probe"]
+
+
+def test_pairing_looks_runs_up_by_their_shared_grid_values() -> None:
+    """Students pair with teachers by an index, not by comparing every pair (5,000 x 5,000 took minutes);
+    list and mapping values pair by equality as before."""
+    import time
+
+    from jobs.contract import RunSpec
+    from orchestrator.matrix.sources import _Candidates
+
+    def run(name: str, **grid: object) -> RunSpec:
+        return RunSpec.model_construct(run_id=name, run_name=name, grid_values=grid)
+
+    teachers = [run(f"T{seed}", seed=seed, mods=["q", "v"], opt={"b": 1, "a": 2}) for seed in range(3000)]
+    teachers.append(run("Tk", seed=1, mods=["k"], opt={"a": 2, "b": 1}))
+    candidates = _Candidates({"T": teachers})
+    started = time.perf_counter()
+    for seed in range(3000):
+        shared, found = candidates.matches(run(f"S{seed}", seed=seed, mods=["q", "v"]), "T")
+        assert shared == ["seed", "mods"] and [t.run_name for t in found] == [f"T{seed}"]
+    assert time.perf_counter() - started < 5.0  # an index: well under a second; the pairwise scan took ~30 s
+    assert [t.run_name for t in candidates.matches(run("S", seed=1, opt={"b": 1, "a": 2}), "T")[1]] == ["T1", "Tk"]
+    assert candidates.matches(run("E", lr=1), "T") == ([], teachers)  # no shared axis: every run (then refused)

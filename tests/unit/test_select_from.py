@@ -90,7 +90,10 @@ def test_every_refusal_at_once(tmp_path: Path) -> None:
     assert "data.select_from.size 500 is more than the 400 rows of data.synthetic.n_train" in found["runs.f.data"]
     assert "mix applies to strategy mixed only (strategy is 'easy')" in found["runs.g.data.select_from"]
     assert "drop data.max_train_samples" in found["runs.h.data"]
-    assert found["runs.i.data.select_from"].startswith("a run has one source: init_from and data.select_from")
+    assert found["runs.i.data.select_from"] == (
+        "init_from (run: T) and data.select_from (run: U) both name a source run, and a run has one source (one "
+        "job to wait for, one source in its spec): drop data.select_from to start from T's model on all the "
+        "training rows, or drop init_from to train on the rows chosen from U's scores from the pretrained model")
     assert found["runs.j.data.select_from"].startswith("run: U trains on other data (data.synthetic differ)")
     assert found["runs.Z.per_example_scores"].startswith("scores the rows a run trains on; data.max_train_samples is 0")
     assert found["runs.Q.per_example_scores"].startswith("ranks training rows by a classifier's loss; task squad_v2")
