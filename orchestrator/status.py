@@ -246,25 +246,27 @@ def _table(cells: Sequence[tuple[str, ...]], target: int) -> str:
     widest cell and at least its header plus two, columns two spaces apart, a dashed rule under the
     headers, no trailing blanks. The last column (INFO) wraps at word boundaries, as narrow as it must
     be for the table to fit ``target`` characters, never narrower than _MIN_INFO."""
-    cells = [tuple(cell.strip() for cell in row) for row in cells]
-    fixed = [max([len(h) + 2] + [len(c[i]) for c in cells]) for i, h in enumerate(COLUMNS[:-1])]
+    cells = [tuple(map(str.strip, row)) for row in cells]
+    columns = list(zip(*cells)) or [()] * len(COLUMNS)
+    fixed = [max(len(h) + 2, max(map(len, column), default=0)) for h, column in zip(COLUMNS, columns)][:-1]
     lead = sum(fixed) + 2 * len(fixed)  # characters before the INFO column
-    infos = [c[-1] for c in cells]
+    infos = list(columns[-1])
     info_width = target
     while True:  # wrap, measure, narrow INFO by the overflow
         wrapped = _wrap_all(infos, info_width)
-        info_col = max([len(COLUMNS[-1]) + 2] + [len(part) for parts in wrapped for part in parts])
+        info_col = max(len(COLUMNS[-1]) + 2, max((len(part) for parts in wrapped for part in parts), default=0))
         overflow = lead + info_col - target
         if overflow <= 0 or info_width <= _MIN_INFO:
             break
         info_width = max(_MIN_INFO, info_width - overflow)
     widths = [*fixed, info_col]
     lines = ["  ".join(h.ljust(w) for h, w in zip(COLUMNS, widths)).rstrip(), "  ".join("-" * w for w in widths)]
+    row_format = "  ".join(f"{{:<{w}}}" for w in fixed) + "  {}"
     blank = " " * lead
     for cell, parts in zip(cells, wrapped):
-        first = "  ".join(text.ljust(w) for text, w in zip(cell, fixed))
-        lines.append(f"{first}  {parts[0] if parts else ''}".rstrip())
-        lines += [f"{blank}{part}".rstrip() for part in parts[1:]]
+        lines.append(row_format.format(*cell[:-1], parts[0] if parts else "").rstrip())
+        if len(parts) > 1:
+            lines += [f"{blank}{part}".rstrip() for part in parts[1:]]
     return "\n".join(lines)
 
 
