@@ -37,7 +37,7 @@ def test_the_layout_is_tabulates_simple_format() -> None:
     byte, INFO narrowed the same way: tabulate here is the reference, not the implementation."""
     from tabulate import tabulate
 
-    from orchestrator.status import COLUMNS, _MIN_INFO
+    from orchestrator.status import _MIN_INFO, COLUMNS
 
     rows = _rows() + [RunStatus(run_id="C-cccc", run_name="C", state="pending", job_id="13_[0-9]", reason="Priority"),
                       RunStatus(run_id="D-dddd", run_name="D", state="completed", warnings=["loss_spike", "slow"])]
