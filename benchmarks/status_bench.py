@@ -9,8 +9,8 @@ count), reporting wall time, peak resident memory and the SLURM commands it ran.
 ``--stand-in``: no cluster at all. A directory of stand-in ``sbatch``/``scontrol``/``sacctmgr``/
 ``squeue``/``sacct``/``sinfo`` scripts goes first on the PATH; ``sacct`` answers for every submitted
 array task, ten states in turn (4 COMPLETED with a result.json written, 2 RUNNING with a heartbeat,
-2 PENDING, 1 FAILED, 1 TIMEOUT), so status reads files and the accounting answer as on a busy
-cluster. ``--profile`` adds a cProfile run of status (top 25 by cumulative time) to the output.
+2 PENDING, 1 FAILED with a worker.log, 1 TIMEOUT with a failure.json), so status reads files and
+the accounting answer as on a busy cluster. ``--profile`` adds a cProfile run of status (top 25 by cumulative time) to the output.
 """
 
 from __future__ import annotations
@@ -96,6 +96,11 @@ def fill_run_dirs(study: Path) -> None:
                                                         "train": {"steps": 8, "planned_steps": 8}})
         elif task % 10 < 6:
             write_json_atomic(run_dir / "heartbeat.json", {"step": 3, "total_steps": 8, "updated_at": now})
+        elif task % 10 == 8:  # FAILED: the worker's log (status shows its tail)
+            (run_dir / "worker.log").write_text("".join(f"step {step} loss 0.69\n" for step in range(40)))
+        elif task % 10 == 9:  # TIMEOUT, after the worker recorded why
+            write_json_atomic(run_dir / "failure.json", {"reason": "cuda_oom", "message": "CUDA out of memory",
+                                                         "hint": "smaller batch_size", "failed_at": now})
 
 
 def build(work: Path, runs: int) -> None:
