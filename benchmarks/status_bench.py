@@ -4,7 +4,8 @@
 
 Submits a matrix of --runs runs (benchmarks/orchestrator.py's matrix and profile: two resource
 groups, held jobs) and times ``orchestrate status`` twice, each in a fresh interpreter (imports
-count), reporting wall time, peak resident memory and the SLURM commands it ran.
+count), reporting wall time, CPU time (its own and its SLURM commands'), peak resident memory
+and the SLURM commands it ran.
 
 ``--stand-in``: no cluster at all. A directory of stand-in ``sbatch``/``scontrol``/``sacctmgr``/
 ``squeue``/``sacct``/``sinfo`` scripts goes first on the PATH; ``sacct`` answers for every submitted
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -134,8 +136,13 @@ def main() -> int:
             else:
                 time.sleep(5)  # sacct lists new held jobs a few seconds after sbatch
         for name in ("status", "status_again"):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             run = timed(["status"], cwd=work)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             record(figures, name, run)
+            # CPU seconds of the command and the SLURM commands it ran: on a loaded machine wall time says
+            # more about the neighbours than about status
+            figures[f"{name}_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         print(run["out"].strip().splitlines()[-1])
         if args.profile:
             profiled = subprocess.run([sys.executable, "-m", "cProfile", "-s", "cumulative", "-m", "orchestrator.cli",
