@@ -97,7 +97,8 @@ def fill_run_dirs(study: Path) -> None:
             write_json_atomic(run_dir / "result.json", {"run_id": run_id, "wall_time_s": 61.0, "node": "node1",
                                                         "train": {"steps": 8, "planned_steps": 8}})
         elif task % 10 < 6:
-            write_json_atomic(run_dir / "heartbeat.json", {"step": 3, "total_steps": 8, "updated_at": now})
+            write_json_atomic(run_dir / "heartbeat.json", {"state": "training", "step": 3, "total_steps": 8,
+                                                           "updated_at": now})
         elif task % 10 == 8:  # FAILED: the worker's log (status shows its tail)
             (run_dir / "worker.log").write_text("".join(f"step {step} loss 0.69\n" for step in range(40)))
         elif task % 10 == 9:  # TIMEOUT, after the worker recorded why
