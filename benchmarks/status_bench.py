@@ -1,6 +1,6 @@
 """`orchestrate status` over a large study, with or without the real SLURM cluster.
 
-    python benchmarks/status_bench.py [--runs 10000] [--stand-in] [--keep DIR] [--profile]
+    python benchmarks/status_bench.py [--runs 10000] [--stand-in] [--keep DIR [--keep-jobs]] [--profile]
 
 Submits a matrix of --runs runs (benchmarks/orchestrator.py's matrix and profile: two resource
 groups, held jobs) and times ``orchestrate status`` twice, each in a fresh interpreter (imports
@@ -121,6 +121,9 @@ def main() -> int:
     parser.add_argument("--stand-in", action="store_true", help="stand-in SLURM commands, no cluster")
     parser.add_argument("--keep", type=Path, help="work directory, kept and reused (built once)")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of one status")
+    parser.add_argument("--keep-jobs", action="store_true",
+                        help="with --keep: leave the held jobs queued (another checkout's status can be timed on the "
+                        "same study); `orchestrate cancel` in DIR ends them")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="orchestrate-status-bench-"))
     if args.stand_in:
@@ -153,7 +156,7 @@ def main() -> int:
             start = next(i for i, line in enumerate(lines) if "ncalls" in line)
             print("\n".join(lines[start - 2:start + 25]))
     finally:
-        if not args.stand_in and (work / "scratch").exists():
+        if not args.stand_in and not (args.keep and args.keep_jobs) and (work / "scratch").exists():
             print(timed(["cancel"], cwd=work)["out"].strip())
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
