@@ -10,24 +10,36 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from orchestrator.experiment.manifest import Manifest, SourceOf
 from orchestrator.experiment.store import Experiment
 
 if TYPE_CHECKING:
+    from jobs.contract.sources import SourceRef
     from orchestrator.status import RunStatus
 
 NEVER_SATISFIED = "DependencyNeverSatisfied"
 
 
-def explain_dependents(experiment: Experiment, rows: list[RunStatus]) -> None:
-    """Rewrite, in place, the state and reason of each dependent row waiting for or cancelled by its source."""
+def explain_dependents(experiment: Experiment, manifest: Manifest, rows: list[RunStatus]) -> None:
+    """Rewrite, in place, the state and reason of each dependent row waiting for or cancelled by its source.
+
+    Which runs have a source: the manifest's record of the current matrix (submit writes it); a run it
+    does not cover (an older manifest, a stale run shown by ``--all``) has its spec.json read. Only a
+    pending or cancelled row can change, so only those are looked up."""
     by_id = {row.run_id: row for row in rows}
+    recorded = manifest.recorded_sources()
+    current = frozenset(manifest.current_runs.values()) if recorded is not None else frozenset()
     for row in rows:
-        if row.state == "completed":
+        if row.state not in ("pending", "cancelled"):
             continue
-        try:
-            ref = experiment.run_dir(row.run_id).read_spec().source
-        except (OSError, ValueError):
-            continue
+        ref: SourceOf | SourceRef | None
+        if row.run_id in current:
+            ref = recorded.get(row.run_id) if recorded is not None else None
+        else:
+            try:
+                ref = experiment.run_dir(row.run_id).read_spec().source
+            except (OSError, ValueError):
+                continue
         if ref is None:
             continue
         source = by_id.get(ref.run_id)

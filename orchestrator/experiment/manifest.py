@@ -8,7 +8,8 @@ and the local queue agree on what was submitted. Shape (schema_version 1)::
      "matrix_path": ..., "matrix_sha256": ..., "cluster": "local", "updated_at": 1796009621.8,
      "runs": {"A1-6f4c...": {"run_name": "A1", "attempts": [{Attempt}, ...]}},
      "submissions": {"20261130-033259-7228cc": {Submission}},
-     "waiting": ["A9-..."], "feeder": {Feeder}}     (only while a job cap holds runs back)
+     "waiting": ["A9-..."], "feeder": {Feeder},     (only while a job cap holds runs back)
+     "sources": {"matrix_sha256": ..., "of": {"S1-9a0b...": {"run_id": "T-6f4c...", "run_name": "T"}}}}
 
 Times are Unix seconds. Keys this version does not know are kept (``extra="allow"``), and only the
 keys that were set are written (``exclude_unset``), so a manifest written by an older or newer
@@ -20,13 +21,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.contract import read_json, write_bytes_atomic, write_json_atomic
 from orchestrator.errors import RuntimeUserError
+
+if TYPE_CHECKING:
+    from jobs.contract import RunSpec
 
 MANIFEST_FILE = "manifest.json"
 SCHEMA_VERSION = 1
@@ -105,6 +110,21 @@ class Feeder(_Record):
     error: str | None = None
 
 
+class SourceOf(_Record):
+    """The run a dependent starts from (its spec's ``source``: init_from, select_from)."""
+
+    run_id: str
+    run_name: str
+
+
+class RunSources(_Record):
+    """Which runs of the submitted matrix start from another run, recorded by submit so that status
+    need not read every run's spec.json to find out (10,000 reads: seconds)."""
+
+    matrix_sha256: str | None = None  # the matrix this describes: any other matrix_sha256 makes it stale
+    of: dict[str, SourceOf] = Field(default_factory=dict)  # dependent run id -> its source; absent: no source
+
+
 class Manifest(_Record):
     schema_version: int = SCHEMA_VERSION
     experiment: str = ""
@@ -117,6 +137,7 @@ class Manifest(_Record):
     cluster: str | None = None
     waiting: list[str] = Field(default_factory=list)  # run ids not yet submitted: a job cap left no slot
     feeder: Feeder | None = None  # the job that submits ``waiting`` as slots free
+    sources: RunSources | None = None  # absent in manifests written before it was recorded
     updated_at: float | None = None
 
     @classmethod
@@ -132,6 +153,19 @@ class Manifest(_Record):
         """The recorded name, else what the id says (``<name>-<hash>``)."""
         run = self.runs.get(run_id)
         return run.run_name if run is not None else run_id.rsplit("-", 1)[0]
+
+    def record_sources(self, specs: Iterable[RunSpec]) -> None:
+        """Record the sources of the matrix's runs (``specs``: all of them; set matrix_sha256 first)."""
+        self.sources = RunSources(matrix_sha256=self.matrix_sha256,
+                                  of={s.run_id: SourceOf(run_id=s.source.run_id, run_name=s.source.run_name)
+                                      for s in specs if s.source is not None})
+
+    def recorded_sources(self) -> dict[str, SourceOf] | None:
+        """Dependent run id -> its source, for the runs of ``current_runs`` (a run there and not in the
+        mapping has none); None where no record describes the current matrix (an older manifest): then
+        each run's spec.json says."""
+        record = self.sources
+        return record.of if record is not None and record.matrix_sha256 == self.matrix_sha256 else None
 
     def add_attempt(self, run_id: str, run_name: str, attempt: Attempt) -> None:
         self.runs.setdefault(run_id, RunRecord(run_name=run_name, attempts=[])).attempts.append(attempt)

@@ -26,9 +26,10 @@ def test_files_get_the_users_umask(tmp_path: Path) -> None:
 
 def test_run_ids_cannot_leave_the_experiment(tmp_path: Path) -> None:
     experiment = Experiment(tmp_path / "exp")
-    for bad in ("../outside", "a/../../b", "/etc"):
+    for bad in ("../outside", "a/../../b", "/etc", "..", ".", "", "a/b", "a\0b"):
         with pytest.raises(UserError, match="would leave the experiment directory"):
             experiment.run_dir(bad)
+    assert experiment.run_dir("A1-6f4c").path == (tmp_path / "exp" / "runs" / "A1-6f4c").resolve()
 
 
 def test_torn_jsonl_line_is_skipped(tmp_path: Path) -> None:

@@ -139,3 +139,23 @@ def test_a_registered_backend_can_be_named_in_the_matrix_and_an_unregistered_one
     with registry.register("fake", FakeBackend):
         assert main(["submit", str(path), "--dry-run"]) == 0
         assert "executor fake" in capsys.readouterr().out
+
+
+def test_submit_records_the_sources_status_names(fake: None, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """submit writes which runs start from another (manifest "sources"); status names the source from
+    that record, reading no spec.json (status of 10,000 runs read each unfinished run's)."""
+    path = tmp_path / "m.yaml"
+    path.write_text(textwrap.dedent(MATRIX).replace("{root}", str(tmp_path / "scratch"))
+                    .replace("A2: {learning_rate: 1.0e-4}", "A2: {init_from: {run: A1}}"))
+    experiment_dir = tmp_path / "scratch" / "fakestudy"
+    assert main(["submit", str(path), "--executor", "fake"]) == 0
+    capsys.readouterr()
+    manifest = json.loads((experiment_dir / "manifest.json").read_text())
+    ids = manifest["current_runs"]
+    assert manifest["sources"]["of"] == {ids["A2"]: {"run_id": ids["A1"], "run_name": "A1"}}
+    assert manifest["sources"]["matrix_sha256"] == manifest["matrix_sha256"]
+    (experiment_dir / "runs" / ids["A2"] / "spec.json").unlink()
+    assert main(["status", str(experiment_dir), "--json"]) == 0
+    rows = {r["run_name"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert rows["A2"]["state"] == "pending" and rows["A2"]["reason"] == "waiting for source run A1 pending"

@@ -97,27 +97,40 @@ def test_waves_and_sbatch_dependency(tmp_path: Path) -> None:
     assert "--dependency" not in render_script(matrix, matrix.runs[0].resources, 1, tmp_path, "n")
 
 
-def test_status_names_the_source(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recorded", [False, True], ids=["spec.json", "manifest"])
+def test_status_names_the_source(tmp_path: Path, recorded: bool) -> None:
+    """From each spec.json (a manifest written before submit recorded the sources), or from the
+    manifest's record alone (no spec.json to read: status of 10,000 runs reads none)."""
     from jobs.contract import RunDir
+    from orchestrator.experiment.manifest import Manifest
     from orchestrator.experiment.store import Experiment
     from orchestrator.status import RunStatus
     from orchestrator.status_sources import explain_dependents
 
     runs = load(tmp_path, BASE).runs
     experiment = Experiment(tmp_path / "exp")
-    for spec in runs:
+    manifest = Manifest.empty("exp")
+    manifest.current_runs = {spec.run_name: spec.run_id for spec in runs}
+    for spec in runs if not recorded else []:
         run_dir = RunDir(experiment.runs_dir / spec.run_id)
         run_dir.path.mkdir(parents=True)
         run_dir.write_spec(spec)
+    if recorded:
+        manifest.record_sources(runs)
     t1, t2, s1, s2 = runs
     rows = [RunStatus(t1.run_id, t1.run_name, "failed", reason="nan_loss: ..."),
             RunStatus(t2.run_id, t2.run_name, "running"),
             RunStatus(s1.run_id, s1.run_name, "pending", reason="DependencyNeverSatisfied"),
             RunStatus(s2.run_id, s2.run_name, "pending", reason="Dependency")]
-    explain_dependents(experiment, rows)
+    explain_dependents(experiment, manifest, rows)
     assert rows[2].state == "cancelled" and rows[2].reason.startswith("source run T-seed1 failed (nan_loss")
     assert "SLURM: DependencyNeverSatisfied" in rows[2].reason and "--retry-failed" in rows[2].reason
     assert rows[3].state == "pending" and rows[3].reason == "waiting for source run T-seed2 running (Dependency)"
+    if recorded:  # a record of another matrix is stale: the specs say (here: none to read, so no source)
+        manifest.matrix_sha256 = "another"
+        rows[3].reason = "Dependency"
+        explain_dependents(experiment, manifest, rows)
+        assert rows[3].reason == "Dependency"
 
 
 def test_local_queue_source_rule(tmp_path: Path) -> None:
