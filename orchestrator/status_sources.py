@@ -25,12 +25,12 @@ def explain_dependents(experiment: Experiment, manifest: Manifest, rows: list[Ru
 
     Which runs have a source: the manifest's record of the current matrix (submit writes it); a run it
     does not cover (an older manifest, a stale run shown by ``--all``) has its spec.json read. Only a
-    pending or cancelled row can change, so only those are looked up."""
+    pending, cancelled or not-submitted row can change, so only those are looked up."""
     by_id = {row.run_id: row for row in rows}
     recorded = manifest.recorded_sources()
     current = frozenset(manifest.current_runs.values()) if recorded is not None else frozenset()
     for row in rows:
-        if row.state not in ("pending", "cancelled"):
+        if row.state not in ("pending", "cancelled", "not submitted"):
             continue
         ref: SourceOf | SourceRef | None
         if row.run_id in current:
