@@ -12,6 +12,7 @@ from typing import ClassVar
 import pytest
 
 from jobs.contract.atomic import sync_filesystem, write_model_json_atomic
+from orchestrator import feed
 from orchestrator.backends.base import Group
 from orchestrator.backends.slurm import commands
 from orchestrator.backends.slurm.backend import SlurmBackend
@@ -20,6 +21,7 @@ from orchestrator.cli import main
 from orchestrator.experiment.manifest import Manifest
 from orchestrator.experiment.store import Experiment
 from tests.unit.test_fake_backend import JOBS, FakeBackend, fake  # noqa: F401 - fake is a fixture
+from tests.unit.test_job_cap import capped, study  # noqa: F401 - capped is a fixture
 
 CONFIG = (Path(__file__).parent / "data" / "slurm" / "scontrol_show_config.txt").read_text()  # MaxJobCount = 10000
 
@@ -123,3 +125,24 @@ def test_spec_json_through_orjson_is_the_same_json(tmp_path: Path) -> None:
     assert json.loads(text) == data and text.endswith("}\n") and text.index('"a"') < text.index('"b"')
     with pytest.raises(TypeError, match="x.json: not JSON data"):
         write_model_json_atomic(tmp_path / "x.json", {"a": object()})
+
+
+def test_a_feeder_with_no_room_waits_for_finished_jobs_to_leave_the_count(
+        capped: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811 - the fixture
+    """The runs a feeder waited for have ended, but the controller still counts them (MinJobAge): it waits,
+    outside the lock, until a run and the next feeder fit, instead of ending the chain."""
+    path, experiment = study(tmp_path, monkeypatch)
+    assert main(["submit", str(path), "--executor", "fake"]) == 0  # 3 runs + the feeder fill CAP=4
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # meanwhile the runs end and leave the count
+        slept.append(seconds)
+        JOBS.update({job_id: "completed" for job_id in JOBS})
+
+    feed.wait_for_room(experiment, wait_s=600, poll_s=30, sleep=sleep)
+    assert slept == [30]
+    feed.wait_for_room(experiment, wait_s=600, poll_s=30, sleep=sleep)  # room now: no wait
+    assert slept == [30]
+    JOBS.update({job_id: "pending" for job_id in JOBS})
+    feed.wait_for_room(experiment, wait_s=60, poll_s=30, sleep=slept.append)  # never room: gives up after wait_s
+    assert slept == [30, 30, 30]
