@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -96,15 +97,28 @@ def write_json_atomic(path: Path, obj: Any, durable: bool = True) -> None:
 
 
 def write_model_json_atomic(path: Path, data: Mapping[str, Any], durable: bool = True) -> None:
-    """``write_json_atomic`` for what ``model_dump(mode="json")`` returned (string keys, no NaN: pydantic
-    writes it as null), through orjson: the same JSON, keys sorted, indented by 2 (non-ASCII written as
-    UTF-8, not escaped), about 8x faster than json's pure-Python indenting encoder (10,000 spec.json
-    files at submit). Raises TypeError for anything else, as json.dumps would."""
+    """``write_json_atomic`` for what ``model_dump(mode="json")`` returned (string keys), through orjson:
+    the same JSON, keys sorted, indented by 2 (non-ASCII written as UTF-8, not escaped), about 8x faster
+    than json's pure-Python indenting encoder (10,000 spec.json files at submit). Data holding a NaN or an
+    infinity goes through json as before (orjson would write null). TypeError for what is not JSON data."""
+    if _has_non_finite(data):
+        write_json_atomic(path, data, durable)
+        return
     try:
         payload = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:
         raise TypeError(f"{path.name}: not JSON data ({exc})") from None
     write_bytes_atomic(path, payload + b"\n", durable=durable)
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def read_json(path: Path) -> Any:

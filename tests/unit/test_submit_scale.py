@@ -125,6 +125,8 @@ def test_spec_json_through_orjson_is_the_same_json(tmp_path: Path) -> None:
     assert json.loads(text) == data and text.endswith("}\n") and text.index('"a"') < text.index('"b"')
     with pytest.raises(TypeError, match="x.json: not JSON data"):
         write_model_json_atomic(tmp_path / "x.json", {"a": object()})
+    write_model_json_atomic(tmp_path / "x.json", {"a": [1.0, {"b": float("nan")}]})  # as json writes it: not null
+    assert (tmp_path / "x.json").read_text() == json.dumps({"a": [1.0, {"b": float("nan")}]}, indent=2) + "\n"
 
 
 def test_a_feeder_with_no_room_waits_for_finished_jobs_to_leave_the_count(
