@@ -4,7 +4,9 @@
 
 1. submit a matrix of --runs runs in two resource groups through `orchestrate submit`
    (real sbatch, one call an array chunk of at most the cluster's MaxArraySize tasks; the jobs
-   are submitted held, so nothing trains, and cancelled at the end);
+   are submitted held, so nothing trains, and cancelled at the end); runs beyond the controller's
+   MaxJobCount (or a MaxSubmitJobs cap) wait for a slot and a feeder job, which never starts here
+   since the jobs are held: `submit_runs_submitted` counts the runs submitted, the rest waited;
 2. `orchestrate status` over those runs, twice;
 3. `orchestrate collect` over --collect-runs synthetic finished run directories, cold (no index,
    no outputs) and again with nothing changed.
@@ -120,7 +122,11 @@ def bench_submit_status(work: Path, runs: int) -> dict[str, object]:
         run = timed(["submit", "matrix.yaml"], cwd=work)
         submitted = True
         record(figures, "submit", run)
-        print(run["out"].strip().splitlines()[0])
+        lines = run["out"].strip().splitlines()
+        print("\n".join([lines[0]] + [line for line in lines if "waiting for a slot" in line or "warning:" in line]))
+        figures["submit_arrays"] = sum("submitted" in line and "run(s) as" in line for line in lines)
+        figures["submit_runs_submitted"] = sum(int(line.split()[1]) for line in lines
+                                               if line.startswith("  submitted ") and "run(s) as" in line)
         time.sleep(5)  # sacct lists new held jobs a few seconds after sbatch: measure the full answer
         run = timed(["status"], cwd=work)
         record(figures, "status", run)

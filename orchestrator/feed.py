@@ -12,7 +12,8 @@ import hashlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jobs.contract import RunSpec
@@ -27,6 +28,11 @@ from orchestrator.submit import Outcome, print_summary, submit_runs
 
 log = logging.getLogger("orchestrator.feed")
 LOCK_TIMEOUT_S = 600.0  # a submit or collect holding the lock ends long before; the job's limit is longer
+# slurmctld keeps a finished job, counted against MaxJobCount, for MinJobAge (SLURM's default 300 s): a feeder
+# started by the end of the runs it waited for may find no room at first. It waits this long at most, outside
+# the lock (with the lock's timeout, inside the feeder job's time limit: backends/slurm/feeder.py).
+ROOM_WAIT_S = 420.0
+ROOM_POLL_S = 30.0
 
 
 def still_waiting(experiment: Experiment, manifest: Manifest, record: Feeder) -> list[RunSpec]:
@@ -75,6 +81,32 @@ def feed(experiment: Experiment, job_id: str | None) -> Outcome | None:
         return outcome
 
 
+def wait_for_room(experiment: Experiment, wait_s: float = ROOM_WAIT_S, poll_s: float = ROOM_POLL_S,
+                  sleep: Callable[[float], None] = time.sleep) -> None:
+    """Before feeding: wait (at most ``wait_s``) until a run and the next feeder job fit under the job caps.
+    With no slot free the feeder could submit nothing, not even the next feeder, and the chain would end
+    ("run `orchestrate submit` again"); the finished jobs the controller still counts leave after MinJobAge.
+    Nothing is written here; feed() decides under the lock."""
+    manifest = experiment.read_manifest()
+    record = manifest.feeder
+    if record is None or not manifest.waiting:
+        return
+    try:
+        matrix = load_matrix(Path(record.cwd) / (manifest.matrix_path or ""))
+    except UserError:
+        return  # feed() reports it
+    backend = registry.get(record.executor)
+    waited = 0.0
+    while True:
+        limits = backend.limits(matrix, len(manifest.waiting))
+        if limits.free_slots is None or limits.free_slots >= 2 or waited >= wait_s:
+            return
+        log.info("%d slot(s) free under %s: waiting %.0f s for finished jobs to leave the count", limits.free_slots,
+                 limits.cap, poll_s)
+        sleep(poll_s)
+        waited += poll_s
+
+
 def _check_unchanged(path: Path, submitted_sha256: str | None) -> None:
     """Raise UserError when the matrix file differs from the one submitted: the runs come from their
     spec.json, but the cluster profile, preamble and cap come from the matrix, and one edited since would
@@ -97,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     experiment = Experiment(Path(args[0]))
     try:
+        wait_for_room(experiment)
         outcome = feed(experiment, os.environ.get("SLURM_JOB_ID"))
     except UserError as exc:  # the waiting runs stay recorded; status says the feeder ended
         print(f"error: {exc}", file=sys.stderr)

@@ -51,7 +51,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jobs.contract.atomic import read_json, write_json_atomic
+from jobs.contract.atomic import read_json, write_json_atomic, write_model_json_atomic
 from jobs.contract.measures import LatencyMs
 from jobs.contract.spec import RunSpec
 
@@ -334,8 +334,9 @@ class RunDir:
     def read_spec(self) -> RunSpec:
         return RunSpec.model_validate(read_json(self.spec_path))
 
-    def write_spec(self, spec: RunSpec) -> None:
-        write_json_atomic(self.spec_path, spec.model_dump(mode="json"))
+    def write_spec(self, spec: RunSpec, durable: bool = True) -> None:
+        """``durable=False``: not fsynced; the caller syncs the filesystem before any job may read it."""
+        write_model_json_atomic(self.spec_path, spec.model_dump(mode="json"), durable)
 
     def read_optional(self, path: Path) -> dict[str, Any] | None:
         """A JSON object file, or None when absent or unreadable (torn, corrupt)."""

@@ -49,27 +49,34 @@ class SlurmBackend:
         return max(asked_s, MIN_POLL_INTERVAL_S)
 
     def limits(self, matrix: Matrix, new_jobs: int, dry_run: bool = False) -> Limits:
-        """MaxSubmitJobs (the runs beyond it wait for a slot: orchestrator/feed.py), then MaxArraySize
-        (array indices stay below it)."""
-        cap = None
-        if dry_run and not commands.slurm_available():
-            notes = [("MaxSubmitJobs not checked: SLURM's commands are not on the PATH here; "
-                     "the real submit honours it")]
+        """The job caps: MaxSubmitJobs and the controller's MaxJobCount (the runs beyond the stricter wait
+        for a slot: orchestrator/feed.py); then MaxArraySize (array indices stay below it)."""
+        caps: list[commands.SubmitCap | None] = []
+        notes: list[str] = []
+        ask = not (dry_run and not commands.slurm_available())
+        if not ask:
+            notes.append("MaxSubmitJobs not checked (nor MaxJobCount): SLURM's commands are not on the PATH here; "
+                         "the real submit honours both")
         else:
             # every (account, QOS) the runs are charged to has its own cap: the one with fewest free slots rules
             charged = sorted({(s.resources.account or "", s.resources.qos or "") for s in matrix.runs})
             caps = [commands.submit_cap(getpass.getuser(), account or None, qos or None) for account, qos in charged]
-            cap = min((c for c in caps if c is not None), key=lambda c: c.free, default=None)
-            notes = _cap_notes(cap, new_jobs)
+        config: dict[str, str] = {}
+        if ask or not matrix.profile.max_array_size:
+            try:
+                config = commands.read_config()
+            except (commands.SlurmError, OSError) as exc:
+                why = str(exc).splitlines()[0][:120]
+                notes.append(f"MaxJobCount not checked ({why})" if matrix.profile.max_array_size else
+                             f"MaxArraySize not checked ({why}): arrays split at SLURM's default, "
+                             f"{DEFAULT_MAX_ARRAY_SIZE}; set max_array_size in the cluster profile if yours differs"
+                             + (" (MaxJobCount not checked either)" if ask else ""))
+        if ask and config:
+            caps.append(commands.job_count_cap(config))
+        cap = min((c for c in caps if c is not None), key=lambda c: c.free, default=None)
         free, where = (cap.free, cap.where) if cap is not None else (None, "")
-        if matrix.profile.max_array_size:
-            return Limits(matrix.profile.max_array_size, notes, free, where)
-        try:
-            return Limits(max_array_size(commands.read_config()), notes, free, where)
-        except (commands.SlurmError, OSError) as exc:
-            return Limits(DEFAULT_MAX_ARRAY_SIZE, notes + [
-                (f"MaxArraySize not checked ({str(exc).splitlines()[0][:120]}): arrays split at SLURM's default, "
-                f"{DEFAULT_MAX_ARRAY_SIZE}; set max_array_size in the cluster profile if yours differs")], free, where)
+        size = matrix.profile.max_array_size or (max_array_size(config) if config else DEFAULT_MAX_ARRAY_SIZE)
+        return Limits(size, _cap_notes(cap, new_jobs) + notes, free, where)
 
     def submit(self, group: Group) -> list[str | None]:
         from jobs.entrypoint import Worker

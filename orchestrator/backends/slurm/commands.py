@@ -22,6 +22,7 @@ from orchestrator.backends.slurm.parse import (
     SQUEUE_FORMAT,
     JobState,
     association_qos,
+    max_job_count,
     parse_config,
     parse_sacct,
     parse_squeue,
@@ -138,6 +139,24 @@ def submit_cap(user: str, account: str | None = None, qos: str | None = None) ->
     limit = min(limit for limit in (assoc_limit, qos_limit) if limit is not None)
     which = f"association {user}/{account}" if limit == assoc_limit else f"QOS {','.join(qos_names)}"
     return SubmitCap(limit=limit, free=max(0, min(free)), where=f"MaxSubmitJobs={limit} ({which})")
+
+
+def job_count_cap(config: dict[str, str]) -> SubmitCap | None:
+    """The controller's MaxJobCount as a job cap. slurmctld refuses a submission ("Resource temporarily
+    unavailable") when the jobs it holds plus the new ones (an array: one a task) would reach MaxJobCount,
+    and it holds every user's jobs, finished ones too until MinJobAge has passed: ``squeue -t all -r``
+    lists the same (all users', unless PrivateData hides them: then fewer are counted and sbatch may
+    still refuse). None when MaxJobCount is unset or the queue cannot be read; never raises."""
+    limit = max_job_count(config)
+    if limit is None:
+        return None
+    try:
+        output = _run(["squeue", "-h", "-r", "-t", "all", "-o", "%i"])
+    except (SlurmError, OSError):
+        return None
+    held = sum(1 for line in output.splitlines() if line.strip())
+    return SubmitCap(limit=limit, free=max(0, limit - 1 - held),  # refused at job_count + new >= limit
+                     where=f"MaxJobCount={limit} (the controller's, every user's jobs)")
 
 
 def count_user_jobs(user: str, account: str | None = None) -> int:

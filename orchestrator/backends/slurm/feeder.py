@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from orchestrator.matrix import Matrix
 
 RETRY_AFTER_S = 120  # no run could be queued (no free slot): the feeder tries again this much later
-FEEDER_TIME_MIN = 20  # above orchestrator.feed's lock timeout (10 min)
+FEEDER_TIME_MIN = 30  # above orchestrator.feed's wait for room (7 min) and lock timeout (10 min) together
 FEEDER_MEM_MB = 1024
 ALIVE = frozenset({"pending", "running", "requeued", "completing", "configuring", "suspended", "resizing"})
 

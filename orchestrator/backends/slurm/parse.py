@@ -89,6 +89,15 @@ def max_array_size(config: dict[str, str]) -> int:
         return DEFAULT_MAX_ARRAY_SIZE
 
 
+def max_job_count(config: dict[str, str]) -> int | None:
+    """MaxJobCount: how many jobs slurmctld holds at once (SLURM's default 10,000); None when absent or
+    unreadable (then not honoured)."""
+    try:
+        return int(config["MaxJobCount"])
+    except (KeyError, ValueError):
+        return None
+
+
 def parse_max_submit(assoc_text: str, qos_text: str) -> int | None:
     """The smallest limit among `sacctmgr -n -P show assoc format=MaxSubmit,QOS` (MaxSubmit) and
     `sacctmgr -n -P show qos format=Name,MaxSubmitPU` (MaxSubmitPU); None when none is set."""
