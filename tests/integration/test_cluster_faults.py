@@ -116,7 +116,8 @@ def test_submit_killed_at_each_step_then_rerun_submits_each_run_once(
         killed = orchestrate(study, "submit", "matrix.yaml", env={**sbatch_double, "FAULT_POINT": point},
                              check=False)
         assert killed.returncode == -signal.SIGKILL, (killed.stdout, killed.stderr)
-        states = [s["state"] for s in json.loads(manifest_path(study).read_text())["submissions"].values()]
+        # sorted: the manifest keys submissions by folder name, and two arrays of one second order by its random part
+        states = sorted(s["state"] for s in json.loads(manifest_path(study).read_text())["submissions"].values())
         assert states == {"before-sbatch": ["submitting"], "between-arrays": ["submitted", "submitting"],
                           "after-sbatch": ["submitting"]}[point]
         reached = len(slurm_tasks(study))

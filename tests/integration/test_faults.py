@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import textwrap
@@ -97,7 +98,7 @@ def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Pat
     wait_until(study, lambda r: heartbeat(study, r["LIMIT"]).get("state") == "checkpointing", 300, "the USR2 save")
     deadline = time.time() + 120
     while time.time() < deadline:  # requeued: pending again; give the next attempt room to finish
-        restored = subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=20"], capture_output=True,
+        restored = subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=60"], capture_output=True,
                                   check=False)
         if restored.returncode == 0 and slurm.squeue_states([job_id])[job_id].state == "pending":
             break
@@ -115,9 +116,12 @@ def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Pat
                                                       .read_text().splitlines()) if "loss" in m}
               for name in ("LIMIT", "FULL")}
     assert sorted(curves["LIMIT"]) == sorted(curves["FULL"])
-    # A logged loss is the mean since the previous log; the first one after the resume averages fewer steps.
-    resumed_at = limited["train"]["resumed_from_step"]
-    whole = [step for step in curves["FULL"] if not step - 50 < resumed_at < step]
+    # A logged loss is the mean since the previous log; the first one after a resume averages fewer steps. On a
+    # loaded machine the resumed attempt can reach its limit too (seen in a CI rehearsal): every resume counts.
+    log = (run_dir(study, done["LIMIT"]) / "worker.log").read_text()
+    resumes = [int(step) for step in re.findall(r"resuming from \S*checkpoint-(\d+)", log)]
+    assert resumes and resumes[-1] == limited["train"]["resumed_from_step"], (resumes, limited["train"])
+    whole = [step for step in curves["FULL"] if not any(step - 50 < resumed_at < step for resumed_at in resumes)]
     assert max(whole) == 5000 and min(whole) == 1
     assert [curves["LIMIT"][step] for step in whole] == pytest.approx([curves["FULL"][step] for step in whole],
                                                                       rel=1e-4), "the loss curves part"
@@ -125,7 +129,6 @@ def test_time_limit_checkpoints_requeues_and_matches_uninterrupted(tmp_path: Pat
         assert limited["metrics"][key] == pytest.approx(full["metrics"][key], abs=1e-6), key
     attempts = (run_dir(study, done["LIMIT"]) / "attempts.jsonl").read_text().splitlines()
     assert sum('"finish"' in line for line in attempts) == 1 and sum('"start"' in line for line in attempts) >= 2
-    log = (run_dir(study, done["LIMIT"]) / "worker.log").read_text()
     assert "received SIGUSR2" in log and "this job is timed-out" not in log.split("received SIGUSR2")[0]
 
 

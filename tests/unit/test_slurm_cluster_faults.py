@@ -8,6 +8,7 @@ import pytest
 from orchestrator.backends.slurm import backend
 from orchestrator.backends.slurm import commands as slurm
 from orchestrator.backends.slurm.parse import JobState
+from orchestrator.experiment.manifest import Attempt, Manifest
 
 
 def job(job_id: str, state: str, node: str | None = None, reason: str | None = None) -> JobState:
@@ -20,10 +21,24 @@ def test_controller_down_makes_accounting_s_queued_and_running_jobs_unknown(monk
     monkeypatch.setattr(slurm, "sacct_states", lambda ids: sacct)
     monkeypatch.setattr(slurm, "ping_controller", lambda: (_ for _ in ()).throw(slurm.SlurmError(["scontrol"], 1, "DOWN")))
     monkeypatch.setattr(slurm, "squeue_states", lambda ids: pytest.fail("squeue asked with slurmctld down"))
-    states, note, answered = backend._query(["1", "2"], ["1", "2"])
-    assert not answered and note and note.startswith("slurmctld unreachable")
+    states, note, unreachable = backend._query(["1", "2"], ["1", "2"])
+    assert unreachable and "DOWN" in unreachable and note and note.startswith("slurmctld unreachable")
     assert states["1"].state == "unknown" and "accounting last recorded RUNNING" in states["1"].reason
     assert states["2"].state == "completed"  # an ended record is final
+
+
+def test_a_job_accounting_has_not_recorded_with_the_controller_down_names_the_controller(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # seen in a loaded CI rehearsal: slurmctld stopped a moment after sbatch, before slurmdbd recorded the job
+    monkeypatch.setattr(slurm, "sacct_states", lambda ids: {})
+    monkeypatch.setattr(slurm, "ping_controller", lambda: (_ for _ in ()).throw(slurm.SlurmError(["scontrol"], 1, "DOWN")))
+    monkeypatch.setattr(slurm, "squeue_states", lambda ids: pytest.fail("squeue asked with slurmctld down"))
+    manifest = Manifest()
+    attempts = {"run-a": Attempt(job_id="7", submitted_at=0.0)}
+    states, note = backend.SlurmBackend().states(manifest, attempts)
+    assert states["run-a"].state == "unknown", states
+    assert "slurmctld could not be asked" in states["run-a"].reason and "DOWN" in states["run-a"].reason
+    assert note and note.startswith("slurmctld unreachable")
 
 
 def test_a_node_failure_carries_the_node_s_reason(monkeypatch: pytest.MonkeyPatch) -> None:

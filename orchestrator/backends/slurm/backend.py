@@ -100,16 +100,16 @@ class SlurmBackend:
         jobs = {run_id: str(a.job_id) for run_id, a in attempts.items() if a.job_id}
         if not jobs:
             return {}, None
-        found, note, controller_answered = _query(sorted({j.split("_", 1)[0] for j in jobs.values()}),
-                                                  list(jobs.values()))
+        found, note, unreachable = _query(sorted({j.split("_", 1)[0] for j in jobs.values()}), list(jobs.values()))
         states: dict[str, SchedState] = {}
         for run_id, job_id in jobs.items():
             info = found.get(job_id)
             if info is not None:
                 states[run_id] = info
-            elif not controller_answered:
+            elif unreachable is not None:  # accounting lags behind sbatch: a new job may not be recorded yet
                 states[run_id] = SchedState(state="unknown", source="none",
-                                            reason="neither sacct nor squeue knows the job: SLURM could not be asked")
+                                            reason=f"accounting does not list the job (yet) and slurmctld could not "
+                                                   f"be asked ({unreachable})")
             elif time.time() - attempts[run_id].submitted_at < ACCOUNTING_LAG_S:
                 # squeue lists a new job a moment after sbatch: not yet known is not lost
                 states[run_id] = SchedState(state="pending", source="none", reason="submitted, not yet listed")
@@ -146,7 +146,8 @@ def _query(array_ids: list[str], job_ids: list[str]) -> tuple[dict[str, SchedSta
     Where a job is queued or running, or squeue is needed, `scontrol ping` first (instant, where squeue
     takes 18 s to give up): with slurmctld down, accounting's pending/running is only its last record,
     so those jobs are `unknown`, never resubmitted, and the note says why.
-    Returns the states, a note when a source failed, and whether the controller answered."""
+    Returns the states, a note when a source failed, and why the controller could not be asked (None when it
+    answered or was not needed)."""
     raw: dict[str, tuple[JobState, str]] = {}
     note = None
     try:
@@ -184,7 +185,7 @@ def _query(array_ids: list[str], job_ids: list[str]) -> tuple[dict[str, SchedSta
                                     reason=f"slurmctld unreachable; accounting last recorded {last.raw or last.state}",
                                     raw=last.raw)
     _add_node_reasons(states)
-    return states, note, down is None
+    return states, note, down
 
 
 def _add_node_reasons(states: dict[str, SchedState]) -> None:
