@@ -140,7 +140,7 @@ def _cap_notes(cap: commands.SubmitCap | None, new_jobs: int) -> list[str]:
              "feeder job submits them as runs end (orchestrate status: waiting for a slot)")]
 
 
-def _query(array_ids: list[str], job_ids: list[str]) -> tuple[dict[str, SchedState], str | None, bool]:
+def _query(array_ids: list[str], job_ids: list[str]) -> tuple[dict[str, SchedState], str | None, str | None]:
     """sacct for every job in one call; then squeue, in one call, for the jobs accounting does not
     list (its records lag behind the controller, or slurmdbd is down) or lists as PREEMPTED.
     Where a job is queued or running, or squeue is needed, `scontrol ping` first (instant, where squeue
