@@ -8,10 +8,12 @@ doing the work in-process when it is not, or when a worker fails.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -56,23 +58,33 @@ def can_fork() -> bool:
 
 def map_forked(function: Callable[[T], R], items: Sequence[T], processes: int,
                timeout_s: float) -> list[R] | None:
-    """``[function(item) for item in items]`` in forked workers; None when that failed.
+    """``[function(item) for item in items]`` in ``processes`` forked children; None when that failed.
 
-    Workers that raise, die (a worker killed by a signal never reports back to a
-    ``multiprocessing.Pool``) or are still busy after ``timeout_s`` seconds (a fork taken
-    while another thread held a lock can leave a child blocked forever) give None, and
-    the pool's workers are terminated, so the caller can do the work in-process.
+    A child that raises, dies, or is still busy when ``timeout_s`` seconds have passed (a fork taken
+    while another thread held a lock can leave a child blocked forever) gives None, and every child
+    still running is SIGKILLed (a blocked child may never act on SIGTERM), so the caller can do the
+    work in-process.
     """
+    shares = [list(items[start::processes]) for start in range(processes)]
+    deadline = time.monotonic() + timeout_s
+    calls: list[ForkedCall] = []
     try:
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
-            return pool.map_async(function, items, chunksize=1).get(timeout_s)
-    except multiprocessing.TimeoutError:
-        log.warning("parallel read: no result after %.0f s (a worker died or hung); reading in-process",
-                    timeout_s)
-        return None
-    except Exception as exc:  # noqa: BLE001 - a broken worker costs speed, never the collect
+        calls = [ForkedCall(functools.partial(_map_share, function, share)) for share in shares if share]
+        results: dict[int, R] = {}
+        for start, call in zip(range(processes), calls):
+            for offset, value in enumerate(call.result(max(0.0, deadline - time.monotonic()))):
+                results[start + offset * processes] = value
+        return [results[index] for index in range(len(items))]
+    except (ChildFailed, OSError) as exc:
         log.warning("parallel read failed (%s); reading in-process", exc)
         return None
+    finally:
+        for call in calls:
+            call.kill()
+
+
+def _map_share(function: Callable[[T], R], share: list[T]) -> list[R]:
+    return [function(item) for item in share]
 
 
 class ForkedCall:
@@ -104,6 +116,12 @@ class ForkedCall:
         if status != "ok":
             raise ChildFailed(value)
         return value
+
+    def kill(self) -> None:
+        """SIGKILL the child if it still runs, and reap it."""
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join()
 
 
 class ChildFailed(RuntimeError):
