@@ -24,6 +24,7 @@ from jobs.contract.atomic import (
     read_jsonl,
     write_bytes_atomic,
     write_json_atomic,
+    write_model_json_atomic,
     write_text_atomic,
 )
 from jobs.contract.base import SAFE_NAME, Strict, canonical_json
@@ -242,5 +243,6 @@ __all__ = [
     "static_conflicts",
     "write_bytes_atomic",
     "write_json_atomic",
+    "write_model_json_atomic",
     "write_text_atomic",
 ]

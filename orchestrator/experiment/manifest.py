@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jobs.contract import read_json, write_bytes_atomic, write_json_atomic
+from jobs.contract import read_json, write_bytes_atomic, write_model_json_atomic
 from orchestrator.errors import RuntimeUserError
 
 if TYPE_CHECKING:
@@ -190,13 +190,14 @@ def read(path: Path, experiment: str) -> Manifest:
 
 
 def write(path: Path, manifest: Manifest) -> None:
-    """Atomic replace, keeping the previous version as ``manifest.json.bak``."""
+    """Atomic replace, keeping the previous version as ``manifest.json.bak``. Encoded by orjson (a
+    10,000-run manifest is about 3.6 MB and a submit writes it about once an array)."""
     manifest.updated_at = time.time()
     try:  # the backup is a copy: manifest.json itself must exist at every moment for readers
         write_bytes_atomic(Path(str(path) + ".bak"), path.read_bytes())
     except FileNotFoundError:
         pass
-    write_json_atomic(path, manifest.to_json())
+    write_model_json_atomic(path, manifest.to_json())
 
 
 def read_optional(path: Path) -> tuple[Manifest | None, list[str]]:
