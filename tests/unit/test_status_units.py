@@ -198,3 +198,20 @@ def test_plan_never_resubmits_a_job_slurm_may_still_know(tmp_path: Path, monkeyp
     monkeypatch.setattr(slurm, "squeue_states", down)
     result = plan(None, specs, manifest, experiment, retry_failed=True, force=frozenset({"gone"}))  # type: ignore[arg-type]
     assert not result.new and [state.split(" ")[0] for _, state in result.active] == ["unknown"] * 3
+
+
+def test_status_imports_neither_submitit_nor_jinja2_nor_pandas(tmp_path: Path) -> None:
+    """A status of a SLURM experiment, in a fresh interpreter (imports are what a user waits for: 0.1-0.3 s
+    each on a loaded login node): submitit, jinja2 and pandas are submit's and collect's, never status's.
+    The scheduler's commands are absent here (PATH empty of them): status says so and still renders."""
+    import subprocess
+    import sys
+
+    experiment = make_experiment(tmp_path, {"a": "123_0", "b": None})
+    code = ("import sys; from orchestrator.cli import main; code = main(['status', sys.argv[1]]); "
+            "print(sorted(m for m in ('submitit', 'jinja2', 'pandas') if m in sys.modules)); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code, str(experiment.path)], capture_output=True, text=True,
+                          env={"PATH": "/nonexistent", "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout

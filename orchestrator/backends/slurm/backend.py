@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-import submitit
-
 from orchestrator.backends.base import Group, Limits, SchedState, carries_secret, short_error
 from orchestrator.backends.slurm import commands
 from orchestrator.backends.slurm.parse import DEFAULT_MAX_ARRAY_SIZE, JobState, max_array_size
@@ -79,6 +77,8 @@ class SlurmBackend:
         return Limits(size, _cap_notes(cap, new_jobs) + notes, free, where)
 
     def submit(self, group: Group) -> list[str | None]:
+        import submitit  # here, not at the top: status and cancel never need it (0.1-0.3 s of import)
+
         from jobs.entrypoint import Worker
 
         resources = group.runs[0].resources
@@ -221,6 +221,8 @@ def outside_enclosing_job() -> Iterator[None]:
     jobs do not inherit its allocation: submitit's clean_env drops every SLURM_*, SBATCH_*, SRUN_* and
     SUBMITIT_* variable. The site's client configuration (SITE_SLURM_VARIABLES) is kept: on a
     cluster found through SLURM_CONF, sbatch cannot run without it."""
+    import submitit.helpers
+
     site = {name: os.environ[name] for name in SITE_SLURM_VARIABLES if name in os.environ}
     with submitit.helpers.clean_env():
         os.environ.update(site)

@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from submitit.slurm.slurm import _make_sbatch_string
-
 from jobs.contract import Resources
 from orchestrator import profiles
 from orchestrator.backends.base import job_name
@@ -94,6 +92,8 @@ def interpreter() -> str:
 def render_script(matrix: Matrix, resources: Resources, count: int, folder: Path, name: str | None = None,
                   after_job: str | None = None) -> str:
     """The sbatch script submitit writes for an array (or a job, count 1) of ``count`` runs (--dry-run)."""
+    from submitit.slurm.slurm import _make_sbatch_string  # here: status and cancel never import submitit
+
     params = sbatch_parameters(matrix, resources, name or job_name(matrix.experiment, "<token>"), after_job)
     return _make_sbatch_string(command=submission_command(folder), folder=folder,
                                map_count=count if count > 1 else None, **params)
