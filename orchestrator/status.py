@@ -119,6 +119,8 @@ def _one(experiment: Experiment, manifest: Manifest, run_id: str, sched: SchedSt
             row.reason = sched.reason
         updated_at = heartbeat.updated_at if heartbeat is not None and heartbeat.updated_at is not None else None
         age = time.time() - float(updated_at if updated_at is not None else time.time())
+        if sched.elapsed_s is not None:  # a requeued attempt's first seconds: the heartbeat is the last attempt's
+            age = min(age, float(sched.elapsed_s))
         if row.state == RunOutcome.RUNNING and heartbeat is not None and age > stall_after_s:
             row.state, row.reason = RunOutcome.STALLED.value, f"no heartbeat for {age / 60:.0f} min"
     elif (failure := _read(Failure, path, FAILURE_FILE)) is not None:

@@ -30,10 +30,12 @@ def make_experiment(tmp_path: Path, runs: dict[str, str | None]) -> Experiment:
     return experiment
 
 
-def fake_sacct(monkeypatch: pytest.MonkeyPatch, states: dict[str, str], calls: list[list[str]]) -> None:
+def fake_sacct(monkeypatch: pytest.MonkeyPatch, states: dict[str, str], calls: list[list[str]],
+               elapsed_s: dict[str, int] | None = None) -> None:
     def sacct_states(job_ids: list[str], start_time: str | None = None) -> dict[str, slurm_parse.JobState]:
         calls.append(job_ids)
-        return {j: slurm_parse.JobState(j, s, s.upper(), 0, 12, "node1", None, None, None) for j, s in states.items()}
+        return {j: slurm_parse.JobState(j, s, s.upper(), 0, (elapsed_s or {}).get(j, 12), "node1", None, None, None)
+                for j, s in states.items()}
 
     monkeypatch.setattr(slurm, "sacct_states", sacct_states)
 
@@ -47,7 +49,7 @@ def test_one_scheduler_query_and_state_rules(tmp_path: Path, monkeypatch: pytest
                                             "oom": "10_4", "timeout": "11", "new": None})
     calls: list[list[str]] = []
     fake_sacct(monkeypatch, {"10_0": "completed", "10_1": "completed", "10_2": "running", "10_3": "running",
-                             "10_4": "failed", "11": "timeout"}, calls)
+                             "10_4": "failed", "11": "timeout"}, calls, elapsed_s={"10_3": 7200})
     ids = json.loads(experiment.manifest_path.read_text())["current_runs"]
     RunDir(experiment.runs_dir / ids["done"]).write_result({"metrics": {"f1": 50.0}, "warnings": [], "train": {"steps": 9, "planned_steps": 9}})
     RunDir(experiment.runs_dir / ids["run"]).write_heartbeat("training", step=3, total_steps=9)
@@ -215,3 +217,23 @@ def test_status_imports_neither_submitit_nor_jinja2_nor_pandas(tmp_path: Path) -
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+def test_a_requeued_attempt_is_not_stalled_by_its_predecessors_heartbeat(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in the 500-run soak: a run requeued after a preemption shows RUNNING while its new attempt starts
+    up; the heartbeat on disk is the killed attempt's, an hour old. The silence counts from the attempt's
+    start (SLURM's elapsed time), so it is running; the same heartbeat under a job running for two hours is
+    a stall."""
+    experiment = make_experiment(tmp_path, {"fresh": "20_0", "stuck": "20_1"})
+    ids = json.loads(experiment.manifest_path.read_text())["current_runs"]
+    for name in ids:
+        run_dir = RunDir(experiment.runs_dir / ids[name])
+        run_dir.write_heartbeat("training", step=5, total_steps=40)
+        beat = json.loads(run_dir.heartbeat_path.read_text())
+        beat["updated_at"] -= 3600
+        run_dir.heartbeat_path.write_text(json.dumps(beat))
+    fake_sacct(monkeypatch, {"20_0": "running", "20_1": "running"}, [], elapsed_s={"20_0": 20, "20_1": 7200})
+    rows = rows_by_name(experiment)
+    assert rows["fresh"].state == "running" and rows["fresh"].step == 5
+    assert rows["stuck"].state == "stalled" and "no heartbeat for 60 min" in rows["stuck"].reason
