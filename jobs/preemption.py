@@ -105,6 +105,30 @@ def _kill_loader_workers() -> None:
             child.kill()
 
 
+def end_loader_workers() -> int:
+    """Shut down the worker processes of every live data-loading iterator whose workers are shielded
+    (:class:`ChildSignals`); returns how many iterators were shut down. Called when a run's training and
+    evaluation are over, so the workers end with the run, not with the process.
+
+    Why: persistent workers live as long as their iterator. The Trainer's loaders sit in reference
+    cycles, so an iterator is freed by the cyclic garbage collector, which finalises its queues before
+    the iterator itself: the exit message the iterator then sends never reaches the workers, and
+    torch's fallback, SIGTERM, is what shielded workers ignore. They stayed alive, idle, until the
+    process exited (seen: pairs of them for the rest of a pytest session that trained in-process).
+    Shutting the iterators down while their queues are intact lets the workers exit normally (and
+    unregisters them from torch's SIGCHLD check, which a SIGKILL here would trip)."""
+    import gc
+
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+
+    iterators = [obj for obj in gc.get_objects()
+                 if isinstance(obj, _MultiProcessingDataLoaderIter) and not obj._shutdown
+                 and isinstance(getattr(obj, "_worker_init_fn", None), ChildSignals)]
+    for iterator in iterators:
+        iterator._shutdown_workers()
+    return len(iterators)
+
+
 _EXIT_HOOK: list[bool] = []
 
 

@@ -216,8 +216,18 @@ def run_training(
 ) -> dict[str, Any]:
     """Train and evaluate the run ``spec`` describes; return the body of result.json.
 
-    ``extra_callbacks`` go to the Trainer too (e.g. the entry point's preemption handler).
+    ``extra_callbacks`` go to the Trainer too (e.g. the entry point's preemption handler). However it
+    ends, the run's data-loading worker processes end with it (:func:`jobs.preemption.end_loader_workers`).
     """
+    try:
+        return _train_and_evaluate(spec, run_dir, extra_callbacks)
+    finally:
+        ended = preemption.end_loader_workers()
+        if ended:
+            logger.debug("shut down the worker processes of %d data loader(s)", ended)
+
+
+def _train_and_evaluate(spec: RunSpec, run_dir: RunDir, extra_callbacks: Sequence[TrainerCallback]) -> dict[str, Any]:
     train = spec.train
     task = get_task(train.task)
     device_warnings = require_cuda(spec)  # before any tokenising: a GPU run never falls back to the CPU

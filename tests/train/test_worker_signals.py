@@ -151,3 +151,21 @@ def test_compile_workers_never_see_the_warnings_and_the_save_happens(
     failure = json.loads(run_dir.failure_path.read_text())
     assert failure["reason"] == "cancelled", failure
     assert latest_checkpoint(run_dir.checkpoint_dir) is not None
+
+
+def test_the_data_loader_workers_end_with_the_run(tiny: Callable[..., TrainConfig], spec_for: Any,
+                                                  run_dir_for: Any) -> None:
+    """A run trained in this process (2 persistent loader workers, bucketed batches, evaluation with its own
+    workers) leaves no worker process behind. They ignore SIGTERM, so before end_loader_workers the loaders'
+    garbage collection left them idle until the process exited."""
+    import gc
+    import multiprocessing
+
+    from jobs.trainer import run_training
+
+    before = {child.pid for child in multiprocessing.active_children()}
+    train = tiny(padding="dynamic", bucketing=True, dataloader_workers=2)
+    run_training(spec_for(train, "loaders"), run_dir_for("loaders"))
+    gc.collect()
+    left = [child for child in multiprocessing.active_children() if child.pid not in before]
+    assert left == [], f"worker processes left alive after the run: {left}"
