@@ -125,7 +125,10 @@ def end_loader_workers() -> int:
                  if isinstance(obj, _MultiProcessingDataLoaderIter) and not obj._shutdown
                  and isinstance(getattr(obj, "_worker_init_fn", None), ChildSignals)]
     for iterator in iterators:
-        iterator._shutdown_workers()
+        try:
+            iterator._shutdown_workers()
+        except Exception as exc:  # noqa: BLE001 - torch's internal: the run's result must not depend on it
+            log.warning("could not shut down a data loader's worker processes (%s): they end with the process", exc)
     return len(iterators)
 
 
