@@ -86,6 +86,7 @@ class ChildSignals:
 
     def __init__(self, inner: Callable[[int], Any] | None = None) -> None:
         self.inner = inner
+        _register_exit_hook()  # built in the main process: its workers must not outlive it
 
     def __call__(self, worker_id: int) -> None:
         for signum in (signal.SIGTERM, signal.SIGUSR2):
@@ -121,8 +122,10 @@ def end_loader_workers() -> int:
 
     from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
+    # type(), not isinstance(): isinstance reads a weak proxy's __class__ through the proxy, and a dead
+    # one raises ReferenceError (seen on an H200: compiled runs leave dead proxies in the heap)
     iterators = [obj for obj in gc.get_objects()
-                 if isinstance(obj, _MultiProcessingDataLoaderIter) and not obj._shutdown
+                 if issubclass(type(obj), _MultiProcessingDataLoaderIter) and not obj._shutdown
                  and isinstance(getattr(obj, "_worker_init_fn", None), ChildSignals)]
     for iterator in iterators:
         try:
@@ -141,12 +144,22 @@ def shield_loader(loader: Any) -> Any:
     target = loader.__dict__.get("base_dataloader", loader)
     if getattr(target, "num_workers", 0) > 0 and not isinstance(getattr(target, "worker_init_fn", None), ChildSignals):
         target.worker_init_fn = ChildSignals(target.worker_init_fn)
-        if not _EXIT_HOOK:  # registered after multiprocessing's own exit handler, so it runs before it
-            import atexit
-
-            atexit.register(_kill_loader_workers)
-            _EXIT_HOOK.append(True)
     return loader
+
+
+def _register_exit_hook() -> None:
+    """Register :func:`_kill_loader_workers` once, after multiprocessing's own exit handler (imported
+    with torch's data loader), so it runs before it. Every :class:`ChildSignals` registers it, not only
+    the loaders that :func:`shield_loader` wraps: a bucketed training loader is built with one directly,
+    and a process whose only loader was that one never exited (seen: the trainer benchmark on an H200,
+    multiprocessing joining workers that ignored its SIGTERM)."""
+    if _EXIT_HOOK:
+        return
+    import atexit
+    import multiprocessing.util  # noqa: F401 - its exit handler is registered at import: before ours
+
+    atexit.register(_kill_loader_workers)
+    _EXIT_HOOK.append(True)
 
 
 def start_compile_workers() -> None:

@@ -169,3 +169,55 @@ def test_the_data_loader_workers_end_with_the_run(tiny: Callable[..., TrainConfi
     gc.collect()
     left = [child for child in multiprocessing.active_children() if child.pid not in before]
     assert left == [], f"worker processes left alive after the run: {left}"
+
+
+def test_ending_the_loader_workers_survives_a_dead_weak_proxy_in_the_heap() -> None:
+    """A dead ``weakref.proxy`` anywhere in the process (compiled runs on a GPU leave some) must not make
+    end_loader_workers raise: it runs when a run ends, and a ReferenceError there failed a finished run
+    (seen on an H200: 'weakly-referenced object no longer exists'). The live loader beside it still ends."""
+    import multiprocessing
+    import weakref
+
+    from torch.utils.data import DataLoader
+
+    from jobs.preemption import ChildSignals, end_loader_workers
+
+    class Referent:
+        pass
+
+    referent = Referent()
+    dead = [weakref.proxy(referent)]
+    del referent
+    before = {child.pid for child in multiprocessing.active_children()}
+    loader = DataLoader(list(range(8)), batch_size=2, num_workers=1, persistent_workers=True,
+                        worker_init_fn=ChildSignals())
+    iterator = iter(loader)
+    next(iterator)
+    assert end_loader_workers() == 1, dead
+    left = [child for child in multiprocessing.active_children() if child.pid not in before]
+    assert left == [], f"worker processes left alive: {left}"
+
+
+_EXITS_WITH_WORKERS_ALIVE = """
+from torch.utils.data import DataLoader
+from jobs.preemption import ChildSignals
+loader = DataLoader(list(range(64)), batch_size=2, num_workers=2, persistent_workers=True,
+                    worker_init_fn=ChildSignals())
+iterator = iter(loader)
+next(iterator)
+print("workers started", flush=True)
+"""
+
+
+def test_a_process_exits_while_its_shielded_loader_workers_are_alive() -> None:
+    """A process whose only loader got ChildSignals directly (the bucketed training loader does; no
+    shield_loader) and which exits with the workers still alive must exit: the workers ignore the SIGTERM
+    multiprocessing's exit handler sends, so without our SIGKILL hook it joined them forever (seen: the
+    trainer benchmark on an H200 never exited)."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        done = subprocess.run([sys.executable, "-c", _EXITS_WITH_WORKERS_ALIVE], check=False, cwd=repo,
+                              capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired as hung:
+        raise AssertionError(f"the process did not exit with its loader workers alive: {hung.stdout!r}") from None
+    assert done.returncode == 0 and "workers started" in done.stdout, (done.returncode, done.stdout, done.stderr)
