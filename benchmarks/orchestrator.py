@@ -12,8 +12,12 @@
    no outputs) and again with nothing changed.
 
 Each command runs in a fresh interpreter (imports count, as they do for a user), which reports
-the command's own wall time, its peak resident memory (``ru_maxrss``) and the SLURM commands it
-ran. Targets (issue 15, 10,000 runs): submit under 10 s with one sbatch an array chunk, status
+the command's own wall time, its peak resident memory (``ru_maxrss``), its user and system CPU time
+and the SLURM commands it ran. A submit creates three inodes a run (the run directory, spec.json,
+submitit's pickle): on ext4, for a minute or two after many files were deleted (this script deletes
+its work directory at the end), each new inode costs about ten times more kernel time (``perf``:
+``find_inode_bit`` -> ``recently_deleted``), so leave two minutes between runs; ``submit_sys_cpu_s``
+shows it. Targets (issue 15, 10,000 runs): submit under 10 s with one sbatch an array chunk, status
 under 1 s with one accounting call, collect cold under 3 s and unchanged under 0.3 s, every
 login-node process under 500 MB resident.
 """
@@ -75,8 +79,9 @@ out = io.StringIO()
 with contextlib.redirect_stdout(out):
     code = main(sys.argv[1:])
 wall = time.perf_counter() - started
-figures = {"code": code, "wall_s": wall, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "calls": dict(commands.CALLS), "out": out.getvalue()}
+usage = resource.getrusage(resource.RUSAGE_SELF)
+figures = {"code": code, "wall_s": wall, "max_rss_mb": usage.ru_maxrss / 1024, "user_cpu_s": usage.ru_utime,
+           "sys_cpu_s": usage.ru_stime, "calls": dict(commands.CALLS), "out": out.getvalue()}
 with os.fdopen(int(os.environ["BENCH_FD"]), "w") as report:
     json.dump(figures, report)
 """
@@ -106,6 +111,8 @@ def record(figures: dict[str, object], name: str, run: dict) -> None:
     figures[f"{name}_s"] = run["wall_s"]
     figures[f"{name}_process_s"] = run["process_s"]
     figures[f"{name}_max_rss_mb"] = run["max_rss_mb"]
+    figures[f"{name}_user_cpu_s"] = run["user_cpu_s"]  # the process's own Python work
+    figures[f"{name}_sys_cpu_s"] = run["sys_cpu_s"]  # the kernel's work for it: mostly creating files
     for command, count in sorted(run["calls"].items()):
         figures[f"{name}_{command}_calls"] = count
 

@@ -56,9 +56,10 @@ from transformers import (
     default_data_collator,
 )
 
-from benchmarks.trainer_diagnostics import extra_callbacks, keep_profile_files, smoke_run_training
+from benchmarks.trainer_diagnostics import compiled_autograd, extra_callbacks, keep_profile_files, smoke_run_training
 from jobs.contract import RunDir, TrainConfig
 from jobs.model import parameter_counts
+from jobs.preemption import end_loader_workers
 from jobs.profiler import StepProfiler, TokenCounter
 from jobs.tasks import TASKS
 from jobs.trainer import build_model, build_session, train_session
@@ -101,6 +102,8 @@ RECIPES["A5-adamw"] = {**RECIPES["A5"], "optimizer": "adamw"}
 # "-kprof": the recipe with a torch.profiler window over 3 steps right after --warmup (steady state, not
 # the compile and graph recording that `profile: true`'s window of steps 4-6 sees); kernels.csv beside --out.
 RECIPES["A5-kprof"], RECIPES["P2-kprof"] = RECIPES["A5"], RECIPES["P2"]
+# "-ca": the recipe with compiled autograd (trainer_diagnostics.compiled_autograd): an experiment.
+RECIPES["A5-ca"], RECIPES["A5-16-ca"] = RECIPES["A5"], RECIPES["A5-16"]
 RECIPES["A4-64"] = {**RECIPES["A4"], "pad_to_multiple_of": 64}  # A4 with at most 6 shapes at 384 tokens
 # Large batches are bound by arithmetic, not launches: no CUDA graphs, tight padding.
 RECIPES["A6"] = {**RECIPES["A5-default"], "pad_to_multiple_of": 16}
@@ -233,7 +236,11 @@ def run_recipe(name: str, args: argparse.Namespace, model_path: Path, data: dict
         run_dir = RunDir(Path(folder))
         session = build_session(train, run_dir, model, tokenizer, task, data[train.padding != "max_length"],
                                 warmup_steps=args.warmup, extra_callbacks=extra_callbacks(name, args))
-        section = train_session(session, resume=False)
+        try:
+            with compiled_autograd(name.endswith("-ca")):
+                section = train_session(session, resume=False)
+        finally:  # as run_training does: shielded workers ignore the SIGTERM that would end them at exit
+            end_loader_workers()
         memory = session.profiler.memory
         keep_profile_files(name, run_dir.path, args)
     flops = flops_per_sample(model, lengths)

@@ -11,13 +11,17 @@ import io
 import pstats
 import shutil
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 from jobs.contract import Resources, RunDir, RunSpec, TrainConfig
 from jobs.profiler import KernelProfiler
+from jobs.spec_trainer import SpecTrainer
 from jobs.trainer import run_training
 
 
@@ -52,6 +56,37 @@ def extra_callbacks(name: str, args: argparse.Namespace) -> list[TrainerCallback
         folder.mkdir(parents=True, exist_ok=True)
         callbacks.append(KernelProfiler(folder, wait_steps=args.warmup))
     return callbacks
+
+
+@contextmanager
+def compiled_autograd(enabled: bool) -> Iterator[None]:
+    """An experiment for the host-bound small-batch step (issue 13), benchmark only: each training
+    step's backward traced by torch's compiled autograd (``torch._dynamo.compiled_autograd``, a
+    private API) and compiled by inductor under CUDA graphs, so the gradient accumulation into the
+    ~200 parameters' ``.grad`` joins the recorded graph instead of running op by op on the host."""
+    if not enabled:
+        yield
+        return
+    from torch._dynamo import compiled_autograd as autograd_compiler
+
+    def compiler(graph: torch.fx.GraphModule) -> Any:
+        return torch.compile(graph, backend="inductor", mode="reduce-overhead", dynamic=True)
+
+    original = SpecTrainer.training_step
+
+    def training_step(self: SpecTrainer, model: torch.nn.Module, inputs: dict[str, Any],
+                      num_items_in_batch: Any = None) -> torch.Tensor:
+        with autograd_compiler._enable(compiler):
+            return original(self, model, inputs, num_items_in_batch)
+
+    SpecTrainer.training_step = training_step  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SpecTrainer.training_step = original  # type: ignore[method-assign]
+        from torch._dynamo.utils import counters
+
+        print(f"compiled autograd counters: {dict(counters['compiled_autograd'])}", flush=True)
 
 
 def keep_profile_files(name: str, run_dir: Path, args: argparse.Namespace) -> None:
