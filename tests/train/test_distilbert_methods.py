@@ -34,13 +34,16 @@ SST2 = {"synthetic": {"n_train": 64, "n_eval": 16, "seed": 0}}
 
 @pytest.fixture(scope="module")
 def distilbert(tmp_path_factory: pytest.TempPathFactory, minilm_path: str, shared_cache: str) -> Callable[..., TrainConfig]:
-    """``distilbert(task, **knobs)``: a tiny run of a random-weight DistilBERT (2 layers, dim 32) saved with
-    MiniLM's tokenizer as a local model directory (weights included: QLoRA quantises them while loading)."""
+    """``distilbert(task, **knobs)``: a tiny run of a random-weight DistilBERT (2 layers, dim 64) saved with
+    MiniLM's tokenizer as a local model directory (weights included: QLoRA quantises them while loading).
+    Every linear layer is at least 64 inputs wide: on a CPU with AVX512-BF16, bitsandbytes' 4-bit layers repack
+    their weights for inference in blocks of 64 inputs and fail on narrower ones (RuntimeError "shape '[32, 0]'
+    is invalid" at dim 32, seen on such a machine)."""
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
 
     folder = tmp_path_factory.mktemp("tiny-distilbert")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=64, n_layers=2, n_heads=2, hidden_dim=128,
                               max_position_embeddings=128)
     DistilBertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
