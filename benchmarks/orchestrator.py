@@ -112,7 +112,7 @@ def record(figures: dict[str, object], name: str, run: dict) -> None:
     figures[f"{name}_process_s"] = run["process_s"]
     figures[f"{name}_max_rss_mb"] = run["max_rss_mb"]
     figures[f"{name}_user_cpu_s"] = run["user_cpu_s"]  # the process's own Python work
-    figures[f"{name}_sys_cpu_s"] = run["sys_cpu_s"]  # the kernel's work for it: mostly creating files
+    figures[f"{name}_sys_cpu_s"] = run["sys_cpu_s"]  # the kernel's work for it (a submit's: mostly creating files)
     for command, count in sorted(run["calls"].items()):
         figures[f"{name}_{command}_calls"] = count
 

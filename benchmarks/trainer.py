@@ -103,7 +103,7 @@ RECIPES["A5-adamw"] = {**RECIPES["A5"], "optimizer": "adamw"}
 # the compile and graph recording that `profile: true`'s window of steps 4-6 sees); kernels.csv beside --out.
 RECIPES["A5-kprof"], RECIPES["P2-kprof"] = RECIPES["A5"], RECIPES["P2"]
 # "-ca": the recipe with compiled autograd (trainer_diagnostics.compiled_autograd): an experiment.
-RECIPES["A5-ca"], RECIPES["A5-16-ca"] = RECIPES["A5"], RECIPES["A5-16"]
+RECIPES["A5-ca"] = RECIPES["A5"]
 RECIPES["A4-64"] = {**RECIPES["A4"], "pad_to_multiple_of": 64}  # A4 with at most 6 shapes at 384 tokens
 # Large batches are bound by arithmetic, not launches: no CUDA graphs, tight padding.
 RECIPES["A6"] = {**RECIPES["A5-default"], "pad_to_multiple_of": 16}
