@@ -251,7 +251,9 @@ def test_node_set_down_under_running_runs_then_they_resume_from_checkpoints(tmp_
     as this cluster allows, requeues it; status shows it pending or node_fail, never lost. After RESUME,
     `--retry-failed` resubmits it if SLURM let it end, or leaves it to SLURM's requeue; either way it resumes
     from its checkpoint."""
-    study = make_running_study(tmp_path, "N: {max_steps: 40, save_steps: 4, logging_steps: 4}\n", "nodedown")
+    # Long enough that the run is still training when the node goes down, whatever the machine's speed: 40 steps
+    # once finished before `scontrol` took effect on a fast CI machine (completed after 9.6 s).
+    study = make_running_study(tmp_path, "N: {max_steps: 600, save_steps: 20, logging_steps: 4}\n", "nodedown")
     node = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
     reason = f"faults-test-{os.getpid()}"
     try:
@@ -279,7 +281,7 @@ def test_node_set_down_under_running_runs_then_they_resume_from_checkpoints(tmp_
         done = wait_until(study, lambda r: r["N"]["ended"], 420, "the run to end")
         assert done["N"]["state"] == "completed", done
         final = result(study, done["N"])
-        assert final["train"]["steps"] == 40 and (final["train"].get("resumed_from_step") or 0) > 0, final["train"]
+        assert final["train"]["steps"] == 600 and (final["train"].get("resumed_from_step") or 0) > 0, final["train"]
     finally:
         subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False, capture_output=True)
         cancel_all(study)
