@@ -45,102 +45,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from jobs.contract import files
 from jobs.contract.atomic import read_json, write_json_atomic, write_model_json_atomic
 from jobs.contract.measures import LatencyMs
 from jobs.contract.spec import RunSpec
-
-# Every file (and folder) a run directory holds; nothing else names them.
-SPEC_FILE = "spec.json"
-HEARTBEAT_FILE = "heartbeat.json"
-METRICS_FILE = "metrics.jsonl"
-ENV_FILE = "env.json"
-RESULT_FILE = "result.json"
-FAILURE_FILE = "failure.json"
-PREVIOUS_FAILURE_FILE = "failure.previous.json"
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_MARKER_FILE = "complete.json"  # in each checkpoint folder: its seal (jobs/resume.py)
-ACCOUNTING_FILE = "accounting.json"  # in each checkpoint folder: the figures so far (jobs/accounting.py)
-LOG_FILE = "worker.log"
-ATTEMPTS_FILE = "attempts.jsonl"
-SUBSET_FILE = "train_subset.json"
-NOISE_SAMPLE_FILE = "noise_sample.json"
-# per_example_scores: true: every training row's loss under the final model (jobs/scores.py), before result.json
-PER_EXAMPLE_SCORES_FILE = "per_example_scores.json"
-SELECTION_FILE = "selection.json"  # data.select_from: the teacher, the ranks and bands of the rows chosen
-ADAPTER_ANALYSIS_FILE = "adapter_analysis.json"  # LoRA runs: spectra and ranks of each update (jobs/adapter_analysis.py)
-SPACE_RESERVE_FILE = "space_reserve.bin"  # jobs.failures.SpaceReserve: room to record a disk-full failure
-PREDICTIONS_FILE = "predictions.json"
-NBEST_PREDICTIONS_FILE = "nbest_predictions.json"
-NULL_ODDS_FILE = "null_odds.json"
-KERNELS_FILE = "kernels.csv"
-TRACE_FILE = "trace.json"
-TENSORBOARD_DIR = "tensorboard"  # report_to: [tensorboard]: the event files (jobs/reporting.py)
-WANDB_DIR = "wandb"  # report_to: [wandb]: wandb's own folder (offline-run-*/ a run, for `wandb sync`)
-NOISE_SAMPLE_SIZE = 20
-
-HeartbeatState = Literal["starting", "loading", "training", "evaluating", "checkpointing", "waiting", "done", "failed"]
-HEARTBEAT_STATES: tuple[str, ...] = HeartbeatState.__args__  # type: ignore[attr-defined]
-# Keys of a heartbeat that identify the attempt writing it: kept when the heartbeat is rewritten.
-HEARTBEAT_IDENTITY_KEYS = ("job_id", "attempt", "pid", "hostname")
-FailureReason = Literal["cuda_oom", "no_gpu", "disk_full", "nan_loss", "timeout", "preempted", "node_failure",
-                        "cancelled", "source_unusable", "exception"]
-FAILURE_REASONS: tuple[str, ...] = FailureReason.__args__  # type: ignore[attr-defined]
-
-
-class RunOutcome(str, Enum):
-    """Where a run stands: the one vocabulary of ``status`` and ``collect``.
-
-    A run with a result.json is ``completed`` (the word a SLURM user knows; never SLURM's COMPLETED
-    alone: a job can exit 0 without a result). From the run directory alone (collect) a run is
-    completed, failed, corrupt (a result.json that cannot be read), running or pending; status also
-    asks the scheduler and can say timeout, preempted, cancelled, node_fail, out_of_memory, stalled,
-    requeued, lost, unknown or not submitted."""
-
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CORRUPT = "corrupt"
-    RUNNING = "running"
-    PENDING = "pending"
-    REQUEUED = "requeued"
-    STALLED = "stalled"
-    TIMEOUT = "timeout"
-    PREEMPTED = "preempted"
-    CANCELLED = "cancelled"
-    NODE_FAIL = "node_fail"
-    OUT_OF_MEMORY = "out_of_memory"
-    LOST = "lost"
-    UNKNOWN = "unknown"
-    NOT_SUBMITTED = "not submitted"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-# Failure reasons that are outcomes of their own (the run can resume); any other reason is "failed".
-_OUTCOME_REASONS = frozenset({"timeout", "preempted", "cancelled"})
-
-
-def failure_outcome(reason: object) -> RunOutcome:
-    """The outcome of a run whose failure.json gives ``reason``: timeout, preempted, cancelled, else failed."""
-    return RunOutcome(reason) if reason in _OUTCOME_REASONS else RunOutcome.FAILED
-
-
-def file_outcome(has_result: bool, result_corrupt: bool, has_failure: bool, heartbeat_state: object) -> RunOutcome:
-    """A run's outcome from its run directory alone (no scheduler): a result wins, then a corrupt
-    result, a failure (or a heartbeat that says failed), a heartbeat (running), else pending."""
-    if has_result:
-        return RunOutcome.COMPLETED
-    if result_corrupt:
-        return RunOutcome.CORRUPT
-    if has_failure or heartbeat_state == "failed":
-        return RunOutcome.FAILED
-    return RunOutcome.RUNNING if heartbeat_state is not None else RunOutcome.PENDING
 
 
 class RunFile(BaseModel):
@@ -153,7 +66,7 @@ class RunFile(BaseModel):
 class Heartbeat(RunFile):
     """heartbeat.json: what the worker is doing now; rewritten at most every few seconds."""
 
-    state: HeartbeatState
+    state: files.HeartbeatState
     updated_at: float = Field(description="unix time of this heartbeat")
     step: int | None = None
     total_steps: int | None = None
@@ -168,7 +81,7 @@ class Heartbeat(RunFile):
 class Failure(RunFile):
     """failure.json: why the run's latest attempt failed."""
 
-    reason: FailureReason
+    reason: files.FailureReason
     message: str = ""
     failed_at: float | None = Field(None, description="unix time")
     hint: str = ""
@@ -261,7 +174,7 @@ class Result(RunFile):
     data: _Section | None = Field(None, description=(
         "train_features, eval_features, eval_examples, feature_cache_hits, train_examples, train_subset "
         "{requested, selected, seed, strategy} or null, noise {split: {examples, changed}} or null"))
-    profile: _Section | None = Field(None, description=f"paths of {KERNELS_FILE} and {TRACE_FILE} when profile: true")
+    profile: _Section | None = Field(None, description=f"paths of {files.KERNELS_FILE} and {files.TRACE_FILE} when profile: true")
     finished_training_at: float | None = Field(None, description="unix time training ended (before evaluation)")
     adapted: _Section | None = Field(None, description=(
         "null, or {from, to, reason, adaptations} when the run trained with a micro-batching adapted after "
@@ -313,23 +226,23 @@ class RunDir:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
 
-    spec_path = property(lambda self: self.path / SPEC_FILE)
-    heartbeat_path = property(lambda self: self.path / HEARTBEAT_FILE)
-    metrics_path = property(lambda self: self.path / METRICS_FILE)
-    env_path = property(lambda self: self.path / ENV_FILE)
-    result_path = property(lambda self: self.path / RESULT_FILE)
-    failure_path = property(lambda self: self.path / FAILURE_FILE)
-    previous_failure_path = property(lambda self: self.path / PREVIOUS_FAILURE_FILE)
-    checkpoint_dir = property(lambda self: self.path / CHECKPOINT_DIR)
-    log_path = property(lambda self: self.path / LOG_FILE)
-    attempts_path = property(lambda self: self.path / ATTEMPTS_FILE)
-    subset_path = property(lambda self: self.path / SUBSET_FILE)
-    noise_sample_path = property(lambda self: self.path / NOISE_SAMPLE_FILE)
-    per_example_scores_path = property(lambda self: self.path / PER_EXAMPLE_SCORES_FILE)
-    selection_path = property(lambda self: self.path / SELECTION_FILE)
-    kernels_path = property(lambda self: self.path / KERNELS_FILE)
-    trace_path = property(lambda self: self.path / TRACE_FILE)
-    tensorboard_dir = property(lambda self: self.path / TENSORBOARD_DIR)
+    spec_path = property(lambda self: self.path / files.SPEC_FILE)
+    heartbeat_path = property(lambda self: self.path / files.HEARTBEAT_FILE)
+    metrics_path = property(lambda self: self.path / files.METRICS_FILE)
+    env_path = property(lambda self: self.path / files.ENV_FILE)
+    result_path = property(lambda self: self.path / files.RESULT_FILE)
+    failure_path = property(lambda self: self.path / files.FAILURE_FILE)
+    previous_failure_path = property(lambda self: self.path / files.PREVIOUS_FAILURE_FILE)
+    checkpoint_dir = property(lambda self: self.path / files.CHECKPOINT_DIR)
+    log_path = property(lambda self: self.path / files.LOG_FILE)
+    attempts_path = property(lambda self: self.path / files.ATTEMPTS_FILE)
+    subset_path = property(lambda self: self.path / files.SUBSET_FILE)
+    noise_sample_path = property(lambda self: self.path / files.NOISE_SAMPLE_FILE)
+    per_example_scores_path = property(lambda self: self.path / files.PER_EXAMPLE_SCORES_FILE)
+    selection_path = property(lambda self: self.path / files.SELECTION_FILE)
+    kernels_path = property(lambda self: self.path / files.KERNELS_FILE)
+    trace_path = property(lambda self: self.path / files.TRACE_FILE)
+    tensorboard_dir = property(lambda self: self.path / files.TENSORBOARD_DIR)
 
     def read_spec(self) -> RunSpec:
         return RunSpec.model_validate(read_json(self.spec_path))
@@ -357,11 +270,11 @@ class RunDir:
     def write_heartbeat(self, state: str, **fields: Any) -> None:
         """Replace heartbeat.json; the attempt's identity (job id, attempt, pid, host) is carried over
         from the current heartbeat unless ``fields`` give it anew. Raises ValueError for a state not in
-        HEARTBEAT_STATES or a field of the wrong type."""
-        if state not in HEARTBEAT_STATES:
+        files.HEARTBEAT_STATES or a field of the wrong type."""
+        if state not in files.HEARTBEAT_STATES:
             raise ValueError(f"unknown heartbeat state {state!r}")
         previous = read_optional(self.heartbeat_path) or {}
-        carried = {key: previous[key] for key in HEARTBEAT_IDENTITY_KEYS if key in previous}
+        carried = {key: previous[key] for key in files.HEARTBEAT_IDENTITY_KEYS if key in previous}
         self._write(self.heartbeat_path, Heartbeat, {**carried, "state": state, "updated_at": time.time(), **fields})
 
     def write_result(self, result: Mapping[str, Any]) -> None:
@@ -370,8 +283,8 @@ class RunDir:
         self._write(self.result_path, Result, dict(result))
 
     def write_failure(self, reason: str, message: str, **fields: Any) -> None:
-        """Write failure.json. Raises ValueError for a reason not in FAILURE_REASONS."""
-        if reason not in FAILURE_REASONS:
+        """Write failure.json. Raises ValueError for a reason not in files.FAILURE_REASONS."""
+        if reason not in files.FAILURE_REASONS:
             raise ValueError(f"unknown failure reason {reason!r}")
         self._write(self.failure_path, Failure, {"reason": reason, "message": message, "failed_at": time.time(),
                                                  **fields})

@@ -9,15 +9,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from orchestrator.backends.base import Backend, SchedState
-from orchestrator.backends.local.backend import LocalBackend
-from orchestrator.backends.slurm.backend import SlurmBackend
 from orchestrator.errors import UserError
-from orchestrator.experiment.manifest import Attempt, Manifest
+
+if TYPE_CHECKING:
+    from orchestrator.backends.base import Backend, SchedState
+    from orchestrator.experiment.manifest import Attempt, Manifest
 
 AUTO = "auto"
-_BACKENDS: dict[str, Callable[[], Backend]] = {"slurm": SlurmBackend, "local": LocalBackend}
+
+
+def _slurm() -> Backend:
+    from orchestrator.backends.slurm.backend import SlurmBackend  # each backend is imported when asked for
+
+    return SlurmBackend()
+
+
+def _local() -> Backend:
+    from orchestrator.backends.local.backend import LocalBackend
+
+    return LocalBackend()
+
+
+_BACKENDS: dict[str, Callable[[], Backend]] = {"slurm": _slurm, "local": _local}
 
 
 def names() -> list[str]:

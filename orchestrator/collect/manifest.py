@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.experiment import manifest
-from orchestrator.experiment.manifest import MANIFEST_FILE
+from orchestrator.experiment import MANIFEST_FILE
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,8 @@ class Manifest:
 
 def read_manifest(experiment_dir: Path) -> tuple[Manifest | None, list[str]]:
     """The manifest, or None when absent; a broken one is a problem, never a crash."""
+    from orchestrator.experiment import manifest  # pydantic's models: not needed by a collect with nothing new
+
     record, problems = manifest.read_optional(Path(experiment_dir) / MANIFEST_FILE)
     if record is None:
         return None, [f"{problem}; no staleness check" for problem in problems]

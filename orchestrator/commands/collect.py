@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator import status
 from orchestrator.errors import EXIT_OK, UserError
 from orchestrator.experiment import store
 
@@ -21,6 +20,8 @@ def run(args: argparse.Namespace, cwd: Path) -> int:
         raise UserError(f"--format: {', '.join(sorted(unknown))} not known; choose from {', '.join(sorted(collect.ALL_FORMATS))}")
     out_dir = (args.out if args.out.is_absolute() else cwd / args.out) / experiment.path.name
     if args.watch:
+        from orchestrator import status  # the scheduler's view: only a watch needs it
+
         def finished(_report: object) -> bool:
             return all(r.ended for r in status.gather(experiment)[0])
 

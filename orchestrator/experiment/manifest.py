@@ -29,11 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.contract import read_json, write_bytes_atomic, write_model_json_atomic
 from orchestrator.errors import RuntimeUserError
+from orchestrator.experiment import MANIFEST_FILE
 
 if TYPE_CHECKING:
     from jobs.contract import RunSpec
 
-MANIFEST_FILE = "manifest.json"
 SCHEMA_VERSION = 1
 
 # Submission.state: "submitting" is written before the backend is called, so a crash in between is

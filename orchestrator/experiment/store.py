@@ -17,14 +17,17 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import filelock
 
-from jobs.contract import RunDir, read_json, write_json_atomic
+from jobs.contract import read_json, write_json_atomic
 from orchestrator.errors import RuntimeUserError, UserError
-from orchestrator.experiment import manifest
-from orchestrator.experiment.manifest import MANIFEST_FILE as MANIFEST
-from orchestrator.experiment.manifest import Manifest
+from orchestrator.experiment import MANIFEST_FILE as MANIFEST
+
+if TYPE_CHECKING:
+    from jobs.contract import RunDir
+    from orchestrator.experiment.manifest import Manifest
 
 _NOT_A_RUN_ID = frozenset({"", ".", ".."})
 LOCK = ".lock"
@@ -49,6 +52,8 @@ class Experiment:
     def run_dir(self, run_id: str) -> RunDir:
         """``runs/<run_id>`` under the resolved experiment directory; UserError for an id that is not
         one path component (:meth:`run_path`)."""
+        from jobs.contract import RunDir  # the models load only where a run directory is opened
+
         return RunDir(self.run_path(run_id))
 
     def run_path(self, run_id: str) -> str:
@@ -75,10 +80,14 @@ class Experiment:
 
     def read_manifest(self) -> Manifest:
         """The manifest (empty when none was written yet); RuntimeUserError when corrupt."""
+        from orchestrator.experiment import manifest
+
         return manifest.read(self.manifest_path, self.path.name)
 
     def write_manifest(self, record: Manifest) -> None:
         """Atomic replace, keeping the previous version as manifest.json.bak (hold the lock)."""
+        from orchestrator.experiment import manifest
+
         manifest.write(self.manifest_path, record)
 
 

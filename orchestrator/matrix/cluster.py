@@ -73,7 +73,7 @@ def _parse(name: str, directory: Path) -> Profile:
 
 def executor_problems(value: Any, where: str) -> list[tuple[str, str]]:
     """``executor:`` must name a registered backend (orchestrator/backends/registry.py) or ``auto``."""
-    from orchestrator.backends.registry import AUTO, names  # the registry imports backends: only when asked
+    from orchestrator.backends.registry import AUTO, names
 
     accepted = [AUTO, *names()]
     if value in accepted:

@@ -36,3 +36,26 @@ def test_torn_jsonl_line_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
     assert read_jsonl(path) == [{"step": 1, "loss": 2.0}]
+
+
+def test_every_public_name_of_the_contract_resolves_from_the_module_that_defines_it() -> None:
+    import importlib
+
+    from jobs import contract
+
+    homes = contract._homes()
+    assert set(homes) == set(contract.__all__)
+    for name, module in homes.items():
+        assert getattr(contract, name) is getattr(importlib.import_module(f"jobs.contract.{module}"), name), name
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        contract.not_a_name  # noqa: B018
+
+
+def test_file_names_and_atomic_writes_load_no_pydantic() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from jobs.contract import RESULT_FILE, RunOutcome, write_text_atomic, read_json; "
+            "print('pydantic' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
