@@ -35,7 +35,6 @@ from jobs.contract.rundir import parse_run_file
 from orchestrator.collect.curves import EvalPoint, best_columns, read_eval_curve, watched_metric
 from orchestrator.collect.flatten import flatten_into, is_nonfinite, scalar
 
-RUN_FILES = frozenset({SPEC_FILE, HEARTBEAT_FILE, METRICS_FILE, ENV_FILE, RESULT_FILE, FAILURE_FILE})
 SPEC_KEYS = frozenset(RunSpec.model_fields)
 # result.json sections, flattened under these prefixes (the result's "train" section
 # becomes "train_result" so it never collides with the spec's "train.<knob>" columns).

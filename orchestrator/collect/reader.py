@@ -6,45 +6,92 @@ sizes. The index (``<experiment_dir>/.collect-index``, a pickle written atomical
 keeps each run's signature and parsed record, so ``refresh`` re-reads only runs
 whose signature changed. ``digest`` folds every signature into one hash, which lets
 a collect with nothing new stop before loading the index at all.
+
+Given the previous scan, ``scan`` stats only the run directories themselves for runs
+that had ended then (result.json or failure.json present): the worker changes an ended
+run's files only by creating, renaming or deleting entries (a new attempt first renames
+failure.json away and replaces heartbeat.json), each of which moves the directory's
+mtime; only metrics.jsonl is appended in place, and only while an attempt runs. A run
+directory whose mtime moved, or lies within ``RACY_WINDOW_NS`` of the previous scan's
+start (a change in the same clock tick as that scan, or on a server whose clock is a
+little ahead), is listed file by file as before. A file edited in place by hand in an
+ended run is not seen until its directory changes.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from jobs.contract import RESULT_KEYS, SPEC_FILE, write_bytes_atomic
+from jobs.contract import (
+    ENV_FILE,
+    FAILURE_FILE,
+    HEARTBEAT_FILE,
+    METRICS_FILE,
+    RESULT_FILE,
+    SPEC_FILE,
+    write_bytes_atomic,
+)
 from orchestrator.collect.parallel import can_fork, cpu_count, map_forked, spare_cpu
-from orchestrator.collect.parse import RUN_FILES, RunRecord, read_run
+
+if TYPE_CHECKING:
+    from orchestrator.collect.parse import RunRecord
 
 INDEX_FILE = ".collect-index"
+SCANS_FILE = ".collect-scans"  # in the collect's out_dir: the last scan of each root
+SCANS_VERSION = 1
 PARALLEL_READ_MIN_RUNS = 1000  # below this, forking costs more than it saves
 MAX_READ_PROCESSES = 4
 # a forked read still running after this long is abandoned and done in-process: a generous
 # bound (reading a run takes about a millisecond) that only a dead or blocked worker reaches
 PARALLEL_READ_TIMEOUT_S = 60.0
 READ_S_PER_RUN = 0.05
-# Parsed runs depend on the contract's known keys: a new contract re-reads every run.
-INDEX_VERSION = "3:" + hashlib.sha256(",".join(sorted(RESULT_KEYS)).encode()).hexdigest()[:8]
 RUNS_DIR = "runs"
+# The files of a run directory that collect reads (a change to any of them re-reads the run).
+RUN_FILES = frozenset({SPEC_FILE, HEARTBEAT_FILE, METRICS_FILE, ENV_FILE, RESULT_FILE, FAILURE_FILE})
 
 Signature = tuple[tuple[str, int, int], ...]
 
 
+# A run directory whose mtime is this close to the previous scan's start is listed again.
+RACY_WINDOW_NS = 30 * 10**9
+_ENDED_FILES = frozenset({RESULT_FILE, FAILURE_FILE})
+_FILE_NAMES = {name: name for name in RUN_FILES}  # one string object a name: a smaller, faster pickle
+
+
 @dataclass
 class Scan:
-    """Every run directory's signature, and what could not be scanned."""
+    """Every run directory's signature, and what could not be scanned.
+
+    ``started_ns``: the wall clock when the scan began; ``ended_mtimes_ns``: the directory mtime of each
+    run that had ended (both for the next scan); ``carried``: runs whose signature came from the previous
+    scan; ``newly_settled``: runs listed file by file now that the next scan can carry."""
 
     signatures: dict[str, Signature] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    ended_mtimes_ns: dict[str, int] = field(default_factory=dict)
+    started_ns: int = 0
+    carried: int = 0
+    newly_settled: int = 0
+    known_digest: str | None = None
+
+    def digest(self) -> str:
+        """A hash of every signature (the same signatures give the same hash in any process)."""
+        if self.known_digest is None:
+            self.known_digest = hashlib.sha256(repr(sorted(self.signatures.items())).encode()).hexdigest()
+        return self.known_digest
 
 
-def scan(runs_dir: Path) -> Scan:
-    """Signatures of all run directories under ``runs_dir`` (hidden entries skipped)."""
-    result = Scan()
+def scan(runs_dir: Path, previous: Scan | None = None) -> Scan:
+    """Signatures of all run directories under ``runs_dir`` (hidden entries skipped); an ended run
+    whose directory has not changed since ``previous`` keeps its signature from there."""
+    result = Scan(started_ns=time.time_ns())
     try:
         entries = list(os.scandir(runs_dir))
     except FileNotFoundError:
@@ -53,16 +100,35 @@ def scan(runs_dir: Path) -> Scan:
     except OSError as exc:
         result.problems.append(f"{RUNS_DIR}/: cannot list ({exc.strerror})")
         return result
+    carry = previous if previous is not None else Scan()
+    carry_before_ns = carry.started_ns - RACY_WINDOW_NS
+    settled_before_ns = result.started_ns - RACY_WINDOW_NS
     for entry in entries:
-        if entry.name.startswith(".") or not entry.is_dir():
+        name = entry.name
+        if name.startswith("."):
+            continue
+        try:
+            mtime_ns = entry.stat().st_mtime_ns if entry.is_dir() else None
+        except OSError:
+            mtime_ns = -1  # vanished between the listing and the stat: _signature says so
+        if mtime_ns is None:
+            continue
+        if carry.ended_mtimes_ns.get(name) == mtime_ns and mtime_ns < carry_before_ns:
+            result.signatures[name] = carry.signatures[name]
+            result.ended_mtimes_ns[name] = mtime_ns
+            result.carried += 1
             continue
         signature = _signature(entry.path)
         if signature is None:
-            result.problems.append(f"runs/{entry.name}: cannot list (vanished or unreadable)")
-        else:
-            result.signatures[entry.name] = signature
+            result.problems.append(f"runs/{name}: cannot list (vanished or unreadable)")
+            continue
+        result.signatures[name] = signature
+        if any(item[0] in _ENDED_FILES for item in signature):
+            result.ended_mtimes_ns[name] = mtime_ns
+            result.newly_settled += mtime_ns < settled_before_ns
+    if result.carried == len(result.signatures) == len(carry.signatures):
+        result.known_digest = carry.known_digest  # the same runs with the same signatures
     return result
-
 
 def _signature(path: str) -> Signature | None:
     files = []
@@ -71,20 +137,49 @@ def _signature(path: str) -> Signature | None:
             for entry in entries:
                 if entry.name in RUN_FILES:
                     stat = entry.stat()
-                    files.append((entry.name, stat.st_mtime_ns, stat.st_size))
+                    files.append((_FILE_NAMES[entry.name], stat.st_mtime_ns, stat.st_size))
     except OSError:
         return None
     files.sort()
     return tuple(files)
 
 
-def digest(signatures: dict[str, Signature], *extra: object) -> str:
-    """One hash over every run's signature plus ``extra`` (formats, manifest stat...)."""
-    payload = pickle.dumps((sorted(signatures.items()), extra), protocol=pickle.HIGHEST_PROTOCOL)
-    return hashlib.sha256(payload).hexdigest()
+def load_scans(path: Path) -> dict[str, Scan]:
+    """The scans a previous collect saved, by resolved experiment directory; none when absent,
+    from another version, or unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            data = pickle.load(handle)
+        if data.get("version") != SCANS_VERSION:
+            return {}
+        return {key: Scan(signatures=signatures, ended_mtimes_ns=mtimes, started_ns=started_ns,
+                          known_digest=root_digest)
+                for key, (started_ns, signatures, mtimes, root_digest) in data["roots"].items()}
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError,
+            KeyError):
+        return {}
 
 
-Index = dict[str, tuple[Signature, RunRecord]]
+def save_scans(path: Path, scans: dict[str, Scan]) -> None:
+    """Write the scans for the next collect, atomically; raises OSError."""
+    roots = {key: (scanned.started_ns, scanned.signatures, scanned.ended_mtimes_ns, scanned.digest())
+             for key, scanned in scans.items()}
+    write_bytes_atomic(path, pickle.dumps({"version": SCANS_VERSION, "roots": roots},
+                                          protocol=pickle.HIGHEST_PROTOCOL), durable=False)
+
+def digest(*parts: object) -> str:
+    """One hash over ``parts`` (root digests, formats, manifest stat...): their repr, the same in any process."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+Index = dict[str, tuple[Signature, "RunRecord"]]
+
+
+@functools.cache
+def index_version() -> str:
+    """Parsed runs depend on the contract's known result keys: a new contract re-reads every run."""
+    from jobs.contract import RESULT_KEYS
+
+    return "3:" + hashlib.sha256(",".join(sorted(RESULT_KEYS)).encode()).hexdigest()[:8]
 
 
 def load_index(path: Path) -> Index:
@@ -94,7 +189,7 @@ def load_index(path: Path) -> Index:
             data = pickle.load(handle)
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("version") != INDEX_VERSION:
+    if not isinstance(data, dict) or data.get("version") != index_version():
         return {}
     runs = data.get("runs")
     return runs if isinstance(runs, dict) else {}
@@ -102,7 +197,7 @@ def load_index(path: Path) -> Index:
 
 def save_index(path: Path, index: Index) -> None:
     """Write the index atomically (temp file in the same directory, then rename)."""
-    payload = pickle.dumps({"version": INDEX_VERSION, "runs": index}, protocol=pickle.HIGHEST_PROTOCOL)
+    payload = pickle.dumps({"version": index_version(), "runs": index}, protocol=pickle.HIGHEST_PROTOCOL)
     write_bytes_atomic(path, payload)
 
 
@@ -133,6 +228,8 @@ def _read_all(runs_dir: str, work: list[tuple[str, Signature]]) -> list[tuple[st
 
 
 def _read_chunk(job: tuple[str, list[tuple[str, Signature]]]) -> list[tuple[str, Signature, RunRecord]]:
+    from orchestrator.collect.parse import read_run
+
     runs_dir, work = job
     out = []
     for name, signature in work:

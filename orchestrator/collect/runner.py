@@ -3,12 +3,17 @@
 A collect whose inputs (every run file's mtime and size, the manifest, the options)
 hash to the same digest as the last collect into ``out_dir`` returns that collect's
 report (kept in ``out_dir/.collect-state.json``) without loading the index, pandas
-or matplotlib, and without writing anything.
+or matplotlib, and without writing anything but the scans (``out_dir/.collect-scans``:
+each run directory's mtime and signature, so the next scan stats only the directory of a
+run that has ended, reader.py) when runs have ended since.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,15 +23,40 @@ import filelock
 
 from jobs.contract import write_text_atomic
 from orchestrator.collect.manifest import MANIFEST_FILE
-from orchestrator.collect.reader import INDEX_VERSION, RUNS_DIR, digest, load_index, refresh, save_index, scan
+from orchestrator.collect.reader import (
+    RUNS_DIR,
+    SCANS_FILE,
+    Scan,
+    digest,
+    load_index,
+    load_scans,
+    refresh,
+    save_index,
+    save_scans,
+    scan,
+)
 from orchestrator.collect.report import ALL_FORMATS, CollectReport
 from orchestrator.collect.roots import Root, resolve_roots
 from orchestrator.errors import RuntimeUserError, UserError
 
+log = logging.getLogger(__name__)
 LOCK_FILE = ".collect.lock"
 STATE_FILE = ".collect-state.json"
 LOCK_TIMEOUT_S = 600.0
 OUTPUT_VERSION = 2  # bump when the outputs change shape: the next collect rewrites them
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of the source of collect and of the run-directory contract: outputs written by other
+    code (an upgrade, a local change) are never returned as unchanged."""
+    import jobs.contract
+
+    sha = hashlib.sha256()
+    for folder in (Path(__file__).parent, Path(jobs.contract.__file__).parent):
+        for path in sorted(folder.glob("*.py")):
+            sha.update(path.name.encode() + b"\0" + path.read_bytes())
+    return sha.hexdigest()
 
 
 def collect(
@@ -60,14 +90,17 @@ def collect(
 
 def _collect_locked(roots: list[Root], out_dir: Path, formats: frozenset[str], gpu_memory_mib: float | None,
                     started: float) -> CollectReport:
-    scans = [scan(root.path / RUNS_DIR) for root in roots]
-    signatures = {f"{position}/{name}": signature for position, scanned in enumerate(scans)
-                  for name, signature in scanned.signatures.items()}
-    key = digest(signatures, [(_stat(root.path / MANIFEST_FILE), str(root.path.resolve()), root.owner)
-                              for root in roots], sorted(formats), gpu_memory_mib, OUTPUT_VERSION, INDEX_VERSION)
+    previous = load_scans(out_dir / SCANS_FILE)
+    keys = [str(root.path.resolve()) for root in roots]
+    scans = [scan(root.path / RUNS_DIR, previous.get(key)) for root, key in zip(roots, keys)]
+    key = digest([scanned.digest() for scanned in scans],
+                 [(_stat(root.path / MANIFEST_FILE), root_key, root.owner) for root, root_key in zip(roots, keys)],
+                 sorted(formats), gpu_memory_mib, OUTPUT_VERSION, code_fingerprint())
     state = _load_state(out_dir)
     if state.get("digest") == key and all((out_dir / rel).exists() for rel in state.get("written", [])):
         cached = CollectReport.from_dict(state["report"])
+        if any(scanned.newly_settled for scanned in scans):
+            _save_scans(out_dir, keys, scans)
         return cached.with_timing(time.perf_counter() - started, runs_read=0, unchanged=True)
     from orchestrator.collect.output import remove_stale_outputs
     from orchestrator.collect.pipeline import analyse_and_write
@@ -91,7 +124,17 @@ def _collect_locked(roots: list[Root], out_dir: Path, formats: frozenset[str], g
     remove_stale_outputs(out_dir, state.get("written", []), report.written)
     write_text_atomic(out_dir / STATE_FILE,
                       json.dumps({"digest": key, "written": written, "report": report.to_dict()}, default=str))
+    _save_scans(out_dir, keys, scans)
     return report
+
+
+def _save_scans(out_dir: Path, keys: list[str], scans: list[Scan]) -> None:
+    """Keep the scans for the next collect; without them it lists every run again (slower, as right)."""
+    try:
+        save_scans(out_dir / SCANS_FILE, dict(zip(keys, scans)))
+    except OSError as exc:
+        log.warning("cannot write %s (%s); the next collect lists every run directory", out_dir / SCANS_FILE,
+                    exc.strerror)
 
 
 def _stat(path: Path) -> tuple[int, int] | None:

@@ -33,7 +33,8 @@ from jobs.contract.rundir import parse_run_file
 from jobs.health import check_health
 from orchestrator import status
 from orchestrator.collect.anomalies import find_anomalies
-from orchestrator.collect.parse import RUN_FILES, read_run
+from orchestrator.collect.parse import read_run
+from orchestrator.collect.reader import RUN_FILES
 from orchestrator.experiment.manifest import Manifest
 from orchestrator.experiment.store import Experiment
 
