@@ -27,7 +27,14 @@ import pandas as pd
 
 from orchestrator.collect.analysis import Analysis
 from orchestrator.collect.report import COMPLETED
-from orchestrator.collect.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_PERCENTILES, bootstrap_ci
+from orchestrator.collect.stats import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    CI_PERCENTILES,
+    bootstrap_ci,
+    t_quantile,
+    t_test_p,
+)
 
 MIN_SEEDS = 3
 ALPHA = 0.05
@@ -77,8 +84,6 @@ def compare_all(analysis: Analysis) -> list[Comparison]:
 
 def compare_seeds(config_id: str, baseline_id: str, own: dict[str, float], base: dict[str, float]) -> Comparison:
     """``own`` against ``base`` (seed -> metric value)."""
-    from scipy import stats
-
     paired = bool(own) and set(own) == set(base)
     head = Comparison(config_id, baseline_id, len(own), len(base), paired)
     if min(len(own), len(base)) < MIN_SEEDS:
@@ -88,16 +93,17 @@ def compare_seeds(config_id: str, baseline_id: str, own: dict[str, float], base:
     if paired:
         low, high = bootstrap_ci(a - b)
         se, df = float(np.std(a - b, ddof=1) / np.sqrt(a.size)), a.size - 1.0
-        p_value = float(stats.ttest_rel(a, b).pvalue) if _spread(se, a, b) else _p_without_spread(a, b)
+        # the paired t-test (scipy.stats.ttest_rel): t = mean(a - b) / SE, n - 1 degrees of freedom
+        p_value = t_test_p(float((a - b).mean()) / se, df) if _spread(se, a, b) else _p_without_spread(a, b)
     else:
         low, high = _independent_ci(a, b)
         va, vb = np.var(a, ddof=1) / a.size, np.var(b, ddof=1) / b.size
         se = float(np.sqrt(va + vb))
         df = float((va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))) if se > 0 else a.size + b.size - 2.0
-        p_value = (float(stats.ttest_ind(a, b, equal_var=False).pvalue) if _spread(se, a, b)
-                   else _p_without_spread(a, b))
+        # Welch's t-test (scipy.stats.ttest_ind, equal_var=False): t = (mean a - mean b) / SE, Welch's df
+        p_value = t_test_p(float(a.mean() - b.mean()) / se, df) if _spread(se, a, b) else _p_without_spread(a, b)
     difference = float(a.mean() - b.mean())
-    detectable = float((stats.t.ppf(1 - ALPHA / 2, df) + stats.t.ppf(POWER, df)) * se)
+    detectable = float((t_quantile(1 - ALPHA / 2, df) + t_quantile(POWER, df)) * se)
     verdict = UNCLEAR
     if p_value < ALPHA and low > 0:
         verdict = BETTER

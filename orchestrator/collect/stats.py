@@ -86,14 +86,28 @@ def grouped_bootstrap_ci(values: pd.Series, groups: pd.Series) -> tuple[pd.Serie
     return pd.Series(low, index=pd.Index(keys)), pd.Series(high, index=pd.Index(keys))
 
 
+def t_quantile(probability: float | np.ndarray, df: float | np.ndarray) -> np.ndarray:
+    """Student's t quantile (``scipy.stats.t.ppf(probability, df)``), by scipy.special's ``stdtrit``: the
+    same function without importing scipy.stats (0.6 s of a cold collect on a small login node)."""
+    from scipy.special import stdtrit
+
+    return np.asarray(stdtrit(df, probability), dtype=float)
+
+
+def t_test_p(t: float, df: float) -> float:
+    """Two-sided p-value of a t statistic with ``df`` degrees of freedom: ``2 * P(T_df <= -|t|)``, the
+    p-value of scipy.stats' ``ttest_rel`` and ``ttest_ind`` (by scipy.special's ``stdtr``)."""
+    from scipy.special import stdtr
+
+    return float(2.0 * stdtr(df, -abs(t)))
+
+
 def t_interval(mean: np.ndarray, std: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """95% Student-t CI of the mean for arrays of (mean, std with ddof=1, count);
     NaN where n < ``MIN_CI_N``."""
-    from scipy import stats
-
     count = np.asarray(n, dtype=float)
     enough = count >= MIN_CI_N
-    quantile = np.where(enough, stats.t.ppf(0.975, np.maximum(count - 1, 1)), np.nan)
+    quantile = np.where(enough, t_quantile(0.975, np.maximum(count - 1, 1)), np.nan)
     half = quantile * np.asarray(std, dtype=float) / np.sqrt(np.maximum(count, 1))
     return np.asarray(mean, dtype=float) - half, np.asarray(mean, dtype=float) + half
 

@@ -76,6 +76,24 @@ def _runs(rows: list[tuple[str, str, float, float, str]]) -> pd.DataFrame:
                                        "memory.device_name"])
 
 
+@pytest.mark.parametrize("seeds", [3, 5, 10])
+def test_p_values_and_detectable_differences_are_scipy_stats_ones(seeds: int) -> None:
+    """compare computes the t-tests from scipy.special (scipy.stats is slow to import): the same numbers."""
+    from scipy import stats
+
+    rng = np.random.default_rng(seeds)
+    for _ in range(20):
+        a, b = rng.normal(0.5, 0.2, seeds), rng.normal(0.4, rng.uniform(0.05, 0.5), seeds + 2)
+        paired = compare_seeds("c", "b", dict(enumerate(a)), dict(enumerate(b[:seeds])))
+        assert paired.paired and paired.p_value == pytest.approx(stats.ttest_rel(a, b[:seeds]).pvalue, rel=1e-9)
+        se_paired = np.std(a - b[:seeds], ddof=1) / np.sqrt(seeds)
+        expected = (stats.t.ppf(0.975, seeds - 1) + stats.t.ppf(0.8, seeds - 1)) * se_paired
+        assert paired.detectable == pytest.approx(expected, rel=1e-9)
+        welch = compare_seeds("c", "b", {f"x{i}": v for i, v in enumerate(a)}, dict(enumerate(b)))
+        assert not welch.paired
+        assert welch.p_value == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+
+
 def test_runs_that_overlapped_on_a_node_are_flagged() -> None:
     # A1 spans 50..100 and B1's first run 90..120 on n1: they shared it; B1's second run came later
     runs = _runs([("A1", "n1", 100.0, 50.0, "T4"), ("B1", "n1", 120.0, 30.0, "T4"),
