@@ -10,6 +10,7 @@ Their relation to a transfer gain is orchestrator/collect/transfer.py's table.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,11 @@ def adapter_tables(runs: pd.DataFrame, experiment_dir: Path, problems: list[str]
     ``runs``: collect's runs table (``run_dir`` relative to ``experiment_dir`` or absolute).
     An unreadable file adds a line to ``problems``; a missing one is no problem here (a
     failed analysis is already among the run's result warnings, which collect shows)."""
-    rows = [row for _, run in _finished(runs).iterrows() for row in _module_rows(run, experiment_dir, problems)]
+    finished = _finished(runs)
+    if finished.empty:
+        return []
+    rows = [row for run_dir, config_id in zip(finished["run_dir"].astype(str), finished["config_id"])
+            for row in _module_rows(run_dir, config_id, experiment_dir, problems)]
     if not rows:
         return []
     frame = pd.DataFrame(rows)
@@ -65,16 +70,18 @@ def _finished(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["current"].astype(bool) & (runs["status"] == COMPLETED)]
 
 
-def _module_rows(run: pd.Series, experiment_dir: Path, problems: list[str]) -> list[dict[str, Any]]:
-    """One row a module of the run's adapter_analysis.json; none (maybe a problem) without one."""
-    path = experiment_dir / str(run["run_dir"]) / ADAPTER_ANALYSIS_FILE
-    if not path.is_file():  # not LoRA, older than the analysis, or it failed (then result.json warns)
+def _module_rows(run_dir: str, config_id: str, experiment_dir: Path, problems: list[str]) -> list[dict[str, Any]]:
+    """One row a module of the run's adapter_analysis.json; none (maybe a problem) without one.
+    ``run_dir``: relative to ``experiment_dir`` or absolute (strings: this runs for every finished run)."""
+    path = os.path.join(experiment_dir, run_dir, ADAPTER_ANALYSIS_FILE)
+    if not os.path.isfile(path):  # not LoRA, older than the analysis, or it failed (then result.json warns)
         return []
     try:
-        modules = json.loads(path.read_text())["modules"]
-        return [{"config_id": run["config_id"], "module": entry["module"], "layer": entry["layer"], "r": entry["r"],
+        with open(path, encoding="utf-8") as handle:
+            modules = json.load(handle)["modules"]
+        return [{"config_id": config_id, "module": entry["module"], "layer": entry["layer"], "r": entry["r"],
                  **{figure: entry[figure] for figure in FIGURES}} for entry in modules]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        problems.append(f"{run['run_dir']}: {ADAPTER_ANALYSIS_FILE} unreadable ({type(error).__name__}: {error}); "
+        problems.append(f"{run_dir}: {ADAPTER_ANALYSIS_FILE} unreadable ({type(error).__name__}: {error}); "
                         "left out of the adapter_ranks table")
         return []
