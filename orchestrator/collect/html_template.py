@@ -69,18 +69,7 @@ code { background: #f5f5f5; padding: 0 0.2em; }
 
 <section id="configurations">
 <h2>Configurations</h2>
-{% for config in configs %}
-<details id="config-{{ loop.index }}" data-config="{{ config.id }}"{% if config.open %} open{% endif %}>
-<summary>{{ config.id }} — {{ config.words }}{% if config.flags %} <span class="anomaly">({{ config.flags }})</span>{% endif %}</summary>
-<p><b>Difference from the baseline {{ baseline_of(config) }}:</b>
-{% if config.is_baseline %}this is the baseline.{% elif config.diff %}</p><ul>{% for key, theirs, ours in config.diff %}<li><code>{{ key }}</code>: {{ theirs }} → <b>{{ ours }}</b></li>{% endfor %}</ul><p>
-{% else %}no knob differs.{% endif %}</p>
-{% if config.curve %}<p>Training loss, every seed (one line a run):</p>{{ config.curve | safe }}{% endif %}
-<table class="sortable"><thead><tr><th>run</th><th>owner</th><th>seed</th><th>state</th><th>{{ metric_label }}</th><th>anomalies</th></tr></thead>
-<tbody>{% for run in config.runs %}<tr><td><a href="{{ run.href }}">{{ run.run_id }}</a></td><td>{{ run.owner }}</td><td class="num">{{ run.seed }}</td>
-<td class="status-{{ run.status }}">{{ run.status }}</td><td class="num">{{ run.metric }}</td><td class="anomaly">{{ run.anomalies }}</td></tr>{% endfor %}</tbody></table>
-</details>
-{% endfor %}
+{{ configurations }}
 </section>
 
 <script>
@@ -114,4 +103,19 @@ code { background: #f5f5f5; padding: 0 0.2em; }
 </script>
 </body>
 </html>
+"""
+
+# The configurations section's body, rendered on its own (while the plots are drawn) and put into TEMPLATE.
+CONFIGURATIONS = r"""{% for config in configs %}
+<details id="config-{{ loop.index }}" data-config="{{ config.id }}"{% if config.open %} open{% endif %}>
+<summary>{{ config.id }} — {{ config.words }}{% if config.flags %} <span class="anomaly">({{ config.flags }})</span>{% endif %}</summary>
+<p><b>Difference from the baseline {{ baseline_of(config) }}:</b>
+{% if config.is_baseline %}this is the baseline.{% elif config.diff %}</p><ul>{% for key, theirs, ours in config.diff %}<li><code>{{ key }}</code>: {{ theirs }} → <b>{{ ours }}</b></li>{% endfor %}</ul><p>
+{% else %}no knob differs.{% endif %}</p>
+{% if config.curve %}<p>Training loss, every seed (one line a run):</p>{{ config.curve | safe }}{% endif %}
+<table class="sortable"><thead><tr><th>run</th><th>owner</th><th>seed</th><th>state</th><th>{{ metric_label }}</th><th>anomalies</th></tr></thead>
+<tbody>{% for run in config.runs %}<tr><td><a href="{{ run.href }}">{{ run.run_id }}</a></td><td>{{ run.owner }}</td><td class="num">{{ run.seed }}</td>
+<td class="status-{{ run.status }}">{{ run.status }}</td><td class="num">{{ run.metric }}</td><td class="anomaly">{{ run.anomalies }}</td></tr>{% endfor %}</tbody></table>
+</details>
+{% endfor %}
 """

@@ -22,7 +22,7 @@ from orchestrator.collect.plot_job import start_plots
 from orchestrator.collect.reader import Index
 from orchestrator.collect.recipes import find_recipes, recipes_markdown, recipes_table
 from orchestrator.collect.report import COMPLETED, CORRUPT, FAILED, PENDING, RUNNING, CollectReport
-from orchestrator.collect.report_html import report_html
+from orchestrator.collect.report_html import configurations_html, report_html
 from orchestrator.collect.roots import Root, merge_roots
 from orchestrator.collect.summary import collected_stamp, counts_line, summary_markdown, summary_tables
 from orchestrator.collect.tables import build_tables
@@ -62,6 +62,8 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
     writer.runs(analysis.runs)
     for table in tables + ([recipe_table] if recipe_table is not None else []):
         writer.table(table)
+    # the configurations section of report.html, its heaviest part, while the plots are drawn
+    configurations = configurations_html(analysis, curves, experiment_dir, out_dir) if "html" in formats else ""
     figures, plot_paths, plot_problems = plots.result()
     writer.written += plot_paths
     problems += plot_problems
@@ -75,7 +77,7 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
                 if out_dir / "plots" / f"{name}.png" in plot_paths}
         shown = summary_tables(tables) + ([recipe_table] if recipe_table is not None else [])
         writer.text("report.html", report_html(experiment, stamp, counts_line(counts), analysis, problems, shown,
-                                               pngs, curves, experiment_dir, out_dir))
+                                               pngs, curves, experiment_dir, out_dir, configurations))
     return CollectReport(
         experiment=experiment, experiment_dir=experiment_dir, out_dir=out_dir, problems=tuple(problems),
         anomalies=tuple(anomaly.text() for anomaly in analysis.anomalies), written=tuple(writer.written),

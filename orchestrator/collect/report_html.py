@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.collect.analysis import Analysis
-from orchestrator.collect.html_template import TEMPLATE
+from orchestrator.collect.html_template import CONFIGURATIONS, TEMPLATE
 from orchestrator.collect.render import Table, cell_text, fmt_number
 
 Curves = Mapping[str, tuple[list[float], list[float]]]
@@ -28,23 +28,37 @@ MAX_SVG_POINTS = 64
 
 def report_html(experiment: str, stamp: str, counts_text: str, analysis: Analysis, problems: Sequence[str],
                 tables: Sequence[Table], plot_pngs: Mapping[str, bytes], curves: Curves, experiment_dir: Path,
-                out_dir: Path) -> str:
+                out_dir: Path, configurations: str | None = None) -> str:
     """The page as text. ``plot_pngs``: plot name -> PNG bytes; run directories are
-    linked relative to ``out_dir`` (``experiment_dir`` resolves the relative ones)."""
-    import jinja2
+    linked relative to ``out_dir`` (``experiment_dir`` resolves the relative ones).
+    ``configurations``: :func:`configurations_html` of the same arguments when already rendered."""
+    import markupsafe
 
-    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    template = environment.from_string(TEMPLATE)
-    configs = _configurations(analysis, curves, experiment_dir, out_dir)
-    return template.render(
+    if configurations is None:
+        configurations = configurations_html(analysis, curves, experiment_dir, out_dir)
+    return _environment().from_string(TEMPLATE).render(
         experiment=experiment, stamp=stamp, counts=counts_text, baseline=analysis.baseline,
         anomalies=[anomaly.text() for anomaly in analysis.anomalies], problems=list(problems),
         tables=[_table(table) for table in tables],
         plots=[{"name": name, "uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii")}
                for name, png in plot_pngs.items()],
-        configs=configs, metric_label=_metric_label(analysis.primary),
-        baseline_of=lambda config: config["baseline"] or "(none)",
+        configurations=markupsafe.Markup(configurations),
     )
+
+
+def configurations_html(analysis: Analysis, curves: Curves, experiment_dir: Path, out_dir: Path) -> str:
+    """The configurations section's body: per configuration its difference from its baseline, every seed's
+    loss curve and its runs (HTML, escaped). The heaviest part of the page at 10,000 runs: collect renders it
+    while the plots are being drawn."""
+    return _environment().from_string(CONFIGURATIONS).render(
+        configs=_configurations(analysis, curves, experiment_dir, out_dir),
+        metric_label=_metric_label(analysis.primary), baseline_of=lambda config: config["baseline"] or "(none)")
+
+
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
 
 
 def _metric_label(primary: str | None) -> str:
