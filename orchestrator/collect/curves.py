@@ -74,11 +74,11 @@ def seed_band(runs: Sequence[Sequence[EvalPoint]], split: str, metric: str) -> S
     """Mean over the seeds at each step some seed evaluated, and the min-max band; None without points."""
     import pandas as pd  # here, not at the top: parse.py imports this module on collect's no-pandas fast path
 
-    frame = pd.DataFrame([(index, point[1], point[3][metric]) for index, points in enumerate(runs)
-                          for point in points if point[0] == split and metric in point[3]],
-                         columns=["run", "step", "value"])
-    if frame.empty:
+    rows = [(index, point[1], point[3][metric]) for index, points in enumerate(runs)
+            for point in points if point[0] == split and metric in point[3]]
+    if not rows:  # before pandas: a study without evaluations asks this of every configuration
         return None
+    frame = pd.DataFrame(rows, columns=["run", "step", "value"])
     grouped = frame.groupby("step")["value"]
     steps = [float(step) for step in grouped.mean().index]
     return steps, grouped.mean().tolist(), grouped.min().tolist(), grouped.max().tolist()
@@ -93,9 +93,11 @@ def curves_figure(configs: pd.DataFrame, curves: EvalCurves, metric: str | None)
     for config_id, row in configs.iterrows():
         run_ids = row["run_ids"] if isinstance(row["run_ids"], list) else []
         runs = [curves[run_id] for run_id in run_ids if curves.get(run_id)]
-        bands = {split: band for split in SPLIT_STYLES if (band := seed_band(runs, split, metric)) is not None}
         lines = panels.setdefault(str(row["series"]), [])
-        if bands and len(lines) < MAX_CONFIGS_PER_PANEL:
+        if not runs or len(lines) >= MAX_CONFIGS_PER_PANEL:
+            continue
+        bands = {split: band for split in SPLIT_STYLES if (band := seed_band(runs, split, metric)) is not None}
+        if bands:
             lines.append((str(config_id), len(runs), bands))
     names = [name for name in sorted(panels) if panels[name]][:MAX_PANELS]
     if not names:

@@ -58,28 +58,53 @@ def can_fork() -> bool:
 
 def map_forked(function: Callable[[T], R], items: Sequence[T], processes: int,
                timeout_s: float) -> list[R] | None:
-    """``[function(item) for item in items]`` in ``processes`` forked children; None when that failed.
+    """``[function(item) for item in items]`` in ``processes`` forked children; None when that failed
+    (:class:`ForkedMap`, waited for at once)."""
+    return ForkedMap(function, items, processes, timeout_s).results()
 
-    A child that raises, dies, or is still busy when ``timeout_s`` seconds have passed (a fork taken
-    while another thread held a lock can leave a child blocked forever) gives None, and every child
-    still running is SIGKILLed (a blocked child may never act on SIGTERM), so the caller can do the
-    work in-process.
+
+class ForkedMap:
+    """``[function(item) for item in items]`` started now in ``processes`` forked children, so the caller
+    can work meanwhile; ``results()`` waits for them.
+
+    A child that raises, dies, or is still busy when ``timeout_s`` seconds have passed since the start (a
+    fork taken while another thread held a lock can leave a child blocked forever) makes ``results()``
+    None, and every child still running is SIGKILLed (a blocked child may never act on SIGTERM), so the
+    caller can do the work in-process.
     """
-    shares = [list(items[start::processes]) for start in range(processes)]
-    deadline = time.monotonic() + timeout_s
-    calls: list[ForkedCall] = []
-    try:
-        calls = [ForkedCall(functools.partial(_map_share, function, share)) for share in shares if share]
-        results: dict[int, R] = {}
-        for start, call in zip(range(processes), calls):
-            for offset, value in enumerate(call.result(max(0.0, deadline - time.monotonic()))):
-                results[start + offset * processes] = value
-        return [results[index] for index in range(len(items))]
-    except (ChildFailed, OSError) as exc:
-        log.warning("parallel read failed (%s); reading in-process", exc)
-        return None
-    finally:
-        for call in calls:
+
+    def __init__(self, function: Callable[[T], R], items: Sequence[T], processes: int, timeout_s: float) -> None:
+        self._size, self._processes = len(items), processes
+        self._deadline = time.monotonic() + timeout_s
+        self._calls: list[ForkedCall] = []
+        self._error: Exception | None = None
+        try:
+            for start in range(processes):
+                share = list(items[start::processes])
+                if share:
+                    self._calls.append(ForkedCall(functools.partial(_map_share, function, share)))
+        except OSError as exc:
+            self._error = exc
+            self._kill()
+
+    def results(self) -> list[R] | None:
+        """The results in the order of ``items``; None when a child failed (logged)."""
+        try:
+            if self._error is not None:
+                raise self._error
+            results: dict[int, R] = {}
+            for start, call in zip(range(self._processes), self._calls):
+                for offset, value in enumerate(call.result(max(0.0, self._deadline - time.monotonic()))):
+                    results[start + offset * self._processes] = value
+            return [results[index] for index in range(self._size)]
+        except (ChildFailed, OSError) as exc:
+            log.warning("parallel read failed (%s); reading in-process", exc)
+            return None
+        finally:
+            self._kill()
+
+    def _kill(self) -> None:
+        for call in self._calls:
             call.kill()
 
 

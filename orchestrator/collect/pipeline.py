@@ -50,6 +50,8 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
     problems += merge_problems
     analysis = analyse(ordered(runs), manifest)
     problems += analysis.problems
+    # drawn meanwhile, in a forked child if it can: as early as the plots' input (the analysis) is known
+    plots = start_plots(analysis, curves, gpu_memory_mib, out_dir, formats, eval_curves)
     experiment_dir = roots[0].path
     experiment = (manifest.experiment if manifest and manifest.experiment else None) or experiment_dir.name
     counts = _counts(analysis.runs)
@@ -58,7 +60,6 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
     recipes, reference_text = find_recipes(analysis, gpu_memory_mib)
     recipe_table = recipes_table(recipes, analysis.primary) if recipes else None
     writer = Writer(out_dir, formats)
-    plots = start_plots(analysis, curves, gpu_memory_mib, out_dir, formats, eval_curves)  # drawn meanwhile, if it can
     writer.runs(analysis.runs)
     for table in tables + ([recipe_table] if recipe_table is not None else []):
         writer.table(table)
@@ -83,6 +84,18 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
         anomalies=tuple(anomaly.text() for anomaly in analysis.anomalies), written=tuple(writer.written),
         summary_markdown=summary, **counts,
     )
+
+
+def preload(formats: frozenset[str]) -> None:
+    """Import now what the outputs of ``formats`` will need (a cold collect calls this while its forked
+    workers read the run directories, so the imports are off the critical path)."""
+    import scipy.special  # noqa: F401 - the t intervals and tests (orchestrator/collect/stats.py)
+
+    if {"csv", "parquet"} & formats:
+        import pyarrow.csv
+        import pyarrow.parquet  # noqa: F401
+    if "html" in formats:
+        import jinja2  # noqa: F401
 
 
 def _counts(runs: pd.DataFrame) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from jobs.contract import (
     SPEC_FILE,
     write_bytes_atomic,
 )
-from orchestrator.collect.parallel import can_fork, cpu_count, map_forked, spare_cpu
+from orchestrator.collect.parallel import ForkedMap, can_fork, cpu_count, spare_cpu
 
 if TYPE_CHECKING:
     from orchestrator.collect.parse import RunRecord
@@ -203,28 +203,41 @@ def save_index(path: Path, index: Index) -> None:
 
 def refresh(runs_dir: Path, scanned: Scan, index: Index) -> tuple[Index, int]:
     """The index for the scanned runs, re-reading only changed ones; returns (index, runs read)."""
-    fresh: Index = {}
-    stale: list[tuple[str, Signature]] = []
-    for name, signature in scanned.signatures.items():
-        cached = index.get(name)
-        if cached is not None and cached[0] == signature:
-            fresh[name] = cached
-        else:
-            stale.append((name, signature))
-    for name, signature, record in _read_all(str(runs_dir), stale):
-        fresh[name] = (signature, record)
-    return fresh, len(stale)
+    return Refresh(runs_dir, scanned, index).result()
 
 
-def _read_all(runs_dir: str, work: list[tuple[str, Signature]]) -> list[tuple[str, Signature, RunRecord]]:
-    """Read many run directories, on several cores when there are enough of them."""
-    if len(work) >= PARALLEL_READ_MIN_RUNS and can_fork() and spare_cpu():
-        processes = min(cpu_count(), MAX_READ_PROCESSES)
-        chunks = [(runs_dir, work[start::processes * 4]) for start in range(processes * 4)]
-        results = map_forked(_read_chunk, chunks, processes, PARALLEL_READ_TIMEOUT_S + READ_S_PER_RUN * len(work))
-        if results is not None:
-            return [item for chunk in results for item in chunk]
-    return _read_chunk((runs_dir, work))
+class Refresh:
+    """:func:`refresh` started now: the changed runs are read in forked workers when there are enough of
+    them and a CPU is free, while the caller goes on (a cold collect imports pandas meanwhile);
+    ``result()`` waits and returns (index, runs read), reading in-process what the workers did not."""
+
+    def __init__(self, runs_dir: Path, scanned: Scan, index: Index) -> None:
+        self._runs_dir = str(runs_dir)
+        self._fresh: Index = {}
+        self._stale: list[tuple[str, Signature]] = []
+        for name, signature in scanned.signatures.items():
+            cached = index.get(name)
+            if cached is not None and cached[0] == signature:
+                self._fresh[name] = cached
+            else:
+                self._stale.append((name, signature))
+        self._forked: ForkedMap | None = None
+        if len(self._stale) >= PARALLEL_READ_MIN_RUNS and can_fork() and spare_cpu():
+            processes = min(cpu_count(), MAX_READ_PROCESSES)
+            chunks: list[tuple[str, list[tuple[str, Signature]]]] = [
+                (self._runs_dir, self._stale[start::processes * 4]) for start in range(processes * 4)]
+            self._forked = ForkedMap(_read_chunk, chunks, processes,
+                                     PARALLEL_READ_TIMEOUT_S + READ_S_PER_RUN * len(self._stale))
+
+    def result(self) -> tuple[Index, int]:
+        chunks: list[list[tuple[str, Signature, RunRecord]]] | None = (
+            self._forked.results() if self._forked is not None else None)
+        read = ([item for chunk in chunks for item in chunk] if chunks is not None
+                else _read_chunk((self._runs_dir, self._stale)))
+        fresh = dict(self._fresh)
+        for name, signature, record in read:
+            fresh[name] = (signature, record)
+        return fresh, len(self._stale)
 
 
 def _read_chunk(job: tuple[str, list[tuple[str, Signature]]]) -> list[tuple[str, Signature, RunRecord]]:

@@ -83,12 +83,13 @@ def _configurations(analysis: Analysis, curves: Curves, experiment_dir: Path, ou
     wanted = [c for c in ("config_id", "run_id", "owner", "seed", "status", "anomalies", "run_dir", metric)
               if c and c in current.columns]
     runs_of: dict[str, list[dict[str, Any]]] = {}
+    href = _Links(experiment_dir, out_dir)
     for row in current[wanted].to_dict("records"):
         runs_of.setdefault(row["config_id"], []).append({
             "run_id": row["run_id"], "owner": row.get("owner", ""), "seed": cell_text(row.get("seed")),
             "status": row["status"], "anomalies": row.get("anomalies", ""),
             "metric": fmt_number(row.get(metric)) if metric else "–",
-            "href": _href(experiment_dir, str(row["run_dir"]), out_dir),
+            "href": href(str(row["run_dir"])),
         })
     knob_columns = [c for c in current.columns if c.startswith("train.") and c not in IGNORED_KNOBS]
     firsts = current.drop_duplicates("config_id")[["config_id", *knob_columns]].to_dict("records")
@@ -123,9 +124,19 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _href(experiment_dir: Path, run_dir: str, out_dir: Path) -> str:
-    target = experiment_dir / run_dir  # an absolute run_dir (a read-only root's) stays as it is
-    return Path(os.path.relpath(target, out_dir)).as_posix()
+class _Links:
+    """A run directory's link relative to ``out_dir``: ``experiment_dir`` relative to it once, then each
+    relative run directory joined to that (10,000 ``relpath`` calls cost 0.2 s); an absolute one (a
+    read-only root's) is made relative on its own."""
+
+    def __init__(self, experiment_dir: Path, out_dir: Path) -> None:
+        self._experiment_dir, self._out_dir = experiment_dir, out_dir
+        self._prefix = Path(os.path.relpath(experiment_dir, out_dir)).as_posix()
+
+    def __call__(self, run_dir: str) -> str:
+        if os.path.isabs(run_dir) or ".." in run_dir or "\\" in run_dir or run_dir in ("", "."):
+            return Path(os.path.relpath(self._experiment_dir / run_dir, self._out_dir)).as_posix()
+        return run_dir if self._prefix == "." else f"{self._prefix}/{run_dir}"
 
 
 def loss_svg(seeds: Sequence[tuple[list[float], list[float]]]) -> str:

@@ -26,11 +26,11 @@ from orchestrator.collect.manifest import MANIFEST_FILE
 from orchestrator.collect.reader import (
     RUNS_DIR,
     SCANS_FILE,
+    Refresh,
     Scan,
     digest,
     load_index,
     load_scans,
-    refresh,
     save_index,
     save_scans,
     scan,
@@ -102,16 +102,20 @@ def _collect_locked(roots: list[Root], out_dir: Path, formats: frozenset[str], g
         if any(scanned.newly_settled for scanned in scans):
             _save_scans(out_dir, keys, scans)
         return cached.with_timing(time.perf_counter() - started, runs_read=0, unchanged=True)
-    from orchestrator.collect.output import remove_stale_outputs
-    from orchestrator.collect.pipeline import analyse_and_write
-
     problems: list[str] = []
     indexes, runs_read = [], 0
-    for root, scanned in zip(roots, scans):
+    # the changed runs are read (in forked workers when many) while this process loads pandas and the rest
+    reads = [Refresh(root.path / RUNS_DIR, scanned, load_index(root.index_path(out_dir)))
+             for root, scanned in zip(roots, scans)]
+    from orchestrator.collect.output import remove_stale_outputs
+    from orchestrator.collect.pipeline import analyse_and_write, preload
+
+    preload(formats)
+    for root, scanned, read in zip(roots, scans, reads):
         where = f"{root.path} ({root.owner}): " if root.read_only else ""
         problems += [where + problem for problem in scanned.problems]
         index_path = root.index_path(out_dir)
-        index, count = refresh(root.path / RUNS_DIR, scanned, load_index(index_path))
+        index, count = read.result()
         indexes.append(index)
         runs_read += count
         try:

@@ -56,8 +56,8 @@ serial, count = reader.refresh(runs_dir, scanned, {})
 reader.PARALLEL_READ_MIN_RUNS = 1
 reader.spare_cpu = lambda: True
 calls = []
-real_map = reader.map_forked
-reader.map_forked = lambda *args: calls.append(1) or real_map(*args)
+real_map = reader.ForkedMap
+reader.ForkedMap = lambda *args: calls.append(1) or real_map(*args)
 assert reader.can_fork(), "a fresh interpreter has one thread"
 parallel, parallel_count = reader.refresh(runs_dir, scanned, {})
 assert count == parallel_count == 47 and calls == [1], (count, parallel_count, calls)

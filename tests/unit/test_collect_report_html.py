@@ -142,3 +142,15 @@ def test_plots_are_inline_images_and_the_page_is_not_blank(page) -> None:  # typ
 
     pixels = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("L"), dtype=float)
     assert pixels.shape[0] > 500 and pixels.std() > 10.0  # a blank (or one-colour) page has no variance
+
+
+@pytest.mark.parametrize(("experiment_dir", "out_dir"), [("/a/exp", "/a/results/exp"), ("/a/exp", "/a/exp"),
+                                                         ("/x/y", "/z")])
+def test_run_links_are_the_run_directories_relative_to_the_output(experiment_dir: str, out_dir: str) -> None:
+    import os
+
+    from orchestrator.collect.report_html import _Links
+
+    links = _Links(Path(experiment_dir), Path(out_dir))
+    for run_dir in ("runs/abc", "/abs/runs/q", "runs/../runs/b", ".", "runs/x y"):
+        assert links(run_dir) == Path(os.path.relpath(Path(experiment_dir) / run_dir, out_dir)).as_posix()
