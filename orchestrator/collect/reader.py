@@ -71,7 +71,9 @@ class Scan:
 
     ``started_ns``: the wall clock when the scan began; ``ended_mtimes_ns``: the directory mtime of each
     run that had ended (both for the next scan); ``carried``: runs whose signature came from the previous
-    scan; ``newly_settled``: runs listed file by file now that the next scan can carry."""
+    scan; ``newly_settled``: runs listed file by file now that the next scan can carry; ``unlisted``: the
+    directory mtime of each run whose files were left for the reader to list (``scan(list_files=False)``;
+    :class:`Refresh` completes the scan)."""
 
     signatures: dict[str, Signature] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -80,6 +82,18 @@ class Scan:
     carried: int = 0
     newly_settled: int = 0
     known_digest: str | None = None
+    unlisted: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, signature: Signature | None, mtime_ns: int) -> None:
+        """A run directory listed file by file (``signature`` None: it could not be listed)."""
+        if signature is None:
+            self.problems.append(f"runs/{name}: cannot list (vanished or unreadable)")
+            return
+        self.signatures[name] = signature
+        self.known_digest = None
+        if any(item[0] in _ENDED_FILES for item in signature):
+            self.ended_mtimes_ns[name] = mtime_ns
+            self.newly_settled += mtime_ns < self.started_ns - RACY_WINDOW_NS
 
     def digest(self) -> str:
         """A hash of every signature (the same signatures give the same hash in any process)."""
@@ -88,9 +102,11 @@ class Scan:
         return self.known_digest
 
 
-def scan(runs_dir: Path, previous: Scan | None = None) -> Scan:
+def scan(runs_dir: Path, previous: Scan | None = None, list_files: bool = True) -> Scan:
     """Signatures of all run directories under ``runs_dir`` (hidden entries skipped); an ended run
-    whose directory has not changed since ``previous`` keeps its signature from there."""
+    whose directory has not changed since ``previous`` keeps its signature from there. ``list_files``
+    False: the other runs are only named (``Scan.unlisted``), for a reader that reads them all anyway
+    and lists each one's files on its way (a first collect, in parallel workers)."""
     result = Scan(started_ns=time.time_ns())
     try:
         entries = list(os.scandir(runs_dir))
@@ -102,7 +118,6 @@ def scan(runs_dir: Path, previous: Scan | None = None) -> Scan:
         return result
     carry = previous if previous is not None else Scan()
     carry_before_ns = carry.started_ns - RACY_WINDOW_NS
-    settled_before_ns = result.started_ns - RACY_WINDOW_NS
     for entry in entries:
         name = entry.name
         if name.startswith("."):
@@ -118,15 +133,11 @@ def scan(runs_dir: Path, previous: Scan | None = None) -> Scan:
             result.ended_mtimes_ns[name] = mtime_ns
             result.carried += 1
             continue
-        signature = _signature(entry.path)
-        if signature is None:
-            result.problems.append(f"runs/{name}: cannot list (vanished or unreadable)")
-            continue
-        result.signatures[name] = signature
-        if any(item[0] in _ENDED_FILES for item in signature):
-            result.ended_mtimes_ns[name] = mtime_ns
-            result.newly_settled += mtime_ns < settled_before_ns
-    if result.carried == len(result.signatures) == len(carry.signatures):
+        if list_files:
+            result.add(name, _signature(entry.path), mtime_ns)
+        else:
+            result.unlisted[name] = mtime_ns
+    if not result.unlisted and result.carried == len(result.signatures) == len(carry.signatures):
         result.known_digest = carry.known_digest  # the same runs with the same signatures
     return result
 
@@ -212,9 +223,9 @@ class Refresh:
     ``result()`` waits and returns (index, runs read), reading in-process what the workers did not."""
 
     def __init__(self, runs_dir: Path, scanned: Scan, index: Index) -> None:
-        self._runs_dir = str(runs_dir)
+        self._runs_dir, self._scanned = str(runs_dir), scanned
         self._fresh: Index = {}
-        self._stale: list[tuple[str, Signature]] = []
+        self._stale: list[tuple[str, Signature | None]] = [(name, None) for name in scanned.unlisted]
         for name, signature in scanned.signatures.items():
             cached = index.get(name)
             if cached is not None and cached[0] == signature:
@@ -224,28 +235,41 @@ class Refresh:
         self._forked: ForkedMap | None = None
         if len(self._stale) >= PARALLEL_READ_MIN_RUNS and can_fork() and spare_cpu():
             processes = min(cpu_count(), MAX_READ_PROCESSES)
-            chunks: list[tuple[str, list[tuple[str, Signature]]]] = [
+            chunks: list[tuple[str, list[tuple[str, Signature | None]]]] = [
                 (self._runs_dir, self._stale[start::processes * 4]) for start in range(processes * 4)]
             self._forked = ForkedMap(_read_chunk, chunks, processes,
                                      PARALLEL_READ_TIMEOUT_S + READ_S_PER_RUN * len(self._stale))
 
     def result(self) -> tuple[Index, int]:
-        chunks: list[list[tuple[str, Signature, RunRecord]]] | None = (
+        """(index, runs read); the runs the scan left unlisted are added to it (signature or problem)."""
+        chunks: list[list[tuple[str, Signature | None, RunRecord | None]]] | None = (
             self._forked.results() if self._forked is not None else None)
         read = ([item for chunk in chunks for item in chunk] if chunks is not None
                 else _read_chunk((self._runs_dir, self._stale)))
         fresh = dict(self._fresh)
+        unlisted = self._scanned.unlisted
         for name, signature, record in read:
-            fresh[name] = (signature, record)
+            if name in unlisted:
+                self._scanned.add(name, signature, unlisted[name])
+            if signature is not None and record is not None:
+                fresh[name] = (signature, record)
+        unlisted.clear()
         return fresh, len(self._stale)
 
 
-def _read_chunk(job: tuple[str, list[tuple[str, Signature]]]) -> list[tuple[str, Signature, RunRecord]]:
+def _read_chunk(job: tuple[str, list[tuple[str, Signature | None]]],
+                ) -> list[tuple[str, Signature | None, RunRecord | None]]:
+    """Read each run (name, signature); a signature None is listed first (None again and no record when
+    the directory cannot be listed)."""
     from orchestrator.collect.parse import read_run
 
     runs_dir, work = job
-    out = []
-    for name, signature in work:
+    out: list[tuple[str, Signature | None, RunRecord | None]] = []
+    for name, listed in work:
+        signature = listed if listed is not None else _signature(os.path.join(runs_dir, name))
+        if signature is None:
+            out.append((name, None, None))
+            continue
         present = frozenset(item[0] for item in signature)
         spec_mtime_ns = next((mtime for file, mtime, _ in signature if file == SPEC_FILE), None)
         out.append((name, signature, read_run(os.path.join(runs_dir, name), present, spec_mtime_ns)))

@@ -92,12 +92,18 @@ def _collect_locked(roots: list[Root], out_dir: Path, formats: frozenset[str], g
                     started: float) -> CollectReport:
     previous = load_scans(out_dir / SCANS_FILE)
     keys = [str(root.path.resolve()) for root in roots]
-    scans = [scan(root.path / RUNS_DIR, previous.get(key)) for root, key in zip(roots, keys)]
-    key = digest([scanned.digest() for scanned in scans],
-                 [(_stat(root.path / MANIFEST_FILE), root_key, root.owner) for root, root_key in zip(roots, keys)],
-                 sorted(formats), gpu_memory_mib, OUTPUT_VERSION, code_fingerprint())
     state = _load_state(out_dir)
-    if state.get("digest") == key and all((out_dir / rel).exists() for rel in state.get("written", [])):
+    # A first collect into out_dir of a root without an index reads every run: its workers list the files.
+    scans = [scan(root.path / RUNS_DIR, previous.get(key),
+                  list_files=bool(state) or root.index_path(out_dir).exists()) for root, key in zip(roots, keys)]
+
+    def inputs_digest() -> str:
+        return digest([scanned.digest() for scanned in scans],
+                      [(_stat(root.path / MANIFEST_FILE), key, root.owner) for root, key in zip(roots, keys)],
+                      sorted(formats), gpu_memory_mib, OUTPUT_VERSION, code_fingerprint())
+
+    key = inputs_digest() if state else ""
+    if key and state.get("digest") == key and all((out_dir / rel).exists() for rel in state.get("written", [])):
         cached = CollectReport.from_dict(state["report"])
         if any(scanned.newly_settled for scanned in scans):
             _save_scans(out_dir, keys, scans)
@@ -112,16 +118,17 @@ def _collect_locked(roots: list[Root], out_dir: Path, formats: frozenset[str], g
 
     preload(formats)
     for root, scanned, read in zip(roots, scans, reads):
+        index, count = read.result()  # completes the scan of the runs it left unlisted
         where = f"{root.path} ({root.owner}): " if root.read_only else ""
         problems += [where + problem for problem in scanned.problems]
         index_path = root.index_path(out_dir)
-        index, count = read.result()
         indexes.append(index)
         runs_read += count
         try:
             save_index(index_path, index)
         except OSError as exc:
             problems.append(f"{index_path}: cannot write the index ({exc.strerror}); the next collect reads everything")
+    key = key or inputs_digest()
     report = analyse_and_write(roots, indexes, out_dir, formats, gpu_memory_mib, problems)
     report = report.with_timing(time.perf_counter() - started, runs_read=runs_read, unchanged=False)
     written = [str(path.relative_to(out_dir)) for path in report.written]

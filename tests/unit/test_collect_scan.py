@@ -121,3 +121,21 @@ def test_a_collect_with_nothing_new_loads_neither_pandas_nor_pydantic(tmp_path: 
     assert done.stdout.strip() == "[]", done.stdout
     scans = load_scans(out_dir / SCANS_FILE)[str(experiment.resolve())]
     assert len(scans.signatures) == len(scans.ended_mtimes_ns) == 30
+
+
+def test_a_first_collect_lists_each_run_in_its_reader_and_ends_with_the_same_scan(runs: Path) -> None:
+    from orchestrator.collect.reader import Refresh
+
+    listed = scan(runs)
+    named = scan(runs, list_files=False)
+    assert (named.signatures, set(named.unlisted)) == ({}, {"ended", "failed", "running"})
+    index, read = Refresh(runs, named, {}).result()
+    assert read == 3 and set(index) == {"ended", "failed", "running"}
+    assert (named.signatures, named.ended_mtimes_ns, named.unlisted) == (listed.signatures, listed.ended_mtimes_ns, {})
+    assert named.digest() == listed.digest()
+    gone = scan(runs, list_files=False)
+    for path in (runs / "running").iterdir():
+        path.unlink()
+    (runs / "running").rmdir()
+    index, _ = Refresh(runs, gone, {}).result()
+    assert "running" not in index and gone.problems == ["runs/running: cannot list (vanished or unreadable)"]
