@@ -1,7 +1,7 @@
 """The run directory's vocabulary, without pydantic: every file name, the heartbeat states, the failure
 reasons and the ``RunOutcome`` of a run (so a login-node command that only lists run directories, such
-as a collect with nothing new, need not load the models). ``jobs.contract.rundir`` re-exports all of it
-and describes each file.
+as a collect with nothing new, need not load the models). ``jobs.contract`` exports all of it;
+``jobs.contract.rundir`` describes what each file holds.
 """
 
 from __future__ import annotations

@@ -141,6 +141,7 @@ def scan(runs_dir: Path, previous: Scan | None = None, list_files: bool = True) 
         result.known_digest = carry.known_digest  # the same runs with the same signatures
     return result
 
+
 def _signature(path: str) -> Signature | None:
     files = []
     try:
@@ -178,9 +179,11 @@ def save_scans(path: Path, scans: dict[str, Scan]) -> None:
     write_bytes_atomic(path, pickle.dumps({"version": SCANS_VERSION, "roots": roots},
                                           protocol=pickle.HIGHEST_PROTOCOL), durable=False)
 
+
 def digest(*parts: object) -> str:
     """One hash over ``parts`` (root digests, formats, manifest stat...): their repr, the same in any process."""
     return hashlib.sha256(repr(parts).encode()).hexdigest()
+
 
 Index = dict[str, tuple[Signature, "RunRecord"]]
 
