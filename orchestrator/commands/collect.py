@@ -33,5 +33,8 @@ def run(args: argparse.Namespace, cwd: Path) -> int:
     else:
         report = collect.collect(experiment.path, out_dir, formats=formats, read_roots=args.root)
     print(report.summary_markdown)
-    print(f"\nwritten to {out_dir}", file=sys.stderr)
+    if report.unchanged:
+        print(f"\nnothing changed since the last collect into {out_dir}: its report, as it was", file=sys.stderr)
+    else:
+        print(f"\nwritten to {out_dir}", file=sys.stderr)
     return EXIT_OK

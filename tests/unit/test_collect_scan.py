@@ -119,6 +119,7 @@ def test_a_collect_with_nothing_new_loads_neither_pandas_nor_pydantic(tmp_path: 
             "print(sorted(m for m in ('pandas', 'matplotlib', 'scipy', 'pyarrow', 'pydantic') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+    assert f"nothing changed since the last collect into {out_dir}" in done.stderr, done.stderr
     scans = load_scans(out_dir / SCANS_FILE)[str(experiment.resolve())]
     assert len(scans.signatures) == len(scans.ended_mtimes_ns) == 30
 
