@@ -113,6 +113,9 @@ def test_a_collect_with_nothing_new_loads_neither_pandas_nor_pydantic(tmp_path: 
     experiment = build_many(tmp_path, 30, seeds_per_config=3)
     out_dir = tmp_path / "results" / experiment.name  # where `collect --out results` writes
     assert not collect(experiment, out_dir).unchanged
+    import gc
+
+    assert gc.isenabled()  # paused while the collect read and analysed, back on after
     code = ("import contextlib, io, sys; from orchestrator.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             f"    main(['collect', {str(experiment)!r}, '--out', {str(out_dir.parent)!r}])\n"
