@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import pkgutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -292,15 +293,11 @@ def _homes() -> dict[str, str]:
     try:
         tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError):
-        return {name: module for module in _MODULES
-                for name in vars(importlib.import_module(f"{__name__}.{module}")) if name in __all__}
+        return {name: module.name for module in pkgutil.iter_modules(__path__)
+                for name in vars(importlib.import_module(f"{__name__}.{module.name}")) if name in __all__}
     block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
     return {alias.name: node.module.rsplit(".", 1)[1] for node in block.body
             if isinstance(node, ast.ImportFrom) and node.module for alias in node.names}
-
-
-_MODULES = ("atomic", "base", "data", "files", "health", "knobs", "measures", "resources", "rundir", "secrets",
-            "sources", "spec")
 
 
 def __getattr__(name: str) -> Any:

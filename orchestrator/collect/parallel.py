@@ -56,13 +56,6 @@ def can_fork() -> bool:
             and "fork" in multiprocessing.get_all_start_methods())
 
 
-def map_forked(function: Callable[[T], R], items: Sequence[T], processes: int,
-               timeout_s: float) -> list[R] | None:
-    """``[function(item) for item in items]`` in ``processes`` forked children; None when that failed
-    (:class:`ForkedMap`, waited for at once)."""
-    return ForkedMap(function, items, processes, timeout_s).results()
-
-
 class ForkedMap:
     """``[function(item) for item in items]`` started now in ``processes`` forked children, so the caller
     can work meanwhile; ``results()`` waits for them.

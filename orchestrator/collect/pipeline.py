@@ -78,7 +78,7 @@ def analyse_and_write(roots: Sequence[Root], indexes: Sequence[Index], out_dir: 
                 if out_dir / "plots" / f"{name}.png" in plot_paths}
         shown = summary_tables(tables) + ([recipe_table] if recipe_table is not None else [])
         writer.text("report.html", report_html(experiment, stamp, counts_line(counts), analysis, problems, shown,
-                                               pngs, curves, experiment_dir, out_dir, configurations))
+                                               pngs, configurations))
     return CollectReport(
         experiment=experiment, experiment_dir=experiment_dir, out_dir=out_dir, problems=tuple(problems),
         anomalies=tuple(anomaly.text() for anomaly in analysis.anomalies), written=tuple(writer.written),

@@ -9,6 +9,7 @@ with links to their run directories (relative to the output directory).
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -27,15 +28,11 @@ MAX_SVG_POINTS = 64
 
 
 def report_html(experiment: str, stamp: str, counts_text: str, analysis: Analysis, problems: Sequence[str],
-                tables: Sequence[Table], plot_pngs: Mapping[str, bytes], curves: Curves, experiment_dir: Path,
-                out_dir: Path, configurations: str | None = None) -> str:
-    """The page as text. ``plot_pngs``: plot name -> PNG bytes; run directories are
-    linked relative to ``out_dir`` (``experiment_dir`` resolves the relative ones).
-    ``configurations``: :func:`configurations_html` of the same arguments when already rendered."""
+                tables: Sequence[Table], plot_pngs: Mapping[str, bytes], configurations: str) -> str:
+    """The page as text. ``plot_pngs``: plot name -> PNG bytes; ``configurations``: the configurations
+    section, :func:`configurations_html`."""
     import markupsafe
 
-    if configurations is None:
-        configurations = configurations_html(analysis, curves, experiment_dir, out_dir)
     return _environment().from_string(TEMPLATE).render(
         experiment=experiment, stamp=stamp, counts=counts_text, baseline=analysis.baseline,
         anomalies=[anomaly.text() for anomaly in analysis.anomalies], problems=list(problems),
@@ -48,14 +45,17 @@ def report_html(experiment: str, stamp: str, counts_text: str, analysis: Analysi
 
 def configurations_html(analysis: Analysis, curves: Curves, experiment_dir: Path, out_dir: Path) -> str:
     """The configurations section's body: per configuration its difference from its baseline, every seed's
-    loss curve and its runs (HTML, escaped). The heaviest part of the page at 10,000 runs: collect renders it
-    while the plots are being drawn."""
+    loss curve and its runs (HTML, escaped), run directories linked relative to ``out_dir`` (``experiment_dir``
+    resolves the relative ones). The heaviest part of the page at 10,000 runs: collect renders it while the
+    plots are being drawn."""
     return _environment().from_string(CONFIGURATIONS).render(
         configs=_configurations(analysis, curves, experiment_dir, out_dir),
         metric_label=_metric_label(analysis.primary), baseline_of=lambda config: config["baseline"] or "(none)")
 
 
+@functools.cache
 def _environment() -> Any:
+    """One jinja2 environment for both templates (autoescaping, undefined names an error)."""
     import jinja2
 
     return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)

@@ -45,13 +45,12 @@ log = logging.getLogger(__name__)
 LOCK_FILE = ".collect.lock"
 STATE_FILE = ".collect-state.json"
 LOCK_TIMEOUT_S = 600.0
-OUTPUT_VERSION = 2  # bump when the outputs change shape: the next collect rewrites them
 
 
 @functools.cache
 def code_fingerprint() -> str:
     """A hash of the source of collect and of the run-directory contract: outputs written by other
-    code (an upgrade, a local change) are never returned as unchanged."""
+    code (an upgrade, a local change, a change to the outputs' shape) are never returned as unchanged."""
     import jobs.contract
 
     sha = hashlib.sha256()
@@ -98,7 +97,6 @@ def _collect_locked(roots: list[Root], out_dir: Path, formats: frozenset[str], g
     # A first collect into out_dir of a root without an index reads every run: its workers list the files.
     scans = [scan(root.path / RUNS_DIR, previous.get(key),
                   list_files=bool(state) or root.index_path(out_dir).exists()) for root, key in zip(roots, keys)]
-
     key = _inputs_digest(roots, keys, scans, formats, gpu_memory_mib) if state else ""
     if key and state.get("digest") == key and all((out_dir / rel).exists() for rel in state.get("written", [])):
         cached = CollectReport.from_dict(state["report"])
@@ -113,7 +111,6 @@ def _collect_changed(roots: list[Root], out_dir: Path, formats: frozenset[str], 
                      started: float, keys: list[str], scans: list[Scan], state: dict[str, Any], key: str,
                      ) -> CollectReport:
     """Read what changed, analyse, write every output, save the state and the scans."""
-
     problems: list[str] = []
     indexes, runs_read = [], 0
     # the changed runs are read (in forked workers when many) while this process loads pandas and the rest
@@ -150,7 +147,7 @@ def _inputs_digest(roots: list[Root], keys: list[str], scans: list[Scan], format
     """The digest of everything a collect's outputs depend on: runs, manifests, options, code."""
     return digest([scanned.digest() for scanned in scans],
                   [(_stat(root.path / MANIFEST_FILE), key, root.owner) for root, key in zip(roots, keys)],
-                  sorted(formats), gpu_memory_mib, OUTPUT_VERSION, code_fingerprint())
+                  sorted(formats), gpu_memory_mib, code_fingerprint())
 
 
 @contextmanager

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # collect_fixtures liv
 from collect_fixtures import build_seed_study
 
 from orchestrator.collect import collect, plot_job
-from orchestrator.collect.parallel import ChildFailed, ForkedCall, can_fork, map_forked
+from orchestrator.collect.parallel import ChildFailed, ForkedCall, ForkedMap, can_fork
 
 needs_fork = pytest.mark.skipif(not can_fork(), reason="needs the fork start method and two CPUs")
 
@@ -89,13 +89,13 @@ def _block(_: object) -> None:
 
 
 @needs_fork
-def test_map_forked_gives_up_on_a_dead_or_blocked_worker() -> None:
-    if not in_fresh_interpreter("test_map_forked_gives_up_on_a_dead_or_blocked_worker"):
+def test_forked_map_gives_up_on_a_dead_or_blocked_worker() -> None:
+    if not in_fresh_interpreter("test_forked_map_gives_up_on_a_dead_or_blocked_worker"):
         return
-    assert map_forked(abs, [-1, -2, 3, -4, 5], 2, timeout_s=60) == [1, 2, 3, 4, 5]
+    assert ForkedMap(abs, [-1, -2, 3, -4, 5], 2, timeout_s=60).results() == [1, 2, 3, 4, 5]
     for broken in (_die, _block):
         started = time.monotonic()
-        assert map_forked(broken, [1, 2], 2, timeout_s=1.0) is None
+        assert ForkedMap(broken, [1, 2], 2, timeout_s=1.0).results() is None
         assert time.monotonic() - started < 30, broken.__name__
 
 
