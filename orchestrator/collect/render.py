@@ -36,9 +36,19 @@ class Table:
     note: str = ""
 
     @cached_property
+    def cells(self) -> list[list[str]]:
+        """The display's cells as text (``cell_text``), column by column: each form reads these."""
+        return [[cell_text(value) for value in self.display.iloc[:, position].tolist()]
+                for position in range(self.display.shape[1])]
+
+    @cached_property
     def numeric_columns(self) -> list[bool]:
         """Per display column: all its cells are numbers (right-aligned)."""
-        return [_is_numeric_text(self.display[name]) for name in self.display.columns]
+        return [_is_numeric_text(column) for column in self.cells]
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """The display's cells as text, row by row."""
+        return list(zip(*self.cells))
 
     def to_csv(self) -> str:
         """CSV of ``data`` (floats to 10 significant digits)."""
@@ -56,8 +66,7 @@ class Table:
         if self.display.empty:
             return "(no rows)\n"
         body = pipe_table([_md_cell(name) for name in self.display.columns],
-                          [[_md_cell(value) for value in row] for row in self.display.itertuples(index=False)],
-                          self.numeric_columns)
+                          [[_md_text(text) for text in row] for row in self.rows()], self.numeric_columns)
         return body + (f"\n\n{self.note}" if self.note else "") + "\n"
 
     def to_latex(self) -> str:
@@ -68,8 +77,8 @@ class Table:
                  rf"\caption{{{latex_escape(self.title)}}}", rf"\label{{tab:{self.name}}}",
                  rf"\begin{{tabular}}{{{spec or 'l'}}}", r"\toprule",
                  " & ".join(latex_escape(str(name)) for name in columns) + r" \\", r"\midrule"]
-        for row in self.display.itertuples(index=False):
-            lines.append(" & ".join(latex_escape(cell_text(value)) for value in row) + r" \\")
+        for row in self.rows():
+            lines.append(" & ".join(text.translate(_LATEX_TABLE) for text in row) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
         return "\n".join(lines)
 
@@ -84,24 +93,30 @@ def pipe_table(headers: list[str], rows: list[list[str]], right: list[bool]) -> 
     ~1 s in tabulate at 10,000 runs. ``right[i]``: column i is right-aligned (numbers).
     """
     rows = [[cell.strip() for cell in row] for row in rows]
-    widths = [_width(header) + 2 for header in headers]
-    for row in rows:
-        for position, cell in enumerate(row):
-            widths[position] = max(widths[position], _width(cell))
+    header_widths = [_width(header) for header in headers]
+    row_widths = [[_width(cell) for cell in row] for row in rows]
+    widths = [width + 2 for width in header_widths]
+    for cell_widths in row_widths:
+        widths = [max(pair) for pair in zip(widths, cell_widths)]
 
-    def line(cells: list[str]) -> str:
-        padded = [" " * (width - _width(cell)) + cell if flush_right else cell + " " * (width - _width(cell))
-                  for cell, width, flush_right in zip(cells, widths, right)]
+    def line(cells: list[str], cell_widths: list[int]) -> str:
+        padded = [" " * (width - own) + cell if flush_right else cell + " " * (width - own)
+                  for cell, own, width, flush_right in zip(cells, cell_widths, widths, right)]
         return "| " + " | ".join(padded) + " |"
 
     rule = "|" + "|".join("-" * (width + 1) + ":" if flush_right else ":" + "-" * (width + 1)
                           for width, flush_right in zip(widths, right)) + "|"
-    return "\n".join([line(headers), rule] + [line(row) for row in rows])
+    return "\n".join([line(headers, header_widths), rule] + [line(*pair) for pair in zip(rows, row_widths)])
+
+
+_NARROW = frozenset(MISSING + "±×Δ≤≥−")  # the tables' own signs: one terminal column each
 
 
 def _width(text: str) -> int:
     """Terminal columns of ``text`` (a CJK character takes two)."""
     if text.isascii():
+        return len(text)
+    if all(char in _NARROW or char.isascii() for char in text):
         return len(text)
     width = wcswidth(text)
     return width if width >= 0 else len(text)
@@ -120,11 +135,16 @@ def cell_text(value: Any) -> str:
 
 
 def _md_cell(value: Any) -> str:
-    return cell_text(value).replace("|", r"\|").replace("\n", " ")
+    return _md_text(cell_text(value))
 
 
-def _is_numeric_text(column: pd.Series) -> bool:
-    values = [cell_text(value) for value in column if cell_text(value) != MISSING]
+def _md_text(text: str) -> str:
+    return text.replace("|", r"\|").replace("\n", " ") if "|" in text or "\n" in text else text
+
+
+def _is_numeric_text(texts: list[str]) -> bool:
+    """Every cell but the missing ones reads as a number (and there is one)."""
+    values = set(texts) - {MISSING}
     return bool(values) and all(_looks_numeric(value) for value in values)
 
 

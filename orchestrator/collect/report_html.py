@@ -67,7 +67,7 @@ def _metric_label(primary: str | None) -> str:
 
 def _table(table: Table) -> dict[str, Any]:
     numeric = table.numeric_columns
-    rows = [[(cell_text(value), numeric[i]) for i, value in enumerate(row)] for row in table.display.itertuples(index=False)]
+    rows = [list(zip(row, numeric)) for row in table.rows()]
     return {"name": table.name, "title": table.title, "columns": [str(c) for c in table.display.columns],
             "rows": rows, "note": table.note}
 
@@ -95,16 +95,17 @@ def _configurations(analysis: Analysis, curves: Curves, experiment_dir: Path, ou
     firsts = current.drop_duplicates("config_id")[["config_id", *knob_columns]].to_dict("records")
     knobs = {row.pop("config_id"): _knobs(row) for row in firsts}
     out = []
-    for config_id in configs.index:
-        baseline = configs.at[config_id, "baseline_id"]
+    columns = (configs.index.tolist(), configs["baseline_id"].tolist(), configs["config_words"].tolist(),
+               configs["flag_labels"].tolist(), configs["flags"].tolist())
+    for config_id, baseline, words, flag_labels, flags in zip(*columns):
         baseline = baseline if isinstance(baseline, str) else None
         run_rows = runs_of.get(config_id, [])
         seeds = [curves[run["run_id"]] for run in run_rows if run["run_id"] in curves and curves[run["run_id"]][0]]
         out.append({
-            "id": config_id, "words": configs.at[config_id, "config_words"], "flags": configs.at[config_id, "flag_labels"],
+            "id": config_id, "words": words, "flags": flag_labels,
             "baseline": baseline, "is_baseline": baseline == config_id,
             "diff": _diff(knobs.get(baseline, {}), knobs.get(config_id, {})) if baseline else [],
-            "curve": loss_svg(seeds), "runs": run_rows, "open": bool(configs.at[config_id, "flags"]),
+            "curve": loss_svg(seeds), "runs": run_rows, "open": bool(flags),
         })
     return out
 
@@ -152,12 +153,14 @@ def loss_svg(seeds: Sequence[tuple[list[float], list[float]]]) -> str:
     y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
     width, height, margin = CURVE_WIDTH, CURVE_HEIGHT, CURVE_MARGIN
 
-    def at(x: float, y: float) -> str:
-        return (f"{margin + (x - x0) / (x1 - x0) * (width - margin - 8):.1f},"
-                f"{height - margin + 10 - (y - y0) / (y1 - y0) * (height - margin - 4):.1f}")
+    x_scale, y_scale = (width - margin - 8) / (x1 - x0), (height - margin - 4) / (y1 - y0)
+    x_left, y_base = margin - x0 * x_scale, height - margin + 10 + y0 * y_scale
+
+    def polyline(line: list[tuple[float, float]]) -> str:
+        return " ".join(f"{x_left + x * x_scale:.1f},{y_base - y * y_scale:.1f}" for x, y in line)
 
     lines = "".join(f'<polyline fill="none" stroke="{COLOURS[i % len(COLOURS)]}" stroke-width="1.2" '
-                    f'points="{" ".join(at(x, y) for x, y in line)}"><title>seed run {i + 1}</title></polyline>'
+                    f'points="{polyline(line)}"><title>seed run {i + 1}</title></polyline>'
                     for i, line in enumerate(points))
     axes = (f'<line x1="{margin}" y1="{height - margin + 10}" x2="{width - 8}" y2="{height - margin + 10}" stroke="#999"/>'
             f'<line x1="{margin}" y1="6" x2="{margin}" y2="{height - margin + 10}" stroke="#999"/>'

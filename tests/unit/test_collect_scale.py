@@ -18,6 +18,7 @@ TABLES = [
     (["", "Δ f1"], [["  padded cell  ", "−0.5"], ["x", ""]], [False, True]),
     ([" header with spaces ", "漢字"], [["漢字漢字漢字", "a\\|b"], ["é", "😀"]], [True, False]),
     (["combining é"], [["é"], ["≤ 3"]], [False]),
+    (["Δ ≥ ×", "x"], [["−1 ≤ 漢字", "×"], ["±", "–"], ["a\u0301", "≥"]], [False, True]),  # narrow signs beside wide
 ]
 
 
