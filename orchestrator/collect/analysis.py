@@ -15,7 +15,7 @@ from jobs.tasks import TASKS, judged_metrics, metric_labels, primary_metrics
 from orchestrator.collect.anomalies import DISQUALIFYING, LABELS, Anomaly, find_anomalies, flags_by_config
 from orchestrator.collect.caveats import speed_caveats
 from orchestrator.collect.describe import data_words, describe, method
-from orchestrator.collect.frame import natural_key_text
+from orchestrator.collect.frame import natural_key_text, records
 from orchestrator.collect.manifest import Manifest
 from orchestrator.collect.report import COMPLETED
 from orchestrator.collect.stats import aggregate, pareto_front
@@ -127,7 +127,7 @@ def _config_rows(current: pd.DataFrame) -> pd.DataFrame:
     grouped = ordered.groupby("config_id", sort=False)
     first = ordered.drop_duplicates("config_id").set_index("config_id")
     configs = first[[name for name in FIRST_VALUE_COLUMNS if name in first.columns]].copy()
-    knobs = [knobs_of(row) for row in first[[c for c in first.columns if c.startswith("train.")]].to_dict("records")]
+    knobs = [knobs_of(row) for row in records(first, [c for c in first.columns if c.startswith("train.")])]
     configs["config_words"] = [describe(train) for train in knobs]
     configs["method"] = [method(train) for train in knobs]
     configs["noise"] = [data_words(train)[0] for train in knobs]
@@ -140,7 +140,8 @@ def _config_rows(current: pd.DataFrame) -> pd.DataFrame:
         configs["owners"] = grouped["owner"].agg(lambda names: ", ".join(sorted(set(map(str, names)))))
     configs["run_ids"] = [value if isinstance(value, list) else [] for value in configs["run_ids"]]
     configs["adapted"] = _adapted_runs(ordered).reindex(configs.index).fillna("")
-    keys = sorted(configs.index, key=lambda cid: (natural_key_text(configs.at[cid, "series"]), natural_key_text(cid)))
+    series = configs["series"].to_dict()
+    keys = sorted(configs.index, key=lambda cid: (natural_key_text(series[cid]), natural_key_text(cid)))
     return configs.loc[keys]
 
 
@@ -184,12 +185,13 @@ def _baselines(runs: pd.DataFrame, configs: pd.DataFrame, manifest: Manifest | N
     """config_id -> its baseline's config_id: the manifest's baseline base name when set
     (matching grid values where the baseline has a grid too), else the spec's baseline_run_id."""
     if manifest is not None and manifest.baseline:
-        candidates = [cid for cid in configs.index if configs.at[cid, "base_name"] == manifest.baseline]
+        base_names = configs["base_name"].to_dict()
+        candidates = [cid for cid in configs.index if base_names[cid] == manifest.baseline]
         if not candidates:
             problems.append(f"baseline {manifest.baseline} (manifest.json) has no current runs")
             return {cid: None for cid in configs.index}
         by_suffix = {cid[len(manifest.baseline):]: cid for cid in candidates}
-        return {cid: by_suffix.get(cid[len(str(configs.at[cid, "base_name"])):], candidates[0])
+        return {cid: by_suffix.get(cid[len(str(base_names[cid])):], candidates[0])
                 for cid in configs.index}
     config_of_run = dict(zip(runs["run_id"], runs["config_id"]))
     firsts = runs[runs["current"]].groupby("config_id")["baseline_run_id"].first()
@@ -224,12 +226,12 @@ def ci_overlaps_baseline(configs: pd.DataFrame, metric: str) -> pd.Series:
     if low not in configs or high not in configs:
         return pd.Series(None, index=configs.index, dtype=object)
     out: list[bool | None] = []
+    bounds = dict(zip(configs.index, zip(configs[low].tolist(), configs[high].tolist())))
     for config_id, baseline in zip(configs.index, configs["baseline_id"]):
-        if not isinstance(baseline, str) or baseline == config_id or baseline not in configs.index:
+        if not isinstance(baseline, str) or baseline == config_id or baseline not in bounds:
             out.append(None)
             continue
-        own = (configs.at[config_id, low], configs.at[config_id, high])
-        base = (configs.at[baseline, low], configs.at[baseline, high])
+        own, base = bounds[config_id], bounds[baseline]
         if not all(np.isfinite(value) for value in (*own, *base)):
             out.append(None)
         else:

@@ -30,6 +30,7 @@ from jobs.contract.health import (
     short_run,
     under_hasans_floor,
 )
+from orchestrator.collect.frame import records
 from orchestrator.collect.report import COMPLETED
 
 # Kinds that make a configuration unfit for a recipe.
@@ -74,7 +75,7 @@ def find_anomalies(
     wanted += [f"metrics.{metric}" for metric in judged if f"metrics.{metric}" in runs.columns]
     wanted += ["metrics.accuracy"] if "metrics.accuracy" in runs.columns else []
     # each once: a judged metric may be one the checks always read (SQuAD v2's HasAns F1)
-    for row in runs.loc[suspects, list(dict.fromkeys(wanted))].to_dict("records"):
+    for row in records(runs.loc[suspects], list(dict.fromkeys(wanted))):
         found += _matrix_anomalies(row)
         if not row.get("current") or row.get("status") != COMPLETED:
             continue

@@ -58,12 +58,13 @@ def speed_caveats(finished: pd.DataFrame, configs: pd.DataFrame) -> list[str]:
     devices = (finished[DEVICE_COLUMN].dropna().astype(str).groupby(finished["config_id"]).agg(lambda v: sorted(set(v)))
                if DEVICE_COLUMN in finished else pd.Series(dtype=object))
     out = []
+    baselines = configs["baseline_id"].to_dict() if "baseline_id" in configs else {}
     for config_id in configs.index:
         words = []
         count = int(shared_by_config.get(config_id, 0))
         if count:
             words.append(f"{count} run(s) shared the machine with other runs")
-        baseline = configs.at[config_id, "baseline_id"] if "baseline_id" in configs else None
+        baseline = baselines.get(config_id)
         if isinstance(baseline, str) and baseline != config_id:
             if int(shared_by_config.get(baseline, 0)):
                 words.append(f"baseline {baseline}'s runs shared the machine")

@@ -70,8 +70,9 @@ def compare_all(analysis: Analysis) -> list[Comparison]:
                            "value": pd.to_numeric(done[f"metrics.{primary}"], errors="coerce")}).dropna()
     by_config = {cid: dict(zip(group["seed"], group["value"])) for cid, group in values.groupby("config_id")}
     out = []
+    baselines = configs["baseline_id"].to_dict()
     for config_id in configs.index[configs["n"] > 0]:
-        baseline = configs.at[config_id, "baseline_id"]
+        baseline = baselines[config_id]
         own = by_config.get(config_id, {})
         if not isinstance(baseline, str) or baseline not in by_config:
             out.append(Comparison(str(config_id), None, len(own), 0, False, verdict="no baseline"))

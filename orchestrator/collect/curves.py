@@ -90,10 +90,10 @@ def curves_figure(configs: pd.DataFrame, curves: EvalCurves, metric: str | None)
     if metric is None or configs.empty:
         return None
     panels: dict[str, list[tuple[str, int, dict[str, SplitCurve]]]] = {}
-    for config_id, row in configs.iterrows():
-        run_ids = row["run_ids"] if isinstance(row["run_ids"], list) else []
+    for config_id, run_ids, series in zip(configs.index, configs["run_ids"].tolist(), configs["series"].tolist()):
+        run_ids = run_ids if isinstance(run_ids, list) else []
         runs = [curves[run_id] for run_id in run_ids if curves.get(run_id)]
-        lines = panels.setdefault(str(row["series"]), [])
+        lines = panels.setdefault(str(series), [])
         if not runs or len(lines) >= MAX_CONFIGS_PER_PANEL:
             continue
         bands = {split: band for split in SPLIT_STYLES if (band := seed_band(runs, split, metric)) is not None}

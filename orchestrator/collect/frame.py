@@ -8,7 +8,7 @@ name is current when there is no manifest to say so.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,13 @@ def build_runs_frame(records: Iterable[RunRecord], manifest: Manifest | None) ->
         _missing_dirs(runs, manifest, result.problems)
     result.runs = ordered(_drop_empty_parents(runs))
     return result
+
+
+def records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of ``frame[columns]`` as dicts, as ``to_dict("records")`` gives them, built from each
+    column's ``tolist()`` (pandas' records walk arrow-backed text cell by cell: ~10x slower at 10,000 runs)."""
+    names = list(columns)
+    return [dict(zip(names, values)) for values in zip(*(frame[name].tolist() for name in names))]
 
 
 def ordered(runs: pd.DataFrame) -> pd.DataFrame:

@@ -134,12 +134,12 @@ def loss_figure(configs: pd.DataFrame, curves: Curves) -> Figure | None:
     """Training loss of every finished run (every seed: one thin line each, one colour a
     configuration), one panel a series."""
     panels: dict[str, list[tuple[str, list[tuple[list[float], list[float]]]]]] = {}
-    for config_id, row in configs.iterrows():
-        run_ids = row["run_ids"] if isinstance(row["run_ids"], list) else []
+    for config_id, run_ids, series in zip(configs.index, configs["run_ids"].tolist(), configs["series"].tolist()):
+        run_ids = run_ids if isinstance(run_ids, list) else []
         seeds = [curves[rid] for rid in run_ids if rid in curves and curves[rid][0]]
         if not seeds:
             continue
-        lines = panels.setdefault(str(row["series"]), [])
+        lines = panels.setdefault(str(series), [])
         if len(lines) < MAX_CURVES_PER_PANEL:
             lines.append((str(config_id), seeds))
     if not panels:

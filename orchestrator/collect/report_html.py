@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.collect.analysis import Analysis
+from orchestrator.collect.frame import records
 from orchestrator.collect.html_template import CONFIGURATIONS, TEMPLATE
 from orchestrator.collect.render import Table, cell_text, fmt_number
 
@@ -84,7 +85,7 @@ def _configurations(analysis: Analysis, curves: Curves, experiment_dir: Path, ou
               if c and c in current.columns]
     runs_of: dict[str, list[dict[str, Any]]] = {}
     href = _Links(experiment_dir, out_dir)
-    for row in current[wanted].to_dict("records"):
+    for row in records(current, wanted):
         runs_of.setdefault(row["config_id"], []).append({
             "run_id": row["run_id"], "owner": row.get("owner", ""), "seed": cell_text(row.get("seed")),
             "status": row["status"], "anomalies": row.get("anomalies", ""),
@@ -92,7 +93,7 @@ def _configurations(analysis: Analysis, curves: Curves, experiment_dir: Path, ou
             "href": href(str(row["run_dir"])),
         })
     knob_columns = [c for c in current.columns if c.startswith("train.") and c not in IGNORED_KNOBS]
-    firsts = current.drop_duplicates("config_id")[["config_id", *knob_columns]].to_dict("records")
+    firsts = records(current.drop_duplicates("config_id"), ["config_id", *knob_columns])
     knobs = {row.pop("config_id"): _knobs(row) for row in firsts}
     out = []
     columns = (configs.index.tolist(), configs["baseline_id"].tolist(), configs["config_words"].tolist(),

@@ -95,10 +95,12 @@ def merge_roots(frames: Sequence[tuple[Root, pd.DataFrame]]) -> tuple[pd.DataFra
     its results differ from the kept copy."""
     import pandas as pd
 
+    from orchestrator.collect.frame import records
+
     problems: list[str] = []
     parts = []
     kept: dict[str, tuple[Root, dict[str, object]]] = {}
-    for root, runs in frames:
+    for position, (root, runs) in enumerate(frames):
         if runs.empty:
             continue
         runs = runs.copy()
@@ -108,7 +110,7 @@ def merge_roots(frames: Sequence[tuple[Root, pd.DataFrame]]) -> tuple[pd.DataFra
             runs["run_dir"] = [str(root.path / path) for path in runs["run_dir"]]
         result_columns = [c for c in runs.columns if c.startswith(RESULT_PREFIXES)] + ["status"]
         duplicate = runs["run_id"].isin(kept)
-        for row in runs.loc[duplicate, ["run_id"] + result_columns].to_dict("records"):
+        for row in records(runs.loc[duplicate], ["run_id"] + result_columns):
             first_root, first = kept[str(row["run_id"])]
             differing = [c for c in result_columns if not _same(first.get(c), row.get(c))]
             if differing:
@@ -116,8 +118,9 @@ def merge_roots(frames: Sequence[tuple[Root, pd.DataFrame]]) -> tuple[pd.DataFra
                 problems.append(f"{row['run_id']}: in {first_root.path} ({first_root.owner}) and {root.path} "
                                 f"({root.owner}) with different results ({shown}); kept the first")
         fresh = runs[~duplicate]
-        for row in fresh[["run_id"] + result_columns].to_dict("records"):
-            kept[str(row["run_id"])] = (root, row)
+        if position < len(frames) - 1:  # a later root's copies are checked against these
+            for row in records(fresh, ["run_id"] + result_columns):
+                kept[str(row["run_id"])] = (root, row)
         parts.append(fresh)
     if not parts:
         return pd.DataFrame(), problems

@@ -46,3 +46,22 @@ def test_the_nothing_changed_path_imports_neither_pandas_nor_matplotlib() -> Non
             "print(sorted(name for name in ('pandas', 'matplotlib', 'scipy', 'pyarrow') if name in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_records_are_what_pandas_to_dict_records_gives() -> None:
+    import pandas as pd
+
+    from orchestrator.collect.frame import records
+
+    frame = pd.DataFrame({"text": ["a", None, "c"], "number": [1.5, float("nan"), 3.0], "count": [1, 2, 3],
+                          "flag": [True, False, True], "ids": [["r1"], [], None], "mixed": ["x", 2, None]},
+                         index=[10, 11, 12])
+    columns = ["ids", "text", "count", "number", "flag", "mixed"]
+    expected = frame[columns].to_dict("records")
+    got = records(frame, columns)
+    assert [list(row) for row in got] == [columns] * 3
+    for mine, theirs in zip(got, expected):
+        for name in columns:
+            a, b = mine[name], theirs[name]
+            assert type(a) is type(b) and (a == b or (a != a and b != b)), (name, a, b)
+    assert records(frame.iloc[:0], columns) == []
