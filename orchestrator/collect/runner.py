@@ -113,6 +113,9 @@ def _collect_changed(roots: list[Root], out_dir: Path, formats: frozenset[str], 
     """Read what changed, analyse, write every output, save the state and the scans."""
     problems: list[str] = []
     indexes, runs_read = [], 0
+    # the run parser and the contract's models it checks against, loaded once here rather than in every reader
+    import orchestrator.collect.parse  # noqa: F401
+
     # the changed runs are read (in forked workers when many) while this process loads pandas and the rest
     reads = [Refresh(root.path / RUNS_DIR, scanned, load_index(root.index_path(out_dir)))
              for root, scanned in zip(roots, scans)]
