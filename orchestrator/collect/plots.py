@@ -150,12 +150,17 @@ def loss_figure(configs: pd.DataFrame, curves: Curves) -> Figure | None:
     fig = _figure(6 * columns, 3.6 * rows + 0.3)
     fig.subplots_adjust(hspace=0.5 / max(1, rows) + 0.3)
     fig.suptitle("every seed drawn: one thin line a run, one colour a configuration", fontsize=9)
+    from matplotlib.collections import LineCollection
+
     for position, series in enumerate(names, start=1):
         ax = fig.add_subplot(rows, columns, position)
         for colour, (config_id, seeds) in enumerate(panels[series]):
-            for number, (steps, losses) in enumerate(seeds):
-                ax.plot(steps, losses, color=f"C{colour}", linewidth=0.9, alpha=0.8,
-                        label=f"{config_id} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})" if not number else None)
+            # one artist a configuration, its seeds the segments (a Line2D a run cost most of the figure's time);
+            # a non-finite loss (a diverged run) is a gap in its line, as plot() draws it
+            lines = [np.column_stack([steps, np.where(np.isfinite(losses), losses, np.nan)]) for steps, losses in seeds]
+            ax.add_collection(LineCollection(lines, colors=f"C{colour}", linewidths=0.9, alpha=0.8,
+                                             label=f"{config_id} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})"))
+        ax.autoscale_view()
         ax.set_title(f"series {series}")
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")

@@ -38,9 +38,23 @@ def test_loss_plot_draws_every_seed_and_says_so(tmp_path: Path) -> None:
     analysis, curves = analysed(study.experiment_dir)
     configs = analysis.configs[analysis.configs["n"] > 0]
     figure = loss_figure(configs, curves)
-    lines = sum(len(ax.get_lines()) for ax in figure.axes)
+    lines = sum(len(collection.get_segments()) for ax in figure.axes for collection in ax.collections)
     drawn = {cid for series in "ABCD" for cid in configs.index if cid.startswith(series)}
     assert lines == sum(int(configs.at[cid, "n"]) for cid in drawn) == 40  # the current finished runs
     assert "every seed" in figure._suptitle.get_text()
     labels = [text.get_text() for ax in figure.axes for text in ax.get_legend().get_texts()]
     assert "A1 (3 seeds)" in labels and "C2-8 (2 seeds)" in labels
+
+
+def test_loss_plot_leaves_a_gap_where_a_loss_is_not_finite() -> None:
+    import pandas as pd
+
+    configs = pd.DataFrame({"run_ids": [["r1", "r2"]], "series": ["A"]}, index=["A1"])
+    curves = {"r1": ([0.0, 1.0, 2.0, 3.0], [1.0, float("inf"), 0.5, 0.4]),
+              "r2": ([0.0, 1.0, 2.0, 3.0], [1.2, float("nan"), 0.6, 0.3])}
+    figure = loss_figure(configs, curves)
+    ax = figure.axes[0]
+    assert np.isfinite(ax.get_ylim()).all() and ax.get_ylim()[1] < 1.5  # the diverged point is not on the axes
+    (collection,) = ax.collections
+    assert [np.isnan(path.vertices[:, 1]).tolist() for path in collection.get_paths()] == [[False, True, False, False]] * 2
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["A1 (2 seeds)"]
