@@ -68,7 +68,9 @@ def compare_all(analysis: Analysis) -> list[Comparison]:
     done = runs[runs["current"] & (runs["status"] == COMPLETED)]
     values = pd.DataFrame({"config_id": done["config_id"], "seed": done["seed"].astype(str),
                            "value": pd.to_numeric(done[f"metrics.{primary}"], errors="coerce")}).dropna()
-    by_config = {cid: dict(zip(group["seed"], group["value"])) for cid, group in values.groupby("config_id")}
+    by_config: dict[str, dict[str, float]] = {}
+    for config_id, seed, value in zip(values["config_id"].tolist(), values["seed"].tolist(), values["value"].tolist()):
+        by_config.setdefault(config_id, {})[seed] = value
     out = []
     baselines = configs["baseline_id"].to_dict()
     for config_id in configs.index[configs["n"] > 0]:

@@ -157,8 +157,9 @@ def loss_figure(configs: pd.DataFrame, curves: Curves) -> Figure | None:
         for colour, (config_id, seeds) in enumerate(panels[series]):
             # one artist a configuration, its seeds the segments (a Line2D a run cost most of the figure's time);
             # a non-finite loss (a diverged run) is a gap in its line, as plot() draws it
-            lines = [np.column_stack([steps, np.where(np.isfinite(losses), losses, np.nan)]) for steps, losses in seeds]
-            ax.add_collection(LineCollection(lines, colors=f"C{colour}", linewidths=0.9, alpha=0.8,
+            segments = [np.column_stack([steps, np.where(np.isfinite(losses), losses, np.nan)])
+                        for steps, losses in seeds]
+            ax.add_collection(LineCollection(segments, colors=f"C{colour}", linewidths=0.9, alpha=0.8,
                                              label=f"{config_id} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})"))
         ax.autoscale_view()
         ax.set_title(f"series {series}")
