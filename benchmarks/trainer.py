@@ -105,6 +105,9 @@ RECIPES["A5-kprof"], RECIPES["P2-kprof"] = RECIPES["A5"], RECIPES["P2"]
 # "-ca": the recipe with compiled autograd (trainer_diagnostics.compiled_autograd): an experiment.
 RECIPES["A5-ca"] = RECIPES["A5"]
 RECIPES["A4-64"] = {**RECIPES["A4"], "pad_to_multiple_of": 64}  # A4 with at most 6 shapes at 384 tokens
+# "-nowalks": the recipe with the Trainer's own per-step train() / zero_grad() walks (jobs.step_walks off).
+for _name in ("A2", "A5", "A5-16", "L5-16"):
+    RECIPES[f"{_name}-nowalks"] = RECIPES[_name]
 # Large batches are bound by arithmetic, not launches: no CUDA graphs, tight padding.
 RECIPES["A6"] = {**RECIPES["A5-default"], "pad_to_multiple_of": 16}
 ACCURACY_NEUTRAL_FULL_FT = ("A1", "A2", "A3", "A4", "D1", "A5", "A5-default", "A5-p64", "A6", "P1", "P2", "A5-16")
@@ -236,6 +239,7 @@ def run_recipe(name: str, args: argparse.Namespace, model_path: Path, data: dict
         run_dir = RunDir(Path(folder))
         session = build_session(train, run_dir, model, tokenizer, task, data[train.padding != "max_length"],
                                 warmup_steps=args.warmup, extra_callbacks=extra_callbacks(name, args))
+        session.trainer.step_walks = not name.endswith("-nowalks")
         try:
             with compiled_autograd(name.endswith("-ca")):
                 section = train_session(session, resume=False)

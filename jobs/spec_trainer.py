@@ -28,7 +28,9 @@
 * Each training step: counts real tokens (on the device, no sync), checks the loss
   is finite (:class:`jobs.callbacks.FiniteLossGuard`); with CUDA graphs (compile
   mode ``reduce-overhead``) marks the step boundary for cudagraph trees; with
-  compile and dynamic padding marks the sequence length dynamic up front.
+  compile and dynamic padding marks the sequence length dynamic up front; the Trainer's
+  per-step ``model.train()`` and ``model.zero_grad()`` go through the cheap walks of
+  :mod:`jobs.step_walks` (exact, removed when training ends; ``step_walks = False`` turns them off).
 * Evaluation during training (``eval_strategy``): :meth:`SpecTrainer.evaluate` hands it to
   the session's :class:`jobs.curves.CurveEvaluator` (the task's own prediction and scoring,
   metrics.jsonl lines) and gives the Trainer its validation metrics as ``eval_<name>``, for
@@ -61,6 +63,8 @@ from jobs.packing import PAD_LOGIT, classification_logits, qa_logits, qa_loss
 from jobs.preemption import ChildSignals, shield_loader
 from jobs.profiler import TokenCounter
 from jobs.resume import seal_checkpoint
+from jobs.step_walks import install as install_step_walks
+from jobs.step_walks import uninstall as uninstall_step_walks
 from jobs.tasks.batching import BucketBatchSampler
 
 logger = logging.getLogger(__name__)
@@ -95,6 +99,17 @@ class SpecTrainer(Trainer):
         self.checkpoint_accounting: Callable[[], dict[str, Any]] | None = None
         # Evaluation during training (jobs.curves.CurveEvaluator); set by the session.
         self.curve_evaluation: Callable[[Trainer], dict[str, float]] | None = None
+        self.step_walks = True  # the Trainer's per-step train() / zero_grad() walks made cheap (jobs.step_walks)
+        self._walked: list[torch.nn.Module] = []
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's train; the step walks' shortcuts are removed when it returns or raises."""
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            for model in self._walked:
+                uninstall_step_walks(model)
+            self._walked.clear()
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -267,6 +282,9 @@ class SpecTrainer(Trainer):
     ) -> torch.Tensor:
         if self.cudagraph_steps:
             torch.compiler.cudagraph_mark_step_begin()
+        if self.step_walks and not any(model is walked for walked in self._walked):
+            install_step_walks(model)
+            self._walked.append(model)
         if self.dynamic_sequence:
             _mark_sequence_dynamic(inputs)
         if self.token_counter is not None:
