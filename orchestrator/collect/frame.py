@@ -38,11 +38,11 @@ class RunsFrame:
     problems: list[str] = field(default_factory=list)
 
 
-def build_runs_frame(records: Iterable[RunRecord], manifest: Manifest | None) -> RunsFrame:
+def build_runs_frame(run_records: Iterable[RunRecord], manifest: Manifest | None) -> RunsFrame:
     """One row a run directory that has a spec, with staleness and config ids resolved."""
     result = RunsFrame(runs=pd.DataFrame())
     by_schema: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-    for record in records:
+    for record in run_records:
         result.problems += [f"runs/{record.dir_name}: {problem}" for problem in record.problems]
         if record.status is None:
             continue
