@@ -5,6 +5,7 @@ every variant, so the figure isolates the batch layout and the attention path. L
 tokens (benchmarks/trainer.py's sampler). MFU counts real tokens only, as benchmarks/trainer.py does.
 
     python benchmarks/packing_probe.py --batch-size 64 --steps 60 --warmup 15
+    python benchmarks/packing_probe.py --check-varlen   # the flash variable-length path against the block mask
 """
 
 from __future__ import annotations
@@ -117,6 +118,89 @@ def run(variant: str, model: torch.nn.Module, batches: list[list[dict]], row_len
             "step_ms_mean": 1000 * total / len(times), "mfu_real_tokens": flops / total / peak if peak else float("nan")}
 
 
+def check_varlen(batch_size: int, row_len: int, device: str) -> int:
+    """jobs.packing's variable-length attention (the flash kernel: CUDA, bf16) against the block mask on the same
+    packed batch of a random BERT-base QA model: per-feature logits in evaluation, and a training step's
+    gradients (dropout off, so both paths compute the same function). Prints the largest differences beside
+    the bf16 noise of the mask path itself (the same batch with the features in reverse order); exit 1 when
+    the varlen path is further from the mask than that noise allows (4x)."""
+    torch.manual_seed(0)
+    config = BertConfig(attn_implementation="sdpa", attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0)
+    model = BertForQuestionAnswering(config).to(device, torch.bfloat16)
+    feats = features(squad_like_lengths(batch_size, MAX_LENGTH, seed=1), seed=1)
+    batch = {k: v.to(device) for k, v in packing.pack(feats, row_len).items()}
+    reverse = {k: v.to(device) for k, v in packing.pack(feats[::-1], row_len).items()}
+    starts = torch.tensor([f["start"] for f in feats], device=device)
+    ends = torch.tensor([f["end"] for f in feats], device=device)
+
+    def step(use_varlen: bool, inputs: dict[str, torch.Tensor], reverse: bool) -> tuple[torch.Tensor, dict]:
+        order = torch.arange(len(feats), device=device)
+        order = order.flip(0) if reverse else order
+        model.zero_grad(set_to_none=True)
+        model.config._attn_implementation = "sdpa"
+        if use_varlen:
+            packing.use_varlen_attention(model)
+        start, end = packing.qa_logits(model, inputs)
+        loss = packing.qa_loss(start.float(), end.float(), starts[order], ends[order])
+        loss.backward()
+        grads = {name: param.grad.float().clone() for name, param in model.named_parameters() if param.grad is not None}
+        logits = torch.where(torch.isinf(start), 0.0, start.float())[order]
+        return logits, grads
+
+    mask_logits, mask_grads = step(False, batch, False)
+    noise_logits, noise_grads = step(False, reverse, True)
+    varlen_logits, varlen_grads = step(True, batch, False)
+
+    def grad_gap(a: dict, b: dict) -> float:
+        return max(float((a[k] - b[k]).norm() / (b[k].norm() + 1e-12)) for k in b)
+
+    noise = float((noise_logits - mask_logits).abs().max()), grad_gap(noise_grads, mask_grads)
+    gap = float((varlen_logits - mask_logits).abs().max()), grad_gap(varlen_grads, mask_grads)
+    print(f"{torch.cuda.get_device_name()}: {batch_size} features in {batch['input_ids'].shape[0]} rows of {row_len}; "
+          f"largest per-feature start-logit difference: varlen vs mask {gap[0]:.3g}, mask vs mask reordered "
+          f"{noise[0]:.3g}; largest relative gradient difference (a parameter): varlen {gap[1]:.3g}, reordered "
+          f"{noise[1]:.3g}", flush=True)
+    return 0 if gap[0] <= 4 * max(noise[0], 1e-3) and gap[1] <= 4 * max(noise[1], 1e-3) else 1
+
+
+def time_attention_kernels(batch_size: int, row_len: int, device: str, repeats: int = 50) -> None:
+    """Forward + backward of the attention alone (BERT-base heads, bf16, dropout 0.1) on one packed batch's
+    q/k/v: SDPA with the block mask, flash variable-length, cuDNN variable-length (where this torch has it)."""
+    import torch.nn.functional as F
+
+    feats = features(squad_like_lengths(batch_size, MAX_LENGTH, seed=2), seed=2)
+    batch = packing.pack(feats, row_len, rows_multiple=8)
+    rows, heads, dim = batch["input_ids"].shape[0], 12, 64
+    cu = batch["cu_seqlens"].to(device)
+    mask = batch["attention_mask"].to(device)
+    q, k, v = (torch.randn(rows, heads, row_len, dim, device=device, dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+
+    def flat(t: torch.Tensor) -> torch.Tensor:
+        return t.transpose(1, 2).reshape(rows * row_len, heads, dim)
+
+    kernels = {
+        "sdpa+mask": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.1),
+        "flash varlen": lambda: torch.ops.aten._flash_attention_forward(
+            flat(q), flat(k), flat(v), cu, cu, row_len, row_len, 0.1, False, False)[0],
+        "cudnn varlen": lambda: torch.ops.aten._cudnn_attention_forward(
+            flat(q), flat(k), flat(v), None, cu, cu, row_len, row_len, True, 0.1, False, False)[0],
+    }
+    for name, kernel in kernels.items():
+        try:
+            for _ in range(3):
+                kernel().float().sum().backward()
+            torch.cuda.synchronize()
+            began = time.perf_counter()
+            for _ in range(repeats):
+                kernel().float().sum().backward()
+            torch.cuda.synchronize()
+            print(f"attention {name}: {(time.perf_counter() - began) / repeats * 1e3:.3f} ms forward+backward "
+                  f"({rows} rows x {row_len}, {len(feats)} features)", flush=True)
+        except Exception as exc:  # noqa: BLE001 - a kernel this torch lacks is a line of output, not the end
+            print(f"attention {name}: unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
@@ -124,8 +208,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=15)
     parser.add_argument("--row-len", type=int, default=512)
     parser.add_argument("--variants", default="padded,packed,padded+compile,packed+compile")
+    parser.add_argument("--check-varlen", action="store_true", help="only compare the varlen path with the mask")
     args = parser.parse_args()
     device = "cuda"
+    if args.check_varlen:
+        time_attention_kernels(args.batch_size, args.row_len, device)
+        return check_varlen(args.batch_size, args.row_len, device)
     n = args.batch_size * (args.warmup + args.steps)
     feats = features(squad_like_lengths(n, MAX_LENGTH, seed=0), seed=0)
     batches = [feats[i:i + args.batch_size] for i in range(0, n, args.batch_size)]

@@ -85,8 +85,13 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 # Padding-free packing (jobs/packing.py): the batch's features back to back in rows with block-diagonal
 # attention; P1 compiled by inductor, P2 also under CUDA graphs (one graph a distinct row count).
-RECIPES["P1"] = {"attention": "sdpa", "compile": COMPILE, "padding": "packed", "optimizer": "adamw_fused"}
+# P1/P2 keep the block mask (SDPA); P3 is P2 with the variable-length flash attention (packing_attention:
+# varlen, the default on a GPU in fp16/bf16), which skips the pairs across features the mask's kernel computes.
+RECIPES["P1"] = {"attention": "sdpa", "compile": COMPILE, "padding": "packed", "optimizer": "adamw_fused",
+                 "packing_attention": "mask"}
 RECIPES["P2"] = {**RECIPES["P1"], "compile": {"enabled": True, "mode": "reduce-overhead"}}
+RECIPES["P3"] = {**RECIPES["P2"], "packing_attention": "varlen"}
+RECIPES["P3-kprof"] = RECIPES["P3"]
 # LoRA r=8 on the attention's query/key/value: the fastest recipes with an adapter.
 RECIPES["L5"] = {**RECIPES["A5"], "lora": {"r": 8, "alpha": 16, "target_modules": ["query", "key", "value"]}}
 RECIPES["LP2"] = {**RECIPES["P2"], "lora": RECIPES["L5"]["lora"]}
@@ -110,7 +115,7 @@ for _name in ("A2", "A5", "A5-16", "L5-16"):
     RECIPES[f"{_name}-nowalks"] = RECIPES[_name]
 # Large batches are bound by arithmetic, not launches: no CUDA graphs, tight padding.
 RECIPES["A6"] = {**RECIPES["A5-default"], "pad_to_multiple_of": 16}
-ACCURACY_NEUTRAL_FULL_FT = ("A1", "A2", "A3", "A4", "D1", "A5", "A5-default", "A5-p64", "A6", "P1", "P2", "A5-16")
+ACCURACY_NEUTRAL_FULL_FT = ("A1", "A2", "A3", "A4", "D1", "A5", "A5-default", "A5-p64", "A6", "P1", "P2", "P3", "A5-16")
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "T4": 65e12}  # dense fp16/bf16 tensor cores
 T4_USABLE_MIB = 15360 - 400  # a 16 GB T4 shows 15,360 MiB; leave room for the CUDA context
 

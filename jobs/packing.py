@@ -19,6 +19,7 @@ tests/unit/test_packing.py), so the loss and the post-processing are unchanged.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -125,10 +126,29 @@ def pack(features: Sequence[Mapping[str, Sequence[int]]], row_len: int, min_rows
     attention_mask = (block[:, :, None] == block[:, None, :])[:, None]
     return {
         "input_ids": input_ids, "token_type_ids": token_type_ids, "position_ids": position_ids,
-        "attention_mask": attention_mask,
+        "attention_mask": attention_mask, "cu_seqlens": cu_seqlens(placement),
         "feature_row": torch.tensor(placement.rows), "feature_offset": torch.tensor(placement.offsets),
         "feature_length": torch.tensor(placement.lengths),
     }
+
+
+def cu_seqlens(placement: Placement) -> torch.Tensor:
+    """Where each attention segment of the flattened rows starts, for a variable-length attention kernel: int32,
+    ``(features + rows + 1,)``, from 0 to ``rows * row_len``.
+
+    The rows, laid end to end, are cut into segments: every feature, and every row's padding tail (a segment of
+    its own, like the mask's padding block). Fewer segments than ``features + rows`` (rows without a tail) are
+    made up by empty segments at the end, so the length depends only on the batch's shape (one CUDA graph a
+    shape).
+    """
+    import torch
+
+    row_len, total = placement.row_len, placement.num_rows * placement.row_len
+    starts = [row * row_len + offset for row, offset in zip(placement.rows, placement.offsets)]
+    ends = [start + n for start, n in zip(starts, placement.lengths)]
+    bounds = sorted({*range(0, total + 1, row_len), *starts, *ends})
+    bounds += [total] * (len(starts) + placement.num_rows + 1 - len(bounds))
+    return torch.tensor(bounds, dtype=torch.int32)
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -164,9 +184,16 @@ def gather_first_tokens(hidden: torch.Tensor, batch: Mapping[str, torch.Tensor])
 
 
 def encoder_inputs(batch: Mapping[str, torch.Tensor], attn_implementation: str | None,
-                   dtype: torch.dtype) -> dict[str, torch.Tensor]:
+                   dtype: torch.dtype) -> dict[str, Any]:
     """The keyword arguments a transformers encoder takes for a packed batch (the mask in the form its attention
-    implementation needs)."""
+    implementation needs; for :data:`VARLEN_ATTENTION` no mask but the segments, :func:`varlen_attention`)."""
+    if attn_implementation == VARLEN_ATTENTION:
+        inputs: dict[str, Any] = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"],
+                                  "packed_cu_seqlens": batch["cu_seqlens"],
+                                  "packed_max_seqlen": int(batch["input_ids"].shape[-1])}
+        if "token_type_ids" in batch:
+            inputs["token_type_ids"] = batch["token_type_ids"]
+        return inputs
     mask = batch["attention_mask"]
     if attn_implementation == "eager":
         mask = additive_mask(mask, dtype)
@@ -174,6 +201,75 @@ def encoder_inputs(batch: Mapping[str, torch.Tensor], attn_implementation: str |
     if "token_type_ids" in batch:
         inputs["token_type_ids"] = batch["token_type_ids"]
     return inputs
+
+
+VARLEN_ATTENTION = "orchestrate_packed_varlen"  # the attention implementation name registered with transformers
+
+
+def use_varlen_attention(model: Any) -> None:
+    """Make ``model`` (transformers, or peft around it) attend with :func:`varlen_attention` on packed batches:
+    registers it with transformers (once) and sets the model's attention implementation to its name.
+    The per-feature outputs are those of the block mask; only the kernel differs."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(VARLEN_ATTENTION, varlen_attention)
+    AttentionMaskInterface.register(VARLEN_ATTENTION, _no_mask)
+    unwrap(model).config._attn_implementation = VARLEN_ATTENTION
+
+
+def _no_mask(*_args: Any, **_kwargs: Any) -> None:
+    return None  # the segments (packed_cu_seqlens) confine the attention, not a mask
+
+
+def varlen_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                     **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers attention function for packed rows: each segment of ``packed_cu_seqlens`` (a feature, or a
+    row's padding tail; :func:`cu_seqlens`) attends only to itself, with attention dropout ``dropout``.
+
+    ``query``, ``key``, ``value``: ``(rows, heads, row_len, head_dim)``; returns ``(rows, row_len, heads,
+    head_dim)``. Where :func:`varlen_kernel_runs`, one flash-attention call over the flattened rows (variable-length, so
+    no work on pairs across features, which the block mask's kernel computes and discards); elsewhere SDPA one
+    segment at a time (the same maths, for CPU tests). ``packed_max_seqlen`` bounds a segment's length
+    (the row length: a fixed value, so no recompiles).
+    """
+    import torch
+
+    cu = kwargs["packed_cu_seqlens"]
+    max_len = int(kwargs["packed_max_seqlen"])
+    rows, heads, row_len, head_dim = query.shape
+    q, k, v = (t.transpose(1, 2).reshape(rows * row_len, heads, head_dim) for t in (query, key, value))
+    if varlen_kernel_runs(q.device, q.dtype):
+        out = torch.ops.aten._flash_attention_forward(q, k, v, cu.to(q.device), cu.to(q.device), max_len, max_len,
+                                                      dropout, False, False, scale=scaling)[0]
+    else:
+        out = _segments_attention(q, k, v, cu, dropout, scaling)
+    return out.reshape(rows, row_len, heads, head_dim), None
+
+
+def varlen_kernel_runs(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether torch's flash variable-length kernel takes ``dtype`` on ``device``: CUDA, compute capability
+    8.0 or later (not a T4, 7.5), fp16 or bf16."""
+    import torch
+
+    return (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+            and torch.cuda.get_device_capability(device)[0] >= 8)
+
+
+def _segments_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, dropout: float,
+                        scaling: float | None) -> torch.Tensor:
+    import torch
+    import torch.nn.functional as F
+
+    parts = []
+    bounds = cu.tolist()
+    for start, end in itertools.pairwise(bounds):
+        if end > start:
+            q_part, k_part, v_part = (t[start:end].transpose(0, 1) for t in (q, k, v))
+            parts.append(F.scaled_dot_product_attention(q_part, k_part, v_part, dropout_p=dropout,
+                                                        scale=scaling).transpose(0, 1))
+    return torch.cat(parts)
 
 
 def unwrap(model: Any) -> Any:

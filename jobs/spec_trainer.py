@@ -247,7 +247,12 @@ class SpecTrainer(Trainer):
             if inputs.get("start_positions") is None or inputs.get("end_positions") is None:
                 return None, (start, end)
             return qa_loss(start, end, inputs["start_positions"], inputs["end_positions"]), (start, end)
-        logits = classification_logits(model, inputs)
+        # The encoder is called below the model's forward, so outside the autocast that accelerate wraps the
+        # forward in: the same mixed precision here (else an fp16/bf16 run trains the packed encoder in fp32),
+        # and fp32 logits out, as the wrapped forward gives.
+        with self.accelerator.autocast():
+            logits = classification_logits(model, inputs)
+        logits = logits.float()
         labels = inputs.get("labels")
         if labels is None:
             return None, logits

@@ -46,7 +46,7 @@ from jobs.latency import measure_latency
 from jobs.methods import apply_methods, method_names
 from jobs.model import load_model, load_tokenizer, parameter_counts, present_modules
 from jobs.noise import noise_seed
-from jobs.packing import PackingError, packing_problem, unwrap
+from jobs.packing import PackingError, packing_problem, unwrap, use_varlen_attention, varlen_kernel_runs
 from jobs.profiler import KernelProfiler, StepProfiler, TokenCounter
 from jobs.reporting import Reporter, require_packages
 from jobs.resume import ResumePoint, find_resume_point
@@ -143,6 +143,7 @@ def build_session(
         packed_head=_packed_head(train, model, task),
     )
     session = Session(trainer, profiler, counter, kernel_profiler, run_dir)
+    session.warnings.extend(_packed_attention(train, model))
     trainer.checkpoint_accounting = session.figures_so_far
     return session
 
@@ -156,6 +157,24 @@ def _packed_head(train: TrainConfig, model: torch.nn.Module, task: Task) -> str 
     if problem is not None:
         raise PackingError(problem)
     return "qa" if task.model_class_name == "AutoModelForQuestionAnswering" else "classification"
+
+
+def _packed_attention(train: TrainConfig, model: torch.nn.Module) -> list[str]:
+    """With ``padding: packed`` and ``packing_attention: varlen``, attend with the variable-length kernel
+    (:func:`jobs.packing.varlen_attention`); otherwise (``mask``, ``auto`` or unset) the block mask, which measured
+    as fast on an H200 (benchmarks/README.md). Returns the warnings for the result: ``varlen`` where the flash
+    kernel cannot run (no CUDA device of compute capability 8.0+ in fp16/bf16: its per-segment path runs)."""
+    if train.padding != "packed" or train.packing_attention != "varlen":
+        return []
+    half = torch.float16 if train.precision == "fp16" else torch.bfloat16
+    kernel = (torch.cuda.is_available() and train.precision in ("fp16", "bf16")
+              and varlen_kernel_runs(torch.device("cuda"), half))
+    use_varlen_attention(model)
+    logger.info("packed attention: variable-length flash attention" if kernel else
+                "packed attention: one feature at a time (packing_attention: varlen where its kernel cannot run)")
+    return [] if kernel else [("packing_attention: varlen without a CUDA device of compute capability 8.0+ in "
+                                "fp16/bf16: the attention ran one feature at a time (the same maths, slower); use "
+                                "packing_attention: mask there")]
 
 
 def train_session(session: Session, resume: bool = True) -> dict[str, Any]:

@@ -194,6 +194,10 @@ class TrainConfig(Strict):
     # packed: a batch's features back to back in rows of packing_row_len tokens (jobs/packing.py)
     padding: Literal["max_length", "dynamic", "packed"] = "max_length"
     packing_row_len: int | None = Field(None, ge=16, description="tokens a packed row; default: packed_row_len")
+    # how a packed row's attention is confined to each feature: mask (SDPA with the block-diagonal mask; auto and
+    # unset too), varlen (one variable-length flash-attention call over the rows: CUDA 8.0+, fp16/bf16; measured
+    # no faster than the mask on an H200, see benchmarks/README.md)
+    packing_attention: Literal["auto", "varlen", "mask"] | None = None
     pad_to_multiple_of: int | None = Field(None, ge=1)
     bucketing: bool = False
 
@@ -291,9 +295,11 @@ def static_conflicts(train: TrainConfig) -> list[str]:
     # A task's own rules (e.g. SQuAD v2's doc_stride) live with the task: jobs.tasks.base.Task.knob_problems.
     if train.padding == "packed":
         problems.extend(_packing_conflicts(train))
-    elif train.packing_row_len is not None:
-        problems.append(f"packing_row_len ({train.packing_row_len}) only applies to padding: packed: "
-                        "drop packing_row_len or set padding: packed")
+    else:
+        for knob in ("packing_row_len", "packing_attention"):
+            if getattr(train, knob) is not None:
+                problems.append(f"{knob} ({getattr(train, knob)}) only applies to padding: packed: "
+                                f"drop {knob} or set padding: packed")
     if train.pad_to_multiple_of is not None and train.padding not in ("dynamic", "packed"):
         problems.append("pad_to_multiple_of only applies to padding: dynamic")
     if train.bucketing and train.padding not in ("dynamic", "packed"):
@@ -328,6 +334,9 @@ def _packing_conflicts(train: TrainConfig) -> list[str]:
                         f"to at least {train.max_seq_length} or drop it (default {_default_row_len(train.max_seq_length)})")
     if train.bucketing:
         problems.append("bucketing with padding: packed: packing already removes the padding; drop bucketing")
+    if train.packing_attention == "varlen" and train.attention == "eager":
+        problems.append("packing_attention: varlen with attention: eager: the variable-length kernel is not the "
+                        "eager attention; set attention: sdpa or packing_attention: mask")
     if train.pad_to_multiple_of is not None:
         problems.append(f"pad_to_multiple_of ({train.pad_to_multiple_of}) with padding: packed: rows are "
                         "packing_row_len tokens long; drop pad_to_multiple_of (set packing_row_len instead)")

@@ -89,7 +89,7 @@ UNHASHED_TRAIN_FIELDS = frozenset({"oom_retry", "report_to"})
 # Knobs added after runs existed, hashed only when set: at their default (None) they are left out, so an
 # upgrade does not give every existing run a new id (and `submit` would train them all again).
 HASHED_ONLY_WHEN_SET: tuple[tuple[str, ...], ...] = (
-    ("data", "noise"), ("ia3",), ("packing_row_len",),
+    ("data", "noise"), ("ia3",), ("packing_row_len",), ("packing_attention",),
     ("lora", "placement"), ("ia3", "placement"),
     ("latency",),
     ("eval_strategy",), ("eval_steps",), ("train_eval_samples",), ("early_stopping",),

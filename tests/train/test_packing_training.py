@@ -46,13 +46,18 @@ def _run(tiny: Callable[..., TrainConfig], spec_for: Any, run_dir: RunDir, paddi
     return {"result": result, "losses": losses}
 
 
-@pytest.mark.parametrize("task", list(TASK_KNOBS))
-def test_packed_equals_dynamic(task: str, tiny: Callable[..., TrainConfig], spec_for: Any,
+# packing_attention varlen off the GPU runs the variable-length attention's per-segment path (the flash kernel
+# itself is checked on a GPU: benchmarks/packing_probe.py --check-varlen) and says so in the result's warnings.
+@pytest.mark.parametrize(("task", "attention"), [("squad_v2", None), ("sst2", None), ("squad_v2", "varlen")])
+def test_packed_equals_dynamic(task: str, attention: str | None, tiny: Callable[..., TrainConfig], spec_for: Any,
                                run_dir_for: Callable[[str], RunDir]) -> None:
-    dynamic_dir, packed_dir = run_dir_for(f"{task}-dynamic"), run_dir_for(f"{task}-packed")
+    dynamic_dir, packed_dir = run_dir_for(f"{task}-dynamic"), run_dir_for(f"{task}-packed-{attention}")
     one_by_one = {"batch_size": 1, "gradient_accumulation_steps": 4} if task == "squad_v2" else {}
     dynamic = _run(tiny, spec_for, dynamic_dir, "dynamic", **one_by_one, **TASK_KNOBS[task])
-    packed = _run(tiny, spec_for, packed_dir, "packed", packing_row_len=128, **TASK_KNOBS[task])
+    packed = _run(tiny, spec_for, packed_dir, "packed", packing_row_len=128, packing_attention=attention,
+                  **TASK_KNOBS[task])
+    varlen_warnings = [w for w in packed["result"]["warnings"] if w.startswith("packing_attention: varlen")]
+    assert len(varlen_warnings) == (attention == "varlen")
     assert len(dynamic["losses"]) == len(packed["losses"]) == 6
     for step, (a, b) in enumerate(zip(dynamic["losses"], packed["losses"]), start=1):
         assert math.isclose(a, b, rel_tol=1e-4), f"step {step}: dynamic loss {a}, packed {b}"
@@ -88,3 +93,28 @@ def test_model_without_packed_head_is_refused_before_training(tiny: Callable[...
     features = datasets.Dataset.from_dict({"input_ids": [[101, 102]], "start_positions": [0], "end_positions": [0]})
     with pytest.raises(PackingError, match="model_type 'roberta'.*padding: dynamic"):
         build_session(train, run_dir_for("refused"), model, load_tokenizer(train), task, features)
+
+
+def test_packed_classification_trains_in_the_runs_mixed_precision(tiny: Callable[..., TrainConfig], spec_for: Any,
+                                                                  run_dir_for: Callable[[str], RunDir],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packed classification head calls the encoder below the model's forward (outside the autocast
+    accelerate wraps it in): it must still run in the run's precision (bf16 here, on the CPU), not fp32."""
+    import torch
+
+    import jobs.trainer as trainer_module
+
+    seen: set[torch.dtype] = set()
+    real_build = trainer_module.build_session
+
+    def build_and_watch(*args: Any, **kwargs: Any) -> Any:
+        session = real_build(*args, **kwargs)
+        query = next(module for name, module in session.trainer.model.named_modules() if name.endswith("query"))
+        query.register_forward_hook(lambda _module, _inputs, output: seen.add(output.dtype))
+        return session
+
+    monkeypatch.setattr(trainer_module, "build_session", build_and_watch)
+    train = tiny(padding="packed", precision="bf16", max_steps=2, packing_row_len=128, **TASK_KNOBS["sst2"])
+    result = run_training(spec_for(train, "bf16-packed"), run_dir_for("bf16-packed"))
+    assert result["train"]["samples"] > 0
+    assert seen == {torch.bfloat16}

@@ -1,9 +1,12 @@
 """Packed rows give each feature exactly what it gets alone (fp32), for QA and classification, BERT and DistilBERT,
-SDPA and eager attention, with and without a LoRA adapter."""
+SDPA, eager and the variable-length attention (its per-segment path: the flash kernel itself runs on a GPU, in
+benchmarks/packing_probe.py --check-varlen), with and without a LoRA adapter."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -34,11 +37,41 @@ def _features(lengths: list[int], seed: int = 0) -> list[dict[str, list[int]]]:
 LENGTHS = [9, 17, 5, 30, 12, 3, 21]
 
 
+VARLEN = "varlen"  # a test parameter: the model attends with jobs.packing.varlen_attention on packed batches
+
+
 def _bert_config(implementation: str, **extra: int) -> BertConfig:
     config = BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=64, max_position_embeddings=64, **extra)
-    config._attn_implementation = implementation
+    config._attn_implementation = "sdpa" if implementation == VARLEN else implementation
     return config
+
+
+def _packed(model: torch.nn.Module, implementation: str, head: Callable[..., Any], batch: dict[str, Any]) -> Any:
+    """``head(model, batch)`` with ``implementation``'s attention; the model is left with its own after."""
+    config = packing.unwrap(model).config
+    own = config._attn_implementation
+    if implementation == VARLEN:
+        packing.use_varlen_attention(model)
+    try:
+        return head(model, batch)
+    finally:
+        config._attn_implementation = own
+
+
+def test_varlen_segments_tile_the_rows_one_per_feature_and_padding_tail_with_a_length_fixed_by_the_shape() -> None:
+    batch = packing.pack(_features(LENGTHS), ROW_LEN, rows_multiple=8)
+    rows = batch["input_ids"].shape[0]
+    bounds = batch["cu_seqlens"].tolist()
+    assert batch["cu_seqlens"].dtype == torch.int32
+    assert len(bounds) == len(LENGTHS) + rows + 1  # depends on the shape only: one CUDA graph a shape
+    assert bounds[0] == 0 and bounds[-1] == rows * ROW_LEN and bounds == sorted(bounds)
+    segments = {(a, b) for a, b in itertools.pairwise(bounds) if b > a}
+    for row, offset, length in zip(batch["feature_row"].tolist(), batch["feature_offset"].tolist(),
+                                   batch["feature_length"].tolist()):
+        start = row * ROW_LEN + offset
+        assert (start, start + length) in segments  # a feature is one segment: it sees itself only
+    assert all(a // ROW_LEN == (b - 1) // ROW_LEN for a, b in segments)  # no segment crosses a row's end
 
 
 def test_placement_is_first_fit_decreasing_deterministic_and_refuses_a_feature_longer_than_a_row() -> None:
@@ -82,7 +115,8 @@ def test_each_feature_gets_back_its_own_tokens_so_labels_relative_to_a_feature_d
     assert not mask[row, a_at, b_at] and not mask[row, b_at, a_at] and mask[row, a_at, a_at]
 
 
-@pytest.mark.parametrize(("implementation", "rows_multiple"), [("sdpa", 1), ("eager", 1), ("sdpa", 8)])
+@pytest.mark.parametrize(("implementation", "rows_multiple"), [("sdpa", 1), ("eager", 1), ("sdpa", 8), (VARLEN, 1),
+                                                            (VARLEN, 8)])
 def test_packed_question_answering_logits_and_loss_equal_the_features_run_one_by_one(implementation: str,
                                                                                      rows_multiple: int) -> None:
     torch.manual_seed(0)
@@ -93,7 +127,7 @@ def test_packed_question_answering_logits_and_loss_equal_the_features_run_one_by
     batch = packing.pack(features, ROW_LEN, rows_multiple=rows_multiple)
     assert batch["input_ids"].shape[0] % rows_multiple == 0  # rows of padding under compile
     with torch.no_grad():
-        start, end = packing.qa_logits(model, batch)
+        start, end = _packed(model, implementation, packing.qa_logits, batch)
         loss = packing.qa_loss(start, end, starts, ends)
         alone_losses = []
         for i, feature in enumerate(features):
@@ -111,28 +145,29 @@ def test_packed_question_answering_logits_and_loss_equal_the_features_run_one_by
 def _distilbert(implementation: str) -> DistilBertForSequenceClassification:
     config = DistilBertConfig(vocab_size=128, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
                               max_position_embeddings=64, num_labels=3)
-    config._attn_implementation = implementation
+    config._attn_implementation = "sdpa" if implementation == VARLEN else implementation
     return DistilBertForSequenceClassification(config)
 
 
 @pytest.mark.parametrize("architecture", ["bert", "distilbert"])
-@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("implementation", ["sdpa", "eager", VARLEN])
 def test_packed_classification_logits_equal_the_features_run_one_by_one(architecture: str, implementation: str) -> None:
     torch.manual_seed(1)
     model = (BertForSequenceClassification(_bert_config(implementation, num_labels=3)) if architecture == "bert"
              else _distilbert(implementation)).eval()
     features = _features(LENGTHS, seed=1)
-    _assert_classification_matches(model, features, with_types=architecture == "bert")
+    _assert_classification_matches(model, features, with_types=architecture == "bert", implementation=implementation)
 
 
-def test_packed_classification_with_a_lora_adapter_equals_the_features_run_one_by_one() -> None:
+@pytest.mark.parametrize("implementation", ["sdpa", VARLEN])
+def test_packed_classification_with_a_lora_adapter_equals_the_features_run_one_by_one(implementation: str) -> None:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(2)
     base = BertForSequenceClassification(_bert_config("sdpa", num_labels=2))
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS",
                                             init_lora_weights=False)).eval()
-    _assert_classification_matches(model, _features(LENGTHS, seed=2), with_types=True)
+    _assert_classification_matches(model, _features(LENGTHS, seed=2), with_types=True, implementation=implementation)
 
 
 def test_an_architecture_without_a_packed_head_is_refused_by_name() -> None:
@@ -145,12 +180,12 @@ def test_an_architecture_without_a_packed_head_is_refused_by_name() -> None:
 
 
 def _assert_classification_matches(model: torch.nn.Module, features: list[dict[str, list[int]]],
-                                   with_types: bool) -> None:
+                                   with_types: bool, implementation: str) -> None:
     batch = packing.pack(features, ROW_LEN)
     if not with_types:
         batch.pop("token_type_ids")
     with torch.no_grad():
-        logits = packing.classification_logits(model, batch)
+        logits = _packed(model, implementation, packing.classification_logits, batch)
         for i, feature in enumerate(features):
             inputs = {"input_ids": torch.tensor([feature["input_ids"]])}
             if with_types:

@@ -34,6 +34,12 @@ def test_packing_knob_refusals_name_the_key_the_value_and_the_fix() -> None:
     assert "pad_to_multiple_of (8) with padding: packed" in message and "drop pad_to_multiple_of" in message
     assert ("packing_row_len (512) only applies to padding: packed: drop packing_row_len or set padding: packed"
             in _refusal(padding="dynamic", packing_row_len=512))
+    assert ("packing_attention (varlen) only applies to padding: packed: drop packing_attention or set "
+            "padding: packed") in _refusal(padding="dynamic", packing_attention="varlen")
+    assert ("packing_attention: varlen with attention: eager: the variable-length kernel is not the eager "
+            "attention; set attention: sdpa or packing_attention: mask"
+            in _refusal(padding="packed", attention="eager", packing_attention="varlen"))
+    TrainConfig(padding="packed", attention="eager", packing_attention="auto")  # auto: the mask with eager
 
 
 def test_the_new_knob_leaves_existing_config_hashes_alone() -> None:
@@ -43,6 +49,8 @@ def test_the_new_knob_leaves_existing_config_hashes_alone() -> None:
     assert config_hash(plain) != config_hash(packed)
     assert config_hash(packed) != config_hash(TrainConfig(padding="packed", packing_row_len=512))
     assert config_hash(packed) == config_hash(TrainConfig(padding="packed", packing_row_len=None))
+    assert config_hash(packed) == config_hash(TrainConfig(padding="packed", packing_attention=None))
+    assert config_hash(packed) != config_hash(TrainConfig(padding="packed", packing_attention="mask"))
 
 
 def test_the_collator_packs_tokens_and_keeps_each_features_labels_in_the_batchs_order() -> None:
