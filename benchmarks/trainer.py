@@ -103,6 +103,7 @@ RECIPES["A1-w0"] = {**RECIPES["A1"], "dataloader_workers": 0}
 RECIPES["A5-w0"] = {**RECIPES["A5"], "dataloader_workers": 0}
 RECIPES["A5-prof"] = {**RECIPES["A5"], "profile": True}
 RECIPES["A5-p64"] = {**RECIPES["A5"], "pad_to_multiple_of": 64}
+RECIPES["A5-p32"] = {**RECIPES["A5"], "pad_to_multiple_of": 32}  # 12 shapes at 384 tokens: less padding, more graphs
 RECIPES["A5-adamw"] = {**RECIPES["A5"], "optimizer": "adamw"}
 # "-kprof": the recipe with a torch.profiler window over 3 steps right after --warmup (steady state, not
 # the compile and graph recording that `profile: true`'s window of steps 4-6 sees); kernels.csv beside --out.
