@@ -108,6 +108,7 @@ RECIPES["A5-adamw"] = {**RECIPES["A5"], "optimizer": "adamw"}
 # "-kprof": the recipe with a torch.profiler window over 3 steps right after --warmup (steady state, not
 # the compile and graph recording that `profile: true`'s window of steps 4-6 sees); kernels.csv beside --out.
 RECIPES["A5-kprof"], RECIPES["P2-kprof"] = RECIPES["A5"], RECIPES["P2"]
+RECIPES["A5-p32-kprof"] = RECIPES["A5-p32"]
 # "-ca": the recipe with compiled autograd (trainer_diagnostics.compiled_autograd): an experiment.
 RECIPES["A5-ca"] = RECIPES["A5"]
 RECIPES["A4-64"] = {**RECIPES["A4"], "pad_to_multiple_of": 64}  # A4 with at most 6 shapes at 384 tokens
