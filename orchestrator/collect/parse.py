@@ -49,6 +49,7 @@ _POSITIVE_FIGURES = ("train_result.runtime_s", "train_result.samples_per_s", "tr
 _SHORTEST_RUNTIME_S = 1e-6
 RESULT_SCALARS = ("healthy", "finished_at", "job_id", "node", "git_commit")
 MAX_CURVE_POINTS = 256
+_READ_CHUNK_BYTES = 64 * 1024  # one read for almost every run file; below malloc's mmap threshold
 # The heartbeat's fields (jobs.contract.Heartbeat) that become columns of a run not completed.
 HEARTBEAT_COLUMNS = ("state", "step", "total_steps", "last_loss", "updated_at")
 _SERIES_PREFIX = re.compile(r"^[A-Za-z]+")
@@ -99,8 +100,7 @@ class _Reader:
         if name not in self.present:
             return None, False
         try:
-            with open(os.path.join(self.run_dir, name), "rb") as handle:
-                value = loads(handle.read())
+            value = loads(read_bytes(os.path.join(self.run_dir, name)))
         except FileNotFoundError:
             self.problems.append(f"{name} vanished while reading")
             return None, False
@@ -155,6 +155,22 @@ def read_run(run_dir: str | Path, present: frozenset[str], spec_mtime_ns: int | 
     return record
 
 
+def read_bytes(path: str) -> bytes:
+    """The whole file at ``path``; raises OSError (``FileNotFoundError`` when absent) as ``open`` does.
+
+    ``os.open`` and ``os.read`` until the end: four system calls for a small file, where
+    ``open(path, "rb").read()`` makes nine (two fstat, a terminal check, two seeks). A cold collect of
+    10,000 runs reads 40,000 small files, and on a virtual machine every system call is dear."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, _READ_CHUNK_BYTES):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def loads(data: bytes) -> Any:
     """``json.loads`` of ``data``, through orjson (about 3x faster on collect's 40,000 small files).
 
@@ -172,8 +188,7 @@ def read_jsonl_fast(path: str) -> list[dict[str, Any]]:
     """metrics.jsonl as one JSON array parse; line by line (the contract's reader, which
     skips a torn last line) only when that fails."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_bytes(path)
     except OSError:
         return []
     try:

@@ -9,7 +9,7 @@ import sys
 import pytest
 from tabulate import tabulate
 
-from orchestrator.collect.parse import loads
+from orchestrator.collect.parse import loads, read_bytes
 from orchestrator.collect.render import pipe_table
 
 TABLES = [
@@ -39,6 +39,18 @@ def test_loads_takes_what_the_workers_write_and_fails_as_json_does() -> None:
         loads(b"{bad")
     with pytest.raises(UnicodeDecodeError):
         loads(b"\xff")
+
+
+def test_read_bytes_reads_whole_files_and_fails_as_open_does(tmp_path) -> None:
+    sizes = [0, 1, 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1, 3 * 64 * 1024 + 17]  # around the read size
+    for size in sizes:
+        path = tmp_path / f"f{size}"
+        path.write_bytes(bytes(i % 251 for i in range(size)))
+        assert read_bytes(str(path)) == path.read_bytes()
+    with pytest.raises(FileNotFoundError):
+        read_bytes(str(tmp_path / "absent.json"))
+    with pytest.raises(IsADirectoryError):
+        read_bytes(str(tmp_path))
 
 
 def test_the_nothing_changed_path_imports_neither_pandas_nor_matplotlib() -> None:
