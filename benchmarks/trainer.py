@@ -56,7 +56,13 @@ from transformers import (
     default_data_collator,
 )
 
-from benchmarks.trainer_diagnostics import compiled_autograd, extra_callbacks, keep_profile_files, smoke_run_training
+from benchmarks.trainer_diagnostics import (
+    clip_pass,
+    compiled_autograd,
+    extra_callbacks,
+    keep_profile_files,
+    smoke_run_training,
+)
 from jobs.contract import RunDir, TrainConfig
 from jobs.model import parameter_counts
 from jobs.preemption import end_loader_workers
@@ -115,6 +121,9 @@ RECIPES["A4-64"] = {**RECIPES["A4"], "pad_to_multiple_of": 64}  # A4 with at mos
 # "-nowalks": the recipe with the Trainer's own per-step train() / zero_grad() walks (jobs.step_walks off).
 for _name in ("A2", "A5", "A5-16", "L5-16"):
     RECIPES[f"{_name}-nowalks"] = RECIPES[_name]
+# "-clippass": the flat optimizer's clip factor applied by a pass of its own, as before it joined the fused step.
+for _name in ("A5", "A5-p32", "A5-16"):
+    RECIPES[f"{_name}-clippass"] = RECIPES[_name]
 # Large batches are bound by arithmetic, not launches: no CUDA graphs, tight padding.
 RECIPES["A6"] = {**RECIPES["A5-default"], "pad_to_multiple_of": 16}
 ACCURACY_NEUTRAL_FULL_FT = ("A1", "A2", "A3", "A4", "D1", "A5", "A5-default", "A5-p64", "A6", "P1", "P2", "P3", "A5-16")
@@ -248,7 +257,7 @@ def run_recipe(name: str, args: argparse.Namespace, model_path: Path, data: dict
                                 warmup_steps=args.warmup, extra_callbacks=extra_callbacks(name, args))
         session.trainer.step_walks = not name.endswith("-nowalks")
         try:
-            with compiled_autograd(name.endswith("-ca")):
+            with compiled_autograd(name.endswith("-ca")), clip_pass(name.endswith("-clippass")):
                 section = train_session(session, resume=False)
         finally:  # as run_training does: shielded workers ignore the SIGTERM that would end them at exit
             end_loader_workers()

@@ -20,6 +20,7 @@ import torch
 from transformers import TrainerCallback
 
 from jobs.contract import Resources, RunDir, RunSpec, TrainConfig
+from jobs.flat_optim import FlatAdamW
 from jobs.profiler import KernelProfiler
 from jobs.spec_trainer import SpecTrainer
 from jobs.trainer import run_training
@@ -56,6 +57,26 @@ def extra_callbacks(name: str, args: argparse.Namespace) -> list[TrainerCallback
         folder.mkdir(parents=True, exist_ok=True)
         callbacks.append(KernelProfiler(folder, wait_steps=args.warmup))
     return callbacks
+
+
+@contextmanager
+def clip_pass(enabled: bool) -> Iterator[None]:
+    """The flat optimizer's clipping as it was before the clip factor moved into the fused step: the
+    factor applied to the flat gradients by a pass of its own (``clip_grad_norm_``); for ``-clippass``."""
+    if not enabled:
+        yield
+        return
+    original = FlatAdamW.clip_grad_norm
+
+    def clip_grad_norm(self: FlatAdamW, max_norm: float) -> torch.Tensor:
+        self.gather_grads()
+        return torch.nn.utils.clip_grad_norm_(self.masters(), max_norm)
+
+    FlatAdamW.clip_grad_norm = clip_grad_norm  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        FlatAdamW.clip_grad_norm = original  # type: ignore[method-assign]
 
 
 @contextmanager

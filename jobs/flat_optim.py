@@ -8,17 +8,21 @@ gets one contiguous fp32 master copy and one contiguous gradient buffer, so unsc
 clipping and the fused AdamW step each touch one tensor:
 
     gather   one foreach copy: the parameters' .grad -> the flat gradient buffer
+    clip     the flat gradients' total norm; the clip factor is not applied by a pass of its own
+             but inside the fused step, as the divisor of its gradient scale
     step     fused AdamW on the flat master (the grad scaler's inf check included)
     scatter  one foreach copy: the flat master -> the parameters
 
 The maths is AdamW's, element by element (a test checks it against the plain
-optimizer); the model's parameters keep their own storage, so torch.compile, CUDA
+optimizer with clipping, in fp32 and under a grad scaler; dividing by the reciprocal
+of the clip factor rounds a gradient's last bit differently from multiplying by it); the model's parameters keep their own storage, so torch.compile, CUDA
 graphs and checkpoints see an ordinary model. It costs two extra copies of the
 trainable parameters in memory.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -78,6 +82,7 @@ class FlatAdamW(torch.optim.AdamW):
                         for flat, decay in zip(self.flat_groups, weight_decays)]
         super().__init__(param_groups, lr=lr, betas=betas, eps=eps, fused=True)
         self._gathered = False
+        self._clip_divisor: torch.Tensor | None = None  # 1 / the clip factor, for the next step
 
     def masters(self) -> list[torch.nn.Parameter]:
         return [flat.master for flat in self.flat_groups]
@@ -90,9 +95,39 @@ class FlatAdamW(torch.optim.AdamW):
             self._gathered = True
 
     @torch.no_grad()
+    def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        """The gradients' total 2-norm before clipping (a 0-d fp32 tensor, as ``clip_grad_norm_`` returns);
+        when it exceeds ``max_norm`` the next :meth:`step` scales the gradients by ``max_norm / (norm +
+        1e-6)``, torch's clip factor, inside the fused update instead of in a pass of its own (one read and
+        one write of every gradient less). ``max_norm`` inf: the norm only. Call it after the grad scaler
+        unscaled the gradients, as ``clip_grad_norm_``."""
+        self.gather_grads()
+        grads = [master.grad for master in self.masters() if master.grad is not None]
+        total = torch.nn.utils.get_total_norm(grads, 2.0, error_if_nonfinite=False, foreach=True)
+        if math.isfinite(max_norm):
+            factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+            self._clip_divisor = torch.reciprocal(factor).to(torch.float32)
+        return total
+
+    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         self.gather_grads()
-        loss = super().step(closure)
+        divisor, self._clip_divisor = self._clip_divisor, None
+        if divisor is None:
+            loss = super().step(closure)
+        else:
+            # the fused kernel divides each gradient by grad_scale; a grad scaler that left the unscaling
+            # to the step has set its scale here already (and removes it after the step)
+            had_scale = "grad_scale" in self.__dict__
+            scale = self.__dict__.get("grad_scale")
+            self.grad_scale = divisor if scale is None else scale * divisor
+            try:
+                loss = super().step(closure)
+            finally:
+                if had_scale:
+                    self.grad_scale = scale
+                else:
+                    del self.grad_scale
         for flat in self.flat_groups:
             flat.scatter()
         self._gathered = False
@@ -104,6 +139,7 @@ class FlatAdamW(torch.optim.AdamW):
             assert flat.master.grad is not None
             flat.master.grad.zero_()
         self._gathered = False
+        self._clip_divisor = None
 
 
 def flat_groups_possible(params: Sequence[torch.nn.Parameter]) -> bool:

@@ -208,7 +208,7 @@ class SpecTrainer(Trainer):
         assert self._flat is not None
         self._flat.gather_grads()
         self.accelerator.unscale_gradients()  # fp16: the grad scaler unscales the flat buffers
-        return torch.nn.utils.clip_grad_norm_(self._flat.masters(), max_norm)
+        return self._flat.clip_grad_norm(max_norm)  # the clip factor is applied inside the fused step
 
     def _clip_grad_norm(self, model: torch.nn.Module) -> Any:
         if self._flat is None:

@@ -66,7 +66,8 @@ def _groups(model: torch.nn.Module) -> list[dict[str, Any]]:
             {"params": [p for n, p in named if not n.endswith("weight")], "weight_decay": 0.0}]
 
 
-def test_flat_adamw_matches_fused_adamw_step_by_step() -> None:
+@pytest.mark.parametrize("max_norm", [0.5, 1e9, float("inf")])  # clipping every step, never, no clipping
+def test_flat_adamw_matches_fused_adamw_step_by_step(max_norm: float) -> None:
     torch.manual_seed(0)
     plain_model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 2))
     flat_model = copy.deepcopy(plain_model)
@@ -77,11 +78,46 @@ def test_flat_adamw_matches_fused_adamw_step_by_step() -> None:
         for model in (plain_model, flat_model):
             model.zero_grad()
             model(x).pow(2).sum().backward()
-        torch.nn.utils.clip_grad_norm_(plain_model.parameters(), 0.5)
-        flat.gather_grads()
-        torch.nn.utils.clip_grad_norm_(flat.masters(), 0.5)
+        plain_norm = torch.nn.utils.clip_grad_norm_(plain_model.parameters(), max_norm)
+        flat_norm = flat.clip_grad_norm(max_norm)
+        torch.testing.assert_close(flat_norm, plain_norm)  # the norm before clipping, as the Trainer logs it
+        if max_norm == 0.5:
+            assert plain_norm > 0.5  # the clip factor is applied (inside the fused step)
         plain.step()
         flat.step()
+    for a, b in zip(plain_model.parameters(), flat_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_flat_adamw_clips_under_a_grad_scaler_and_skips_an_overflowing_step() -> None:
+    """fp16's flow: the scaler unscales the flat gradients, the norm is taken, the scaler's step passes its
+    found_inf to the fused update (grad_scale None after unscale_) and the clip divisor joins it."""
+    torch.manual_seed(0)
+    plain_model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 2))
+    flat_model = copy.deepcopy(plain_model)
+    plain = torch.optim.AdamW(_groups(plain_model), lr=1e-2, fused=True)
+    flat = FlatAdamW(_groups(flat_model), lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
+    scalers = {id(plain): torch.amp.GradScaler("cpu", init_scale=2.0**10), id(flat): torch.amp.GradScaler("cpu", init_scale=2.0**10)}
+    for step in range(5):
+        x = torch.randn(4, 8)
+        if step == 2:
+            x[0, 0] = float("inf")  # an overflow: both skip this update
+        for model, optimizer in ((plain_model, plain), (flat_model, flat)):
+            model.zero_grad()
+            scalers[id(optimizer)].scale(model(x).pow(2).sum()).backward()
+        scalers[id(plain)].unscale_(plain)
+        torch.nn.utils.clip_grad_norm_(plain_model.parameters(), 0.5)
+        flat.gather_grads()
+        scalers[id(flat)].unscale_(flat)
+        flat.clip_grad_norm(0.5)
+        before = [p.detach().clone() for p in flat_model.parameters()]
+        for optimizer in (plain, flat):
+            scalers[id(optimizer)].step(optimizer)
+            scalers[id(optimizer)].update()
+        assert "grad_scale" not in flat.__dict__  # the scaler's attribute is left as it found it
+        if step == 2:
+            assert all(torch.equal(a, b) for a, b in zip(before, flat_model.parameters()))
+    assert scalers[id(flat)].get_scale() == scalers[id(plain)].get_scale() == 2.0**9
     for a, b in zip(plain_model.parameters(), flat_model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
