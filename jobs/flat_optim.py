@@ -9,14 +9,15 @@ clipping and the fused AdamW step each touch one tensor:
 
     gather   one foreach copy: the parameters' .grad -> the flat gradient buffer
     clip     the flat gradients' total norm; the clip factor is not applied by a pass of its own
-             but inside the fused step, as the divisor of its gradient scale
+             but inside the fused step: its reciprocal is the step's gradient scale (a divisor)
     step     fused AdamW on the flat master (the grad scaler's inf check included)
     scatter  one foreach copy: the flat master -> the parameters
 
 The maths is AdamW's, element by element (a test checks it against the plain
 optimizer with clipping, in fp32 and under a grad scaler; dividing by the reciprocal
-of the clip factor rounds a gradient's last bit differently from multiplying by it); the model's parameters keep their own storage, so torch.compile, CUDA
-graphs and checkpoints see an ordinary model. It costs two extra copies of the
+of the clip factor may round a gradient's last bit differently from multiplying by
+it); the model's parameters keep their own storage, so torch.compile, CUDA graphs
+and checkpoints see an ordinary model. It costs two extra copies of the
 trainable parameters in memory.
 """
 
